@@ -1,0 +1,41 @@
+"""One typed config for a training run, from CLI options and `MNIST_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+NanPolicy = Literal["fail", "drop", "impute"]
+
+
+class TrainConfig(BaseSettings):
+    """Every knob of a training run. Each field `x_y` is `--x-y` on the CLI and `MNIST_X_Y`."""
+
+    model_config = SettingsConfigDict(env_prefix="MNIST_", extra="forbid", frozen=True)
+
+    model: str = Field("cnn", description="architecture name (see `mnist models`)")
+    epochs: int = Field(8, ge=1, le=1000, description="passes over the training split")
+    batch_size: int = Field(128, ge=1, le=65536, description="samples per gradient step")
+    learning_rate: float = Field(
+        3e-3, gt=0, le=1, description="peak learning rate of the one-cycle schedule"
+    )
+    seed: int = Field(42, ge=0, description="fixes the validation split and initialisation")
+    validation_split: float = Field(
+        0.1, ge=0, lt=1, description="fraction of training data held out, stratified by label"
+    )
+    data_dir: Path | None = Field(
+        None, description="MNIST directory or .npz (default: MNIST_DATA_DIR, else the cache)"
+    )
+    nan_policy: NanPolicy = Field("fail", description="what to do with NaN/Inf/invalid samples")
+    train_limit: int | None = Field(
+        None, ge=1, description="use only the first N training images (quick runs)"
+    )
+    test_limit: int | None = Field(None, ge=1, description="use only the first N test images")
+    experiment: str = Field("mnist", min_length=1, description="MLflow experiment name")
+
+    def params(self) -> dict[str, str]:
+        """The whole config, flattened to strings for MLflow params."""
+        return {k: str(v) for k, v in self.model_dump().items()}

@@ -1,0 +1,22 @@
+"""Process-wide defaults, applied before Prefect, MLflow or TensorFlow are imported.
+
+Only defaults: any variable the user has set wins.
+"""
+
+import os
+
+DEFAULTS = {
+    # No telemetry to the internet unless asked for.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    # The ephemeral Prefect API can take over 20 s to start on a loaded 2-core machine.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    # TensorFlow's C++ start-up chatter hides the pipeline's own output.
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+
+
+def apply_defaults() -> None:
+    for key, value in DEFAULTS.items():
+        os.environ.setdefault(key, value)

@@ -1,0 +1,142 @@
+"""Load a saved model and predict digits for new inputs: arrays, CSV rows, images.
+
+Inputs become raw pixels (N, 28, 28) float32 in 0-255, go through the same validation and
+NaN policy as training data, and are fed to the model, which carries its own scaling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from PIL import Image, UnidentifiedImageError
+
+from mnist.config import NanPolicy
+from mnist.data import IMAGE_SIZE, PIXELS, read_csv
+from mnist.errors import MnistError
+from mnist.evaluation import predict_proba
+from mnist.preprocess import Arrays
+from mnist.validation import ValidationReport, validate
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def load_model(ref: str) -> keras.Model:
+    """A raw-pixel Keras model from a `.keras` file, an MLflow model directory, or an MLflow URI
+    (`runs:/ID/model`, `models:/NAME@ALIAS`, `models:/NAME/VERSION`)."""
+    path = Path(ref).expanduser()
+    try:
+        if path.suffix == ".keras" and path.is_file():
+            return keras.saving.load_model(path)
+        if path.is_dir() and (path / "MLmodel").is_file():
+            return mlflow.tensorflow.load_model(str(path))
+        if "://" not in ref and ":/" not in ref:
+            raise MnistError(f"model {ref!r}: no such .keras file or MLflow model directory")
+        return mlflow.tensorflow.load_model(ref)
+    except MlflowException as exc:
+        raise MnistError(f"cannot load model {ref!r}: {exc.message.splitlines()[0]}") from exc
+    except (OSError, ValueError) as exc:
+        raise MnistError(f"cannot load model {ref!r}: {exc}") from exc
+
+
+def _as_images(arr: np.ndarray, source: str) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "uif":
+        raise MnistError(f"{source}: expected numbers, found dtype {arr.dtype}")
+    if arr.shape in ((IMAGE_SIZE, IMAGE_SIZE), (PIXELS,)):
+        arr = arr[None]
+    if arr.ndim >= 2 and arr[0].size == PIXELS:
+        return arr.reshape(-1, IMAGE_SIZE, IMAGE_SIZE).astype(np.float32)
+    raise MnistError(f"{source}: shape {arr.shape} is not (N, 28, 28), (N, 784) or (28, 28)")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A grayscale MNIST-style image (dark background), resized to 28x28 if needed."""
+    try:
+        with Image.open(path) as img:
+            gray = img.convert("L")
+            if gray.size != (IMAGE_SIZE, IMAGE_SIZE):
+                gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+            return np.asarray(gray, dtype=np.float32)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise MnistError(f"{path}: not a readable image ({exc})") from exc
+
+
+def read_inputs(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
+    """Raw pixels (N, 28, 28) float32 and a name per image (`file`, `file[row]`)."""
+    images, names = [], []
+    for path in paths:
+        if not path.is_file():
+            raise MnistError(f"{path}: no such file")
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_SUFFIXES:
+            batch, labelled = read_image(path)[None], False
+        elif suffix == ".npy":
+            batch, labelled = _load_npy(path), True
+        elif suffix == ".npz":
+            batch, labelled = _load_npz(path), True
+        elif suffix == ".csv":
+            batch, labelled = _load_csv(path), True
+        else:
+            raise MnistError(f"{path}: unsupported input type (use .npy, .npz, .csv, .png, .jpg)")
+        images.append(batch)
+        names += [f"{path}[{i}]" for i in range(len(batch))] if labelled else [str(path)]
+    if not images:
+        raise MnistError("no inputs given")
+    return np.concatenate(images), names
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return _as_images(np.load(path, allow_pickle=False), str(path))
+    except (OSError, ValueError) as exc:
+        raise MnistError(f"{path}: not a readable .npy file ({exc})") from exc
+
+
+def _load_npz(path: Path) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = [k for k in ("x_test", "x", "images") if k in z] or list(z.keys())[:1]
+            if not keys:
+                raise MnistError(f"{path}: no arrays in .npz file")
+            return _as_images(z[keys[0]], f"{path}:{keys[0]}")
+    except (OSError, ValueError) as exc:
+        raise MnistError(f"{path}: not a readable .npz file ({exc})") from exc
+
+
+def _load_csv(path: Path) -> np.ndarray:
+    """784 pixel columns, or 785 with a leading label (ignored)."""
+    with path.open() as f:
+        width = len(f.readline().split(","))
+    return read_csv(path, labelled=width == PIXELS + 1).images.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    table: pd.DataFrame  # input, digit, probability, and one column per class
+    report: ValidationReport
+
+
+def predict(
+    model: keras.Model, images: np.ndarray, names: list[str], policy: NanPolicy = "fail"
+) -> Predictions:
+    """Validate raw pixels under `policy`, then predict a digit and its probability for each."""
+    x = images.astype(np.float32).reshape(len(images), IMAGE_SIZE, IMAGE_SIZE, 1)
+    cleaned, report = validate({"input": Arrays(x, None)}, policy, (0.0, 255.0))
+    kept = cleaned["input"].x
+    rows = report.splits["input"].kept
+    rows = np.arange(len(x)) if rows is None else rows
+    probabilities = predict_proba(model, kept.reshape(-1, IMAGE_SIZE, IMAGE_SIZE))
+    table = pd.DataFrame(
+        {
+            "input": [names[i] for i in rows],
+            "digit": probabilities.argmax(axis=1),
+            "probability": probabilities.max(axis=1).round(4),
+        }
+    )
+    return Predictions(table, report)

@@ -1,0 +1,106 @@
+"""Named Keras architectures, and the raw-pixel wrapper that every saved model carries.
+
+Networks take (N, 28, 28, 1) float32 in [0, 1] and output 10 softmax probabilities.
+`for_raw_pixels` puts the scaling inside the saved model, so a served or registered model takes
+raw 0-255 pixels shaped (N, 28, 28) and nobody re-implements preprocessing at inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+from keras import layers
+
+from mnist.errors import MnistError
+from mnist.preprocess import NUM_CLASSES
+
+INPUT_SHAPE = (28, 28, 1)
+
+
+def _conv_bn(filters: int, kernel: int) -> list[keras.layers.Layer]:
+    return [
+        layers.Conv2D(filters, kernel, use_bias=False),
+        layers.BatchNormalization(momentum=0.9),
+        layers.ReLU(),
+    ]
+
+
+def reference() -> keras.Sequential:
+    """The Keras "simple MNIST convnet" (34,826 parameters): the benchmark's yardstick."""
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dropout(0.5),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
+        ],
+        name="reference",
+    )
+
+
+def cnn() -> keras.Sequential:
+    """The default: reference-sized convolutions with BatchNorm, a 5x5 first layer, dropout."""
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            *_conv_bn(32, 5),
+            layers.MaxPooling2D(2),
+            *_conv_bn(64, 3),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dropout(0.4),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
+        ],
+        name="cnn",
+    )
+
+
+def small() -> keras.Sequential:
+    """A small net for quick runs (24 and 32 channels, after tuomaso/train_mnist_fast)."""
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            *_conv_bn(24, 5),
+            layers.MaxPooling2D(2),
+            *_conv_bn(32, 3),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
+        ],
+        name="small",
+    )
+
+
+ARCHITECTURES: dict[str, Callable[[], keras.Sequential]] = {
+    "cnn": cnn,
+    "reference": reference,
+    "small": small,
+}
+
+
+def build(name: str) -> keras.Sequential:
+    """Build the architecture called `name` (uncompiled)."""
+    try:
+        return ARCHITECTURES[name]()
+    except KeyError:
+        raise MnistError(
+            f"unknown model {name!r}; choose one of: {', '.join(sorted(ARCHITECTURES))}"
+        ) from None
+
+
+def for_raw_pixels(net: keras.Model) -> keras.Sequential:
+    """Wrap a trained network so it takes raw 0-255 pixels shaped (N, 28, 28)."""
+    return keras.Sequential(
+        [
+            keras.Input((28, 28), name="pixels"),
+            layers.Rescaling(1.0 / 255.0),
+            layers.Reshape(INPUT_SHAPE),
+            net,
+        ],
+        name=f"{net.name}_raw_pixels",
+    )

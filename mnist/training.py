@@ -1,0 +1,80 @@
+"""Fit a named architecture with Adam and a one-cycle learning rate; history as a DataFrame."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import keras
+import pandas as pd
+
+from mnist import models
+from mnist.config import TrainConfig
+from mnist.preprocess import Prepared
+
+EpochHook = Callable[[int, dict[str, float], float], None]
+"""Called after each epoch with (epoch starting at 1, metrics, seconds the epoch took)."""
+
+
+class _EpochReporter(keras.callbacks.Callback):
+    def __init__(self, hook: EpochHook):
+        super().__init__()
+        self.hook = hook
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
+        self.hook(epoch + 1, metrics, time.perf_counter() - self.started)
+
+
+def one_cycle(
+    peak: float, total_steps: int, warmup: float = 0.2
+) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warm-up to `peak` over `warmup` of the steps, then cosine decay to peak/100."""
+    warmup_steps = max(1, int(total_steps * warmup))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=peak / 10,
+        decay_steps=max(1, total_steps - warmup_steps),
+        alpha=0.01,
+        warmup_target=peak,
+        warmup_steps=warmup_steps,
+    )
+
+
+def compile_model(
+    net: keras.Model, learning_rate: keras.optimizers.schedules.LearningRateSchedule | float
+) -> keras.Model:
+    """Adam, categorical cross-entropy, accuracy."""
+    net.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return net
+
+
+def train(
+    config: TrainConfig, data: Prepared, on_epoch: EpochHook | None = None
+) -> tuple[keras.Model, pd.DataFrame]:
+    """Build and fit `config.model` on data.train, monitoring data.val each epoch."""
+    keras.utils.set_random_seed(config.seed)
+    net = models.build(config.model)
+    steps = math.ceil(len(data.train) / config.batch_size) * config.epochs
+    compile_model(net, one_cycle(config.learning_rate, steps))
+    callbacks = [_EpochReporter(on_epoch)] if on_epoch else []
+    validation = (data.val.x, data.val.y) if len(data.val) else None
+    fit = net.fit(
+        data.train.x,
+        data.train.y,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    history = pd.DataFrame(fit.history)
+    history.insert(0, "epoch", range(1, len(history) + 1))
+    return net, history

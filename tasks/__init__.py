@@ -1,0 +1,10 @@
+"""Thin Prefect tasks, one module per stage; the logic lives in `mnist`."""
+
+from tasks.evaluate import evaluate
+from tasks.ingest import ingest
+from tasks.plot import plot
+from tasks.preprocess import preprocess
+from tasks.train import log_model, train
+from tasks.validate import validate
+
+__all__ = ["evaluate", "ingest", "log_model", "plot", "preprocess", "train", "validate"]

@@ -1,0 +1,16 @@
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from mnist import plots, tracking
+from mnist.evaluation import Evaluation
+
+
+@task(name="plot", cache_policy=NO_CACHE)
+def plot(history: pd.DataFrame, images: np.ndarray, result: Evaluation, run_id: str) -> list[str]:
+    """Training curves, a prediction grid and the confusion matrix, logged under `plots/`."""
+    figures = plots.all_figures(history, images, result)
+    tracking.log_figures(run_id, figures, "plots")
+    get_run_logger().info("logged plots: %s", ", ".join(figures))
+    return [f"plots/{name}" for name in figures]
