@@ -128,8 +128,12 @@ class _OneLineUserErrors(logging.Filter):
 
 
 def _quiet_user_errors() -> None:
-    for handler in logging.getLogger("prefect").handlers:
-        handler.addFilter(_OneLineUserErrors())
+    """Prefect logs a failed task's and flow's exception with its traceback, on several loggers."""
+    quiet = _OneLineUserErrors()
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "prefect"]
+    for logger in map(logging.getLogger, ["prefect", *names]):
+        for handler in logger.handlers:
+            handler.addFilter(quiet)
 
 
 def _pydantic_message(exc: pydantic.ValidationError) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import logging
 import os
 import struct
@@ -253,13 +254,18 @@ def read_csv(path: Path, labelled: bool = True) -> Split:
     """
     want = PIXELS + int(labelled)
     try:
-        frame = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, UnicodeDecodeError) as exc:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MnistError(f"{path}: cannot read CSV ({exc})") from exc
+    for number, line in enumerate(text.splitlines(), 1):  # pandas pads short rows silently
+        if line.strip() and (found := line.count(",") + 1) != want:
+            raise MnistError(f"{path}: row {number} has {found} columns, expected {want}")
+    try:
+        frame = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise MnistError(f"{path}: cannot parse CSV ({detail})") from exc
-    if frame.shape[1] != want:
-        raise MnistError(f"{path}: expected {want} columns, found {frame.shape[1]}")
-    if len(frame) and not _is_number(frame.iat[0, 0]):  # a header row
+    if len(frame) and not any(_is_number(c) or c == "" for c in frame.iloc[0]):  # a header
         frame = frame.iloc[1:]
     if frame.empty:
         raise MnistError(f"{path}: no data rows")

@@ -125,7 +125,7 @@ def _check(
         report.count_mismatch = f"{len(x)} images but {len(y)} labels"
     if report.fatal:
         return report, np.zeros(len(x), bool), np.zeros(len(x), bool)
-    flat = x.reshape(len(x), -1)
+    flat = x.reshape(len(x), int(np.prod(x.shape[1:])))
     nan, posinf, neginf = np.isnan(flat), np.isposinf(flat), np.isneginf(flat)
     with np.errstate(invalid="ignore"):
         outside = np.isfinite(flat) & ((flat < lo) | (flat > hi))
