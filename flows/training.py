@@ -1,10 +1,10 @@
-"""The training flow: ingest -> preprocess -> validate -> train -> evaluate -> plot.
-
-One flow run is one MLflow run.
-"""
+"""The training flow: ingest -> preprocess -> validate -> train -> evaluate -> plot -> log
+the model -> register it. One flow run is one MLflow run."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from prefect import flow, get_run_logger
@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 import tasks
 from mnist import tracking
 from mnist.config import TrainConfig
+from mnist.preprocess import Arrays
 
 
 @dataclass(frozen=True)
@@ -22,21 +23,78 @@ class TrainingResult:
 
     run_id: str
     model_uri: str
+    model_version: str | None  # in the registry, unless --no-register
     test_loss: float
     test_accuracy: float
     test_samples: int
     plots: str  # where the PNGs are: a local directory or an artifact URI
     dataset_digest: str
+    mlflow_link: str
 
 
-def _run_name() -> str:
-    config = flow_run.parameters.get("config") or TrainConfig()
-    if isinstance(config, dict):
-        config = TrainConfig(**config)
-    return f"train-{config.model}-e{config.epochs}-s{config.seed}"
+def config_of(parameters: dict) -> TrainConfig:
+    """The run's config from its flow parameters (an instance, a dict, or absent)."""
+    config = parameters.get("config")
+    return config if isinstance(config, TrainConfig) else TrainConfig(**(config or {}))
 
 
-def _summary(config: TrainConfig, result: TrainingResult, link: str) -> str:
+def run_name(prefix: str) -> str:
+    config = config_of(flow_run.parameters)
+    return f"{prefix}-{config.model}-e{config.epochs}-s{config.seed}"
+
+
+@contextmanager
+def mlflow_run(config: TrainConfig, name: str) -> Iterator[tracking.RunInfo]:
+    """An MLflow run for the flow run, FINISHED if the body succeeds, else FAILED."""
+    run = tracking.start_run(
+        config.experiment, name, {"prefect.flow_run_id": str(flow_run.id or "")}
+    )
+    get_run_logger().info("MLflow run %s in experiment %r", run.run_id, config.experiment)
+    ok = False
+    try:
+        yield run
+        ok = True
+    finally:
+        tracking.end_run(run.run_id, ok)
+
+
+def pipeline(config: TrainConfig, run: tracking.RunInfo) -> tuple[TrainingResult, Arrays]:
+    """Every stage, logging to `run`; returns the result and the test split it was judged on."""
+    tracking.log_params(run.run_id, config.params())
+    dataset = tasks.ingest(config.data_dir)
+    tracking.set_tags(
+        run.run_id, {"dataset_digest": dataset.digest, "data_source": dataset.train.source}
+    )
+    sources = {"train": dataset.train.source, "val": dataset.train.source,
+               "test": dataset.test.source}  # fmt: skip
+    prepared = tasks.preprocess(dataset, config)
+    prepared = tasks.validate(prepared, config.nan_policy, sources, run.run_id)
+    net, history = tasks.train(config, prepared, run.run_id)
+    evaluation = tasks.evaluate(net, prepared.test, run.run_id)
+    tasks.plot(history, prepared.test.x, evaluation, run.run_id)
+    model_uri = tasks.log_model(net, prepared.test.x[:5], run.run_id)
+    version = None
+    if config.register_model:
+        lineage = {"test_accuracy": f"{evaluation.accuracy:.4f}", "git_commit": run.code_version,
+                   "dataset_digest": dataset.digest}  # fmt: skip
+        version = tasks.register(model_uri, run.run_id, config.registered_model, lineage).version
+        tracking.set_tags(run.run_id, {"registered_version": version})
+    result = TrainingResult(
+        run_id=run.run_id,
+        model_uri=model_uri,
+        model_version=version,
+        test_loss=evaluation.loss,
+        test_accuracy=evaluation.accuracy,
+        test_samples=evaluation.samples,
+        plots=tracking.artifact_location(run, "plots"),
+        dataset_digest=dataset.digest,
+        mlflow_link=tracking.run_link(run),
+    )
+    return result, prepared.test
+
+
+def summary(config: TrainConfig, result: TrainingResult) -> str:
+    version = f"{config.registered_model} v{result.model_version}" if result.model_version else "-"
     return f"""# MNIST training run `{result.run_id}`
 
 | metric | value |
@@ -45,56 +103,24 @@ def _summary(config: TrainConfig, result: TrainingResult, link: str) -> str:
 | test loss | {result.test_loss:.4f} |
 | test images | {result.test_samples} |
 | model | {config.model}, {config.epochs} epochs, batch {config.batch_size}, seed {config.seed} |
+| registered | {version} |
 | dataset digest | `{result.dataset_digest[:16]}` |
 
-MLflow run: {link}
+MLflow run: {result.mlflow_link}
 
 Model: `{result.model_uri}`; plots: `{result.plots}`
 """
 
 
-@flow(name="mnist-training", flow_run_name=_run_name)
+@flow(name="mnist-training", flow_run_name=lambda: run_name("train"))
 def training_flow(config: TrainConfig | None = None) -> TrainingResult:
     """Train and evaluate a CNN on MNIST, logging everything to one MLflow run."""
     config = config or TrainConfig()
-    logger = get_run_logger()
-    run = tracking.start_run(
-        config.experiment, _run_name(), {"prefect.flow_run_id": str(flow_run.id or "")}
-    )
-    logger.info("MLflow run %s in experiment %r", run.run_id, config.experiment)
-    ok = False
-    try:
-        tracking.log_params(run.run_id, config.params())
-        dataset = tasks.ingest(config.data_dir)
-        tracking.set_tags(
-            run.run_id, {"dataset_digest": dataset.digest, "data_source": dataset.train.source}
-        )
-        sources = {
-            "train": dataset.train.source,
-            "val": dataset.train.source,
-            "test": dataset.test.source,
-        }
-        prepared = tasks.preprocess(dataset, config)
-        prepared = tasks.validate(prepared, config.nan_policy, sources, run.run_id)
-        net, history = tasks.train(config, prepared, run.run_id)
-        evaluation = tasks.evaluate(net, prepared.test, run.run_id)
-        tasks.plot(history, prepared.test.x, evaluation, run.run_id)
-        model_uri = tasks.log_model(net, prepared.test.x[:5], run.run_id)
-        result = TrainingResult(
-            run_id=run.run_id,
-            model_uri=model_uri,
-            test_loss=evaluation.loss,
-            test_accuracy=evaluation.accuracy,
-            test_samples=evaluation.samples,
-            plots=tracking.artifact_location(run, "plots"),
-            dataset_digest=dataset.digest,
-        )
+    with mlflow_run(config, run_name("train")) as run:
+        result, _ = pipeline(config, run)
         create_markdown_artifact(
             key="training-summary",
-            markdown=_summary(config, result, tracking.run_link(run)),
+            markdown=summary(config, result),
             description="Test metrics and where to find the MLflow run",
         )
-        ok = True
-        return result
-    finally:
-        tracking.end_run(run.run_id, ok)
+    return result

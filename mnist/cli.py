@@ -25,18 +25,31 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     """One option per config field; unset options fall back to MNIST_* variables, then defaults."""
     for name, info in TrainConfig.model_fields.items():
         default = "none" if info.default is None else info.default
-        parser.add_argument(
-            _flag(name),
-            dest=name,
-            default=None,
-            metavar=name.upper(),
-            help=f"{info.description} [env MNIST_{name.upper()}; default {default}]",
-        )
+        help = f"{info.description} [env MNIST_{name.upper()}; default {default}]"
+        flag = (info.json_schema_extra or {}).get("flag") or _flag(name)
+        if info.annotation is bool:
+            parser.add_argument(
+                flag, dest=name, default=None, action=argparse.BooleanOptionalAction,
+                help=help,
+            )  # fmt: skip
+        else:
+            parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help)
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
     given = {k: v for k in TrainConfig.model_fields if (v := getattr(args, k, None)) is not None}
     return TrainConfig(**given)
+
+
+def _print_training(result) -> None:
+    version = f"v{result.model_version}" if result.model_version else "not registered"
+    print(
+        f"\nMLflow run:     {result.run_id}\n"
+        f"test accuracy:  {result.test_accuracy:.4f} on {result.test_samples} images\n"
+        f"test loss:      {result.test_loss:.4f}\n"
+        f"model:          {result.model_uri} ({version})\n"
+        f"plots:          {result.plots}"
+    )
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -45,15 +58,62 @@ def _train(args: argparse.Namespace) -> None:
 
     from flows.training import training_flow
 
-    with tags("mnist", f"model:{config.model}"):
-        result = training_flow(config)
-    print(
-        f"\nMLflow run:     {result.run_id}\n"
-        f"test accuracy:  {result.test_accuracy:.4f} on {result.test_samples} images\n"
-        f"test loss:      {result.test_loss:.4f}\n"
-        f"model:          {result.model_uri}\n"
-        f"plots:          {result.plots}"
-    )
+    with tags("mnist", "train", f"model:{config.model}"):
+        _print_training(training_flow(config))
+
+
+def _retrain(args: argparse.Namespace) -> None:
+    config = _config(args)
+    from prefect import tags
+
+    from flows.retrain import retrain_flow
+
+    with tags("mnist", "retrain", f"model:{config.model}"):
+        result = retrain_flow(config, floor=args.floor, margin=args.margin)
+    _print_training(result.training)
+    verdict = "promoted" if result.decision.promote else "rejected"
+    print(f"decision:       {verdict}: {result.decision.reason}")
+    print(f"champion:       v{result.champion_version or '-'}")
+
+
+def _registry(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from mnist import registry
+
+    name = args.name
+    if args.action == "list":
+        rows = [
+            {"version": v.version, "aliases": ",".join(v.aliases) or "-",
+             "test_accuracy": v.tags.get("test_accuracy", "-"),
+             "decision": v.tags.get("decision", "-"), "run_id": v.run_id,
+             "created": v.created.strftime("%Y-%m-%d %H:%M:%S")}
+            for v in registry.versions(name)
+        ]  # fmt: skip
+        print(pd.DataFrame(rows).to_string(index=False) if rows else f"{name}: no versions")
+    elif args.action == "show":
+        if args.version and args.alias:
+            raise MnistError("give a VERSION or --alias, not both")
+        alias = args.alias if args.alias or args.version else registry.CHAMPION
+        v = registry.get(name, args.version, alias)
+        print(f"{v.name} v{v.version}  aliases: {', '.join(v.aliases) or '-'}")
+        print(f"uri:      {v.uri}\nrun:      {v.run_id}\nsource:   {v.source}")
+        print(f"created:  {v.created:%Y-%m-%d %H:%M:%S %Z}")
+        for key in sorted(v.tags):
+            print(f"{key + ':':22}{v.tags[key]}")
+    elif args.action == "promote":
+        v = registry.promote(args.version, name, args.reason or "promoted by hand")
+        print(f"champion is now {name} v{v.version}")
+    elif args.action == "rollback":
+        v = registry.rollback(name)
+        print(f"rolled back: champion is now {name} v{v.version}")
+    elif args.action == "history":
+        events = registry.history(name)
+        if events.empty:
+            print(f"{name}: no champion history yet")
+        else:
+            events["time"] = events["time"].dt.strftime("%Y-%m-%d %H:%M:%S")
+            print(events.to_string(index=False))
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -89,6 +149,38 @@ def parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="run the training flow (Prefect) tracked in MLflow")
     _add_config_options(train)
     train.set_defaults(func=_train)
+
+    retrain = sub.add_parser(
+        "retrain", help="train a challenger and promote it to champion if it passes the gate"
+    )
+    _add_config_options(retrain)
+    retrain.add_argument(
+        "--floor",
+        type=float,
+        default=0.99,
+        help="minimum test accuracy for promotion [default 0.99]",
+    )
+    retrain.add_argument(
+        "--margin",
+        type=float,
+        default=0.0,
+        help="how much the challenger must beat the champion by [default 0]",
+    )
+    retrain.set_defaults(func=_retrain)
+
+    reg = sub.add_parser("registry", help="the MLflow model registry: versions, champion, history")
+    reg.add_argument("--name", default="mnist-cnn", help="registered model [default mnist-cnn]")
+    actions = reg.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="every version, newest first")
+    show = actions.add_parser("show", help="one version (default: the champion)")
+    show.add_argument("version", nargs="?", help="version number")
+    show.add_argument("--alias", help="look the version up by alias")
+    promote = actions.add_parser("promote", help="make VERSION the champion")
+    promote.add_argument("version")
+    promote.add_argument("--reason", help="why (kept in the history)")
+    actions.add_parser("rollback", help="give champion back to the previous holder")
+    actions.add_parser("history", help="every gate decision and champion move")
+    reg.set_defaults(func=_registry)
 
     predict = sub.add_parser("predict", help="predict digits with a saved model")
     predict.add_argument(
@@ -148,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import prefect.logging.configuration  # noqa: F401  (sets up Prefect's handlers)
 
-        if args.command == "train":
+        if args.command in ("train", "retrain"):
             from prefect.logging.configuration import setup_logging
 
             setup_logging()

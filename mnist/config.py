@@ -35,6 +35,14 @@ class TrainConfig(BaseSettings):
     )
     test_limit: int | None = Field(None, ge=1, description="use only the first N test images")
     experiment: str = Field("mnist", min_length=1, description="MLflow experiment name")
+    register_model: bool = Field(
+        True,
+        description="register the model as a new version",
+        json_schema_extra={"flag": "--register"},
+    )
+    registered_model: str = Field(
+        "mnist-cnn", min_length=1, description="registered model name in the MLflow registry"
+    )
 
     def params(self) -> dict[str, str]:
         """The whole config, flattened to strings for MLflow params."""

@@ -12,6 +12,9 @@ DEFAULTS = {
     "DO_NOT_TRACK": "1",
     # The ephemeral Prefect API can take over 20 s to start on a loaded 2-core machine.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    # An unreachable MLflow server fails in seconds rather than after minutes of retries.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     # TensorFlow's C++ start-up chatter hides the pipeline's own output.
     "TF_CPP_MIN_LOG_LEVEL": "2",
 }

@@ -27,6 +27,28 @@ import mnist
 from mnist.errors import MnistError
 
 MODEL_ARTIFACT = "model"
+NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+class NotFound(MnistError):
+    """The experiment, model, version or alias asked for does not exist."""
+
+
+def mlflow_call(fn, *args, missing: str | None = None, **kwargs):
+    """Run an MLflow call, turning its errors (an unreachable server included) into one line;
+    `missing` is the message for something that does not exist."""
+    uri = mlflow.get_tracking_uri()
+    try:
+        return fn(*args, **kwargs)
+    except MlflowException as exc:
+        if missing and exc.error_code in NOT_FOUND:
+            raise NotFound(missing) from exc
+        message = exc.message.splitlines()[0] if exc.message else str(exc)
+        if "Max retries exceeded" in message or "Failed to establish" in message:
+            raise MnistError(f"cannot reach the MLflow tracking server at {uri}") from exc
+        raise MnistError(f"MLflow at {uri}: {message}") from exc
+    except OSError as exc:  # requests' ConnectionError is an OSError
+        raise MnistError(f"cannot reach the MLflow tracking server at {uri}") from exc
 
 
 @dataclass(frozen=True)
@@ -34,6 +56,7 @@ class RunInfo:
     run_id: str
     experiment_id: str
     artifact_uri: str
+    code_version: str
 
 
 def client() -> MlflowClient:
@@ -62,19 +85,15 @@ def code_version() -> str:
 
 def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> RunInfo:
     """Create a run in `experiment` (made if missing), tagged with the code version."""
-    try:
-        exp = mlflow.set_experiment(experiment)
-        commit = code_version()
-        run = client().create_run(
-            exp.experiment_id,
-            run_name=run_name,
-            tags={"git_commit": commit, "mlflow.source.git.commit": commit, **tags},
-        )
-    except MlflowException as exc:
-        raise MnistError(
-            f"MLflow tracking store {mlflow.get_tracking_uri()} failed: {exc.message}"
-        ) from exc
-    return RunInfo(run.info.run_id, exp.experiment_id, run.info.artifact_uri)
+    exp = mlflow_call(mlflow.set_experiment, experiment)
+    commit = code_version()
+    run = mlflow_call(
+        client().create_run,
+        exp.experiment_id,
+        run_name=run_name,
+        tags={"git_commit": commit, "mlflow.source.git.commit": commit, **tags},
+    )
+    return RunInfo(run.info.run_id, exp.experiment_id, run.info.artifact_uri, commit)
 
 
 def end_run(run_id: str, ok: bool) -> None:

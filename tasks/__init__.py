@@ -4,7 +4,18 @@ from tasks.evaluate import evaluate
 from tasks.ingest import ingest
 from tasks.plot import plot
 from tasks.preprocess import preprocess
+from tasks.registry import gate, register
 from tasks.train import log_model, train
 from tasks.validate import validate
 
-__all__ = ["evaluate", "ingest", "log_model", "plot", "preprocess", "train", "validate"]
+__all__ = [
+    "evaluate",
+    "gate",
+    "ingest",
+    "log_model",
+    "plot",
+    "preprocess",
+    "register",
+    "train",
+    "validate",
+]

@@ -1,0 +1,61 @@
+"""Scheduled retraining: train a challenger, gate it against the champion, keep the record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+import tasks
+from flows.training import TrainingResult, mlflow_run, pipeline, run_name, summary
+from mnist import registry
+from mnist.config import TrainConfig
+from mnist.errors import MnistError
+from mnist.registry import Decision
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    training: TrainingResult
+    decision: Decision
+    champion_version: str | None
+
+
+def _report(config: TrainConfig, result: RetrainResult) -> str:
+    d = result.decision
+    verdict = "**promoted** to champion" if d.promote else "**rejected**; the champion stays"
+    rows = "\n".join(f"| {k.replace('_', ' ')} | {v} |" for k, v in d.details.items())
+    return f"""# Retraining: {config.registered_model} v{result.training.model_version} {verdict}
+
+{d.reason}.
+
+| gate | value |
+| --- | --- |
+{rows}
+| champion now | v{result.champion_version or "-"} |
+
+{summary(config, result.training)}"""
+
+
+@flow(name="mnist-retrain", flow_run_name=lambda: run_name("retrain"))
+def retrain_flow(
+    config: TrainConfig | None = None, floor: float = 0.99, margin: float = 0.0
+) -> RetrainResult:
+    """Train a challenger and promote it to `champion` only if it passes the gate: test
+    accuracy >= `floor` and more than `margin` above the champion's, on the same images."""
+    config = config or TrainConfig()
+    if not config.register_model:
+        raise MnistError("retraining registers its challenger: drop --no-register")
+    with mlflow_run(config, run_name("retrain")) as run:
+        training, test = pipeline(config, run)
+        challenger = registry.get(config.registered_model, training.model_version)
+        decision = tasks.gate(challenger, test, floor, margin, run.run_id)
+        champion = registry.champion(config.registered_model)
+        result = RetrainResult(training, decision, champion.version if champion else None)
+        create_markdown_artifact(
+            key="retrain-decision",
+            markdown=_report(config, result),
+            description="The champion/challenger decision, metrics and the MLflow run",
+        )
+    return result

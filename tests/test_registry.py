@@ -1,0 +1,165 @@
+"""The registry and the champion gate, for real: Prefect API, SQLite MLflow store, MNIST."""
+
+import threading
+
+import pytest
+
+from flows.retrain import retrain_flow
+from mnist import registry
+from mnist.cli import main
+from mnist.config import TrainConfig
+from mnist.errors import MnistError
+
+
+def _config(mnist_path, name, **overrides) -> TrainConfig:
+    """A quick challenger: the small net on a real MNIST subset."""
+    settings = dict(data_dir=mnist_path, model="small", epochs=2, train_limit=4000,
+                    test_limit=1000, experiment=f"test-{name}", registered_model=name)  # fmt: skip
+    return TrainConfig(**(settings | overrides))
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "margin", "promote", "reason"),
+    [
+        (0.95, None, 0.0, False, "below the floor 0.99"),
+        (0.991, None, 0.0, True, "no champion yet"),
+        (0.995, 0.992, 0.0, True, "beats the champion's 0.9920"),
+        (0.992, 0.992, 0.0, False, "does not beat"),  # a tie keeps the champion
+        (0.994, 0.992, 0.005, False, "by more than 0.005"),
+    ],
+)
+def test_gate_rules(challenger, champion, margin, promote, reason):
+    decision = registry.decide(challenger, champion, floor=0.99, margin=margin)
+    assert decision.promote is promote and reason in decision.reason
+
+
+def test_training_registers_a_version_with_its_lineage(full_run, mnist_data):
+    _, result = full_run
+    v = registry.get("mnist-cnn", result.model_version)
+    assert v.run_id == result.run_id
+    assert v.tags["run_id"] == result.run_id
+    assert v.tags["dataset_digest"] == mnist_data.digest
+    assert float(v.tags["test_accuracy"]) == pytest.approx(result.test_accuracy, abs=1e-4)
+    assert len(v.tags["git_commit"]) >= 7
+
+
+@pytest.fixture(scope="module")
+def gated(prefect_api, workdir, mnist_path):
+    """A first champion, then a deliberately weak challenger (200 images, 1 epoch)."""
+    name = "gate-test"
+    first = retrain_flow(_config(mnist_path, name), floor=0.8)
+    weak = retrain_flow(_config(mnist_path, name, train_limit=200, epochs=1), floor=0.8)
+    return name, first, weak
+
+
+def test_first_challenger_above_the_floor_becomes_champion(gated):
+    name, first, _ = gated
+    assert first.decision.promote and "no champion yet" in first.decision.reason
+    v = registry.get(name, first.training.model_version)
+    assert v.tags["decision"] == "promoted" and v.tags["compared_to_version"] == "none"
+
+
+def test_weak_challenger_leaves_the_champion_and_says_why(gated):
+    name, first, weak = gated
+    assert not weak.decision.promote
+    assert registry.champion(name).version == first.training.model_version
+    v = registry.get(name, weak.training.model_version)
+    assert v.tags["decision"] == "rejected"
+    assert v.tags["compared_to_version"] == first.training.model_version
+    assert "below the floor 0.8" in v.tags["decision_reason"]
+    assert float(v.tags["challenger_accuracy"]) < 0.8
+    events = registry.history(name)
+    assert events["action"].tolist() == ["promoted", "rejected"]
+    assert events["reason"].iloc[1] == v.tags["decision_reason"]
+
+
+def test_promote_then_rollback_restores_the_previous_champion(gated, capsys):
+    name, first, weak = gated
+    old, new = first.training.model_version, weak.training.model_version
+    assert main(["registry", "--name", name, "promote", new, "--reason", "drill"]) == 0
+    assert registry.champion(name).version == new
+    assert main(["registry", "--name", name, "rollback"]) == 0
+    assert registry.champion(name).version == old
+    assert f"champion is now {name} v{old}" in capsys.readouterr().out
+    tail = registry.history(name).tail(2)
+    assert tail["action"].tolist() == ["promote", "rollback"]
+    assert tail["previous"].tolist() == [old, new]
+    # v1 was the first champion: there is nothing earlier to roll back to.
+    assert main(["registry", "--name", name, "rollback"]) == 1
+    assert "no earlier champion" in capsys.readouterr().err
+
+
+def test_registry_cli_list_show_history(gated, capsys):
+    name, first, weak = gated
+    assert main(["registry", "--name", name, "list"]) == 0
+    out = capsys.readouterr().out
+    assert "champion" in out and "rejected" in out and first.training.run_id in out
+    assert main(["registry", "--name", name, "show"]) == 0
+    assert f"{name} v{first.training.model_version}  aliases: champion" in capsys.readouterr().out
+    assert main(["registry", "--name", name, "show", weak.training.model_version]) == 0
+    assert "decision:             rejected" in capsys.readouterr().out
+    assert main(["registry", "--name", name, "history"]) == 0
+    assert "below the floor" in capsys.readouterr().out
+
+
+def test_concurrent_retrains_leave_one_consistent_champion(prefect_api, workdir, mnist_path):
+    name = "race-test"
+    results, errors = {}, []
+
+    def retrain(seed):
+        try:
+            results[seed] = retrain_flow(_config(mnist_path, name, seed=seed), floor=0.5)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=retrain, args=(seed,)) for seed in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=900)
+    assert not errors and len(results) == 2
+    events = registry.history(name)
+    assert len(events) == 2 and events["action"].iloc[0] == "promoted"
+    first, second = events.to_dict("records")
+    # The second gate saw the first gate's outcome: no lost update.
+    assert second["previous"] == first["version"]
+    accuracy = {v.version: float(v.tags["challenger_accuracy"]) for v in registry.versions(name)}
+    best = max(accuracy.values())
+    champion = registry.champion(name).version
+    assert accuracy[champion] == best
+    assert second["action"] == ("promoted" if champion == second["version"] else "rejected")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--name", "nothing-here", "list"], "registered model 'nothing-here' does not exist"),
+        (["--name", "nothing-here", "rollback"], "registered model 'nothing-here' does not exist"),
+        (["show", "999"], "model 'mnist-cnn' has no version 999"),
+        (["show", "--alias", "gold"], "model 'mnist-cnn' has no alias 'gold'"),
+        (["promote", "999"], "model 'mnist-cnn' has no version 999"),
+    ],
+)
+def test_registry_errors_are_one_line(full_run, capsys, args, message):
+    assert main(["registry", *args]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_unreachable_tracking_server(monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    import mlflow
+
+    mlflow.set_tracking_uri("http://127.0.0.1:9")
+    try:
+        assert main(["registry", "list"]) == 1
+    finally:
+        mlflow.set_tracking_uri(None)
+    err = capsys.readouterr().err.strip()
+    assert err == "mnist: error: cannot reach the MLflow tracking server at http://127.0.0.1:9"
+
+
+def test_retrain_needs_registration(prefect_api, workdir, mnist_path):
+    with pytest.raises(MnistError, match="drop --no-register"):
+        retrain_flow(_config(mnist_path, "x", register_model=False))
