@@ -1,7 +1,12 @@
-"""Scheduled retraining: train a challenger, gate it against the champion, keep the record."""
+"""Scheduled retraining: train a challenger, gate it against the champion, keep the record.
+
+`python -m flows.retrain` serves the flow on this machine with its weekly schedule (no work
+pool or worker needed); `prefect.yaml` deploys it to a process work pool instead.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from prefect import flow
@@ -59,3 +64,12 @@ def retrain_flow(
             description="The champion/challenger decision, metrics and the MLflow run",
         )
     return result
+
+
+if __name__ == "__main__":
+    retrain_flow.serve(
+        name="mnist-retrain",
+        cron=os.environ.get("MNIST_RETRAIN_CRON", "0 3 * * 1"),
+        tags=["mnist", "retrain", "scheduled"],
+        description="Weekly retraining with a champion/challenger gate (served locally).",
+    )

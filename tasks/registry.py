@@ -8,7 +8,7 @@ from mnist import evaluation, inference, registry, tracking
 from mnist.preprocess import Arrays
 
 
-@task(name="register", cache_policy=NO_CACHE)
+@task(name="register", task_run_name="register-{name}", cache_policy=NO_CACHE)
 def register(model_uri: str, run_id: str, name: str, tags: dict[str, str]) -> registry.Version:
     """Register the logged model as a new version of `name`, tagged with its lineage."""
     version = registry.register(model_uri, run_id, tags, name)
@@ -32,7 +32,11 @@ def _accuracy(uri: str, test: Arrays) -> float:
     return evaluation.evaluate(model, raw).accuracy
 
 
-@task(name="champion-gate", cache_policy=NO_CACHE)
+@task(
+    name="champion-gate",
+    task_run_name="gate-{challenger.name}-v{challenger.version}",
+    cache_policy=NO_CACHE,
+)
 def gate(
     challenger: registry.Version, test: Arrays, floor: float, margin: float, run_id: str
 ) -> registry.Decision:

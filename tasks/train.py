@@ -9,7 +9,11 @@ from mnist.config import TrainConfig
 from mnist.preprocess import Prepared
 
 
-@task(name="train", cache_policy=NO_CACHE)
+@task(
+    name="train",
+    task_run_name="train-{config.model}-e{config.epochs}-s{config.seed}",
+    cache_policy=NO_CACHE,
+)
 def train(config: TrainConfig, prepared: Prepared, run_id: str) -> tuple[keras.Model, pd.DataFrame]:
     """Fit the model, logging each epoch to the Prefect log and to MLflow (step = epoch)."""
     logger = get_run_logger()

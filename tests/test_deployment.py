@@ -1,0 +1,98 @@
+"""The scheduled retraining deployment, for real: `prefect server`, `mlflow server`, the
+project's prefect.yaml, a process worker, then the Prefect and MLflow APIs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+from PIL import Image
+
+from tests.conftest import ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def _run(args, env, cwd=ROOT, timeout=600):
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+    assert proc.returncode == 0, f"{args}: {proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def deployed_run(prefect_server, mlflow_server, mnist_path, tmp_path_factory):
+    """Deploy from prefect.yaml, trigger mnist-retrain by hand, run a worker until it ends."""
+    api, home = prefect_server
+    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(home),
+           "MLFLOW_TRACKING_URI": mlflow_server, "MNIST_DATA_DIR": str(mnist_path)}  # fmt: skip
+    env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
+    prefect = str(BIN / "prefect")
+    _run([prefect, "work-pool", "create", "mnist-process", "--type", "process"], env)
+    _run([prefect, "--no-prompt", "deploy", "--all"], env)
+    params = {"config": {"model": "small", "epochs": 2, "train_limit": 4000,
+                         "test_limit": 1000, "experiment": "deployed"}, "floor": 0.8}  # fmt: skip
+    out = _run([prefect, "deployment", "run", "mnist-retrain/mnist-retrain",
+                "--params", json.dumps(params)], env)  # fmt: skip
+    run_id = next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
+    _run([prefect, "worker", "start", "--pool", "mnist-process", "--run-once"], env)
+    return api, run_id, env
+
+
+@pytest.mark.slow
+def test_deployment_has_the_weekly_schedule(deployed_run):
+    api, _, _ = deployed_run
+    deployment = httpx.get(f"{api}/deployments/name/mnist-retrain/mnist-retrain").json()
+    assert deployment["work_pool_name"] == "mnist-process"
+    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 3 * * 1"]
+    assert deployment["parameters"]["floor"] == 0.99
+    assert deployment["pull_steps"][0]["prefect.deployments.steps.set_working_directory"][
+        "directory"] == str(ROOT)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_triggered_run_completes_with_its_artifacts(deployed_run):
+    api, run_id, _ = deployed_run
+    run = httpx.get(f"{api}/flow_runs/{run_id}").json()
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert run["name"] == "retrain-small-e2-s42"
+    assert {"mnist", "retrain"} <= set(run["tags"])
+    artifacts = httpx.post(
+        f"{api}/artifacts/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}
+    ).json()
+    keys = {a["key"] for a in artifacts}
+    assert {"retrain-decision", "per-class-metrics"} <= keys
+    decision = next(a for a in artifacts if a["key"] == "retrain-decision")
+    assert "promoted" in decision["data"] and "no champion yet" in decision["data"]
+    logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}})
+    assert any("epoch 2/2" in entry["message"] for entry in logs.json())
+
+
+@pytest.mark.slow
+def test_registry_on_the_server_follows_the_gate(deployed_run, mlflow_server):
+    client = MlflowClient(tracking_uri=mlflow_server)
+    versions = client.search_model_versions("name = 'mnist-cnn'")
+    assert len(versions) == 1
+    champion = client.get_model_version_by_alias("mnist-cnn", "champion")
+    assert champion.version == versions[0].version
+    assert champion.tags["decision"] == "promoted"
+    run = client.get_run(champion.run_id)
+    assert run.data.tags["gate.decision"] == "promoted"
+    assert run.data.metrics["gate.challenger_test_accuracy"] >= 0.8
+
+
+@pytest.mark.slow
+def test_predict_with_the_champion_from_another_directory(deployed_run, mnist_data, tmp_path):
+    _, _, env = deployed_run
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"digit{i}.png")
+        Image.fromarray(mnist_data.test.images[i]).save(paths[-1])
+    out = _run([str(BIN / "mnist"), "predict", "--model", "models:/mnist-cnn@champion",
+                *map(str, paths)], env, cwd=tmp_path)  # fmt: skip
+    predicted = [int(line.split()[1]) for line in out.splitlines()[1:]]
+    assert sum(p == t for p, t in zip(predicted, mnist_data.test.labels[:5], strict=True)) >= 4
