@@ -1,5 +1,3 @@
 """Prefect flows that chain the tasks."""
 
-from mnist.env import apply_defaults
-
-apply_defaults()
+import mnist.env  # noqa: F401  (first: env defaults before Prefect, MLflow, TensorFlow)

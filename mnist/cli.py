@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+# isort: off
+import mnist.env  # noqa: F401  (first: env defaults before Prefect, MLflow, TensorFlow)
+
+# isort: on
 import argparse
 import logging
 import sys
 from pathlib import Path
 
-from mnist.env import apply_defaults
+import pydantic
 
-apply_defaults()
-
-import pydantic  # noqa: E402
-
-from mnist.config import TrainConfig  # noqa: E402
-from mnist.errors import MnistError  # noqa: E402
+from mnist.config import TrainConfig
+from mnist.errors import MnistError
 
 
 def _flag(field: str) -> str:
@@ -131,6 +131,16 @@ def _predict(args: argparse.Namespace) -> None:
         print(out.table.to_string(index=False))
 
 
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from mnist.serving import Limits, create_app
+
+    app = create_app(args.model, args.poll_seconds, Limits(args.max_images, args.max_bytes))
+    print(f"serving {args.model} on http://{args.host}:{args.port}/", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+
+
 def _models(args: argparse.Namespace) -> None:
     from mnist import models
 
@@ -203,6 +213,33 @@ def parser() -> argparse.ArgumentParser:
         help="what to do with NaN/Inf/out-of-range inputs [default fail]",
     )
     predict.set_defaults(func=_predict)
+
+    serve = sub.add_parser("serve", help="serve a model: REST API and a draw-a-digit page")
+    serve.add_argument(
+        "--model",
+        default="models:/mnist-cnn@champion",
+        metavar="REF",
+        help="model to serve [default models:/mnist-cnn@champion]",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind [default 127.0.0.1]")
+    serve.add_argument("--port", type=int, default=8000, help="port [default 8000]")
+    serve.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=30.0,
+        help="how often to check whether the alias moved; 0: only on POST /reload [default 30]",
+    )
+    serve.add_argument(
+        "--max-images", type=int, default=1000, help="most images in one request [default 1000]"
+    )
+    serve.add_argument(
+        "--max-bytes",
+        type=int,
+        default=8 * 1024 * 1024,
+        help="largest request body [default 8 MiB]",
+    )
+    serve.add_argument("--log-level", default="warning", help="uvicorn log level [default warning]")
+    serve.set_defaults(func=_serve)
 
     models = sub.add_parser("models", help="list the model architectures")
     models.set_defaults(func=_models)

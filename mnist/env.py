@@ -1,6 +1,7 @@
-"""Process-wide defaults, applied before Prefect, MLflow or TensorFlow are imported.
+"""Process-wide defaults, applied on import, before Prefect, MLflow or TensorFlow load.
 
-Only defaults: any variable the user has set wins.
+Every entry point (CLI, flows, tasks, tests) imports this first. Only defaults: any variable
+the user has set wins.
 """
 
 import os
@@ -23,3 +24,6 @@ DEFAULTS = {
 def apply_defaults() -> None:
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+apply_defaults()

@@ -14,8 +14,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from PIL import Image, UnidentifiedImageError
 
+from mnist import digits
 from mnist.config import NanPolicy
 from mnist.data import IMAGE_SIZE, PIXELS, read_csv
 from mnist.errors import MnistError
@@ -44,7 +44,7 @@ def load_model(ref: str) -> keras.Model:
         raise MnistError(f"cannot load model {ref!r}: {exc}") from exc
 
 
-def _as_images(arr: np.ndarray, source: str) -> np.ndarray:
+def as_images(arr: np.ndarray, source: str) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.dtype.kind not in "uif":
         raise MnistError(f"{source}: expected numbers, found dtype {arr.dtype}")
@@ -56,15 +56,12 @@ def _as_images(arr: np.ndarray, source: str) -> np.ndarray:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """A grayscale MNIST-style image (dark background), resized to 28x28 if needed."""
+    """A grayscale digit image: 28x28 as it is, any other size prepared MNIST-style."""
     try:
-        with Image.open(path) as img:
-            gray = img.convert("L")
-            if gray.size != (IMAGE_SIZE, IMAGE_SIZE):
-                gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
-            return np.asarray(gray, dtype=np.float32)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise MnistError(f"{path}: not a readable image ({exc})") from exc
+        data = path.read_bytes()
+    except OSError as exc:
+        raise MnistError(f"{path}: cannot read file ({exc.strerror})") from exc
+    return digits.from_image_bytes(data, str(path))
 
 
 def read_inputs(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
@@ -93,7 +90,7 @@ def read_inputs(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        return _as_images(np.load(path, allow_pickle=False), str(path))
+        return as_images(np.load(path, allow_pickle=False), str(path))
     except (OSError, ValueError) as exc:
         raise MnistError(f"{path}: not a readable .npy file ({exc})") from exc
 
@@ -104,7 +101,7 @@ def _load_npz(path: Path) -> np.ndarray:
             keys = [k for k in ("x_test", "x", "images") if k in z] or list(z.keys())[:1]
             if not keys:
                 raise MnistError(f"{path}: no arrays in .npz file")
-            return _as_images(z[keys[0]], f"{path}:{keys[0]}")
+            return as_images(z[keys[0]], f"{path}:{keys[0]}")
     except (OSError, ValueError) as exc:
         raise MnistError(f"{path}: not a readable .npz file ({exc})") from exc
 

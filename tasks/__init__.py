@@ -1,5 +1,6 @@
 """Thin Prefect tasks, one module per stage; the logic lives in `mnist`."""
 
+import mnist.env  # noqa: F401  (first: env defaults, also when a worker loads a flow by path)
 from tasks.evaluate import evaluate
 from tasks.ingest import ingest
 from tasks.plot import plot

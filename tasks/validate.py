@@ -13,7 +13,7 @@ def _log(run_id: str, report: ValidationReport) -> None:
     tracking.log_metrics(run_id, report.metrics())
 
 
-@task(name="validate", task_run_name="validate-{policy}", cache_policy=NO_CACHE)
+@task(name="validate", cache_policy=NO_CACHE)
 def validate(
     prepared: Prepared, policy: NanPolicy, sources: dict[str, str], run_id: str
 ) -> Prepared:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+# isort: off
+import mnist.env  # noqa: F401  (first: env defaults before Prefect, MLflow, TensorFlow)
+
+# isort: on
 import os
 from pathlib import Path
 
-from mnist.env import apply_defaults
+import mlflow
+import pytest
 
-apply_defaults()
-
-import mlflow  # noqa: E402
-import pytest  # noqa: E402
-
-from mnist import data  # noqa: E402
+from mnist import data
 
 ROOT = Path(__file__).resolve().parent.parent
 

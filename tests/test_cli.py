@@ -130,4 +130,4 @@ def test_unreadable_image_is_one_line(tmp_path, capsys):
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
     assert main(["predict", "--model", "runs:/x/model", str(bad)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"mnist: error: {bad}: not a readable image")
+    assert err.startswith(f"mnist: error: {bad}: not a readable PNG or JPEG image")

@@ -1,0 +1,69 @@
+"""Prepare a picture of a digit the way MNIST's digits were prepared.
+
+Crop to the digit's bounding box, scale it (keeping its aspect ratio) to fit 20x20, and place
+it in a 28x28 frame so that its centre of mass is at the centre. Used for uploaded images, for
+digits drawn on the web page, and by `mnist predict` for images that are not already 28x28.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from mnist.errors import MnistError
+
+SIZE, BOX = 28, 20
+
+
+def to_gray(data: bytes, name: str = "image") -> np.ndarray:
+    """Decode PNG/JPEG bytes to a grayscale float array (alpha composited onto black)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+                rgba = img.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+                img = Image.alpha_composite(background, rgba)
+            return np.asarray(img.convert("L"), dtype=np.float32)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise MnistError(f"{name}: not a readable PNG or JPEG image ({exc})") from exc
+
+
+def mnist_style(gray: np.ndarray, name: str = "image") -> np.ndarray:
+    """A grayscale digit of any size -> (28, 28) float32 in 0-255, MNIST-style.
+
+    A light background (a dark digit on white paper) is inverted first."""
+    img = np.asarray(gray, dtype=np.float32)
+    if img.ndim != 2 or min(img.shape) == 0:
+        raise MnistError(f"{name}: expected a 2-D grayscale image, got shape {img.shape}")
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    if border.mean() > 127:
+        img = 255.0 - img
+    img = np.clip(img - np.median(border if border.mean() <= 127 else 255 - border), 0, 255)
+    rows, cols = np.nonzero(img > 0.1 * img.max()) if img.max() > 0 else ((), ())
+    if len(rows) == 0:
+        raise MnistError(f"{name}: the image is blank (no digit found)")
+    crop = img[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    h, w = crop.shape
+    scale = BOX / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    box = np.asarray(
+        Image.fromarray(crop).resize(size, Image.Resampling.LANCZOS), dtype=np.float32
+    ).clip(0, 255)
+    box *= 255.0 / box.max()
+    out = np.zeros((SIZE, SIZE), np.float32)
+    total = box.sum()
+    cy = (box.sum(axis=1) @ np.arange(box.shape[0])) / total
+    cx = (box.sum(axis=0) @ np.arange(box.shape[1])) / total
+    top = int(np.clip(round(SIZE / 2 - 0.5 - cy), 0, SIZE - box.shape[0]))
+    left = int(np.clip(round(SIZE / 2 - 0.5 - cx), 0, SIZE - box.shape[1]))
+    out[top : top + box.shape[0], left : left + box.shape[1]] = box
+    return out
+
+
+def from_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
+    """PNG/JPEG bytes -> (28, 28) float32 pixels; 28x28 images are taken as they are."""
+    gray = to_gray(data, name)
+    return gray if gray.shape == (SIZE, SIZE) else mnist_style(gray, name)

@@ -1,0 +1,219 @@
+"""Serve a registered model over HTTP: prediction API, model info, health, a drawing page.
+
+The model is looked up by reference (`models:/NAME@ALIAS` by default); an alias is resolved
+to a version, and that exact version is loaded, so every answer names the version that gave
+it. A poller (and `POST /reload`) picks up a moved alias without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import threading
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from mnist import digits, inference, registry
+from mnist.errors import MnistError
+from mnist.evaluation import predict_proba
+from mnist.preprocess import Arrays
+from mnist.validation import ValidationError, validate
+
+log = logging.getLogger(__name__)
+PAGE = Path(__file__).with_name("web") / "index.html"
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model answers: its registry name, version, alias, run and test accuracy."""
+
+    uri: str
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    run_id: str | None = None
+    test_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_images: int = 1000
+    max_bytes: int = 8 * 1024 * 1024
+
+
+class RequestError(MnistError):
+    """A bad request: answered with `status` and a JSON error naming the problem."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+class ModelHolder:
+    """The model in service; `refresh` swaps in a new version when the reference moves."""
+
+    def __init__(self, ref: str):
+        self.ref = ref
+        self._lock = threading.Lock()
+        self._current: tuple[keras.Model, ModelInfo] | None = None
+        self.last_error: str | None = None  # of the last background refresh
+
+    def _resolve(self) -> ModelInfo:
+        match = _MODELS_URI.match(self.ref)
+        if not match:
+            return ModelInfo(uri=self.ref)
+        name, alias = match["name"], match["alias"]
+        v = registry.get(name, match["version"], alias)
+        return ModelInfo(f"models:/{name}/{v.version}", name, v.version, alias, v.run_id,
+                         v.test_accuracy)  # fmt: skip
+
+    def refresh(self) -> bool:
+        """Load the model the reference points at now, if it changed; True if it did."""
+        info = self._resolve()
+        if self._current and self._current[1] == info:
+            return False
+        model = inference.load_model(info.uri)
+        with self._lock:
+            self._current = (model, info)
+        return True
+
+    def current(self) -> tuple[keras.Model, ModelInfo]:
+        with self._lock:
+            if self._current is None:
+                raise RequestError("no model loaded", 503)
+            return self._current
+
+
+def _pixels(payload: object) -> np.ndarray:
+    """JSON `{"pixels": ...}` / `{"inputs": ...}` / a bare array -> (N, 28, 28) float32."""
+    if isinstance(payload, dict):
+        keys = [k for k in ("pixels", "inputs", "instances") if k in payload]
+        if not keys:
+            raise RequestError('JSON body needs a "pixels" (or "inputs") array')
+        payload = payload[keys[0]]
+    try:
+        arr = np.asarray(payload, dtype=np.float32)
+    except (ValueError, TypeError) as exc:
+        raise RequestError(f"pixels must be a regular array of numbers ({exc})") from exc
+    if arr.size == 0:
+        raise RequestError("no pixels given")
+    return inference.as_images(arr, "pixels")
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RequestError(f"request body of {declared} bytes exceeds the {limit}-byte limit", 413)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise RequestError(f"request body exceeds the {limit}-byte limit", 413)
+    if not body:
+        raise RequestError("empty request body", 400)
+    return bytes(body)
+
+
+async def _images(request: Request, limits: Limits) -> np.ndarray:
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if kind.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_part_size=limits.max_bytes)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise RequestError('multipart upload needs a "file" field', 400)
+        data = await upload.read()
+        if not data:
+            raise RequestError("empty upload", 400)
+        return digits.from_image_bytes(data, upload.filename or "upload")[None]
+    body = await _body(request, limits.max_bytes)
+    if kind in ("image/png", "image/jpeg", "application/octet-stream"):
+        return digits.from_image_bytes(body, "upload")[None]
+    if kind != "application/json":
+        raise RequestError(f"unsupported content type {kind!r}: send JSON or PNG/JPEG", 415)
+    try:
+        payload = json.loads(body)  # NaN and Infinity parse, and are then reported
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(f"body is not valid JSON ({exc})", 400) from exc
+    return _pixels(payload)
+
+
+def create_app(
+    ref: str = "models:/mnist-cnn@champion", poll_seconds: float = 30.0, limits: Limits = Limits()
+) -> FastAPI:
+    """The FastAPI app serving `ref`."""
+    holder = ModelHolder(ref)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await run_in_threadpool(holder.refresh)
+        poller = asyncio.create_task(_poll()) if poll_seconds > 0 else None
+        yield
+        if poller:
+            poller.cancel()
+
+    async def _poll() -> None:
+        while True:
+            await asyncio.sleep(poll_seconds)
+            try:
+                await run_in_threadpool(holder.refresh)
+                holder.last_error = None
+            except MnistError as exc:  # keep serving the loaded version; /healthz says why
+                holder.last_error = str(exc)
+                log.warning("cannot refresh %s: %s", holder.ref, exc)
+
+    app = FastAPI(title="mnist-pipeline", lifespan=lifespan)
+
+    @app.exception_handler(MnistError)
+    async def _error(request: Request, exc: MnistError) -> JSONResponse:
+        status = exc.status if isinstance(exc, RequestError) else 422
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict:
+        images = await _images(request, limits)
+        if len(images) > limits.max_images:
+            raise RequestError(f"{len(images)} images exceed the limit of {limits.max_images}", 413)
+        try:
+            validate({"request": Arrays(images[..., None], None)}, "fail", (0.0, 255.0))
+        except ValidationError as exc:
+            raise RequestError(exc.report.summary().replace("request: ", "")) from exc
+        model, info = holder.current()
+        probabilities = predict_proba(model, images)
+        return {
+            "model": asdict(info),
+            "predictions": [
+                {"digit": int(p.argmax()), "probabilities": [round(float(v), 6) for v in p]}
+                for p in probabilities
+            ],
+        }
+
+    @app.get("/model")
+    async def model_info() -> dict:
+        return asdict(holder.current()[1])
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        _, info = holder.current()
+        status = "degraded" if holder.last_error else "ok"
+        return {"status": status, "version": info.version, "refresh_error": holder.last_error}
+
+    @app.post("/reload")
+    async def reload() -> dict:
+        changed = await run_in_threadpool(holder.refresh)
+        return {"changed": changed, "model": asdict(holder.current()[1])}
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return PAGE.read_text()
+
+    return app
