@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 NanPolicy = Literal["fail", "drop", "impute"]
+Profile = Literal["fast", "default", "best"]
+
+# Presets measured with bench/training.py (README, "Performance"). Any option or MNIST_*
+# variable given explicitly wins over its profile's value.
+PROFILES: dict[str, dict[str, Any]] = {
+    "fast": {},
+    "default": {},
+    "best": {},
+}
 
 
 class TrainConfig(BaseSettings):
@@ -16,12 +25,18 @@ class TrainConfig(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MNIST_", extra="forbid", frozen=True)
 
+    profile: Profile = Field(
+        "default", description="preset of the settings below: fast, default or best"
+    )
     model: str = Field("cnn", description="architecture name (see `mnist models`)")
     epochs: int = Field(8, ge=1, le=1000, description="passes over the training split")
     batch_size: int = Field(128, ge=1, le=65536, description="samples per gradient step")
-    learning_rate: float = Field(
-        3e-3, gt=0, le=1, description="peak learning rate of the one-cycle schedule"
+    learning_rate: float = Field(3e-3, gt=0, le=1, description="Adam's (peak) learning rate")
+    schedule: Literal["one-cycle", "constant"] = Field(
+        "one-cycle", description="learning rate: one-cycle (warm-up, cosine decay) or constant"
     )
+    augment: bool = Field(False, description="random shifts, rotations and zoom in training")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the loss")
     seed: int = Field(42, ge=0, description="fixes the validation split and initialisation")
     validation_split: float = Field(
         0.1, ge=0, lt=1, description="fraction of training data held out, stratified by label"
@@ -43,6 +58,14 @@ class TrainConfig(BaseSettings):
     registered_model: str = Field(
         "mnist-cnn", min_length=1, description="registered model name in the MLflow registry"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_profile(cls, data: Any) -> Any:
+        """Fill what was not given from the profile's preset."""
+        if isinstance(data, dict):
+            return {**PROFILES.get(data.get("profile", "default"), {}), **data}
+        return data
 
     def params(self) -> dict[str, str]:
         """The whole config, flattened to strings for MLflow params."""

@@ -76,21 +76,60 @@ def small() -> keras.Sequential:
     )
 
 
+def wide() -> keras.Sequential:
+    """For the `best` profile: two conv pairs (32, 64 channels) with BatchNorm, a dense head."""
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            *_conv_bn(32, 3),
+            *_conv_bn(32, 3),
+            layers.MaxPooling2D(2),
+            *_conv_bn(64, 3),
+            *_conv_bn(64, 3),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(128, use_bias=False),
+            layers.BatchNormalization(momentum=0.9),
+            layers.ReLU(),
+            layers.Dropout(0.4),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
+        ],
+        name="wide",
+    )
+
+
 ARCHITECTURES: dict[str, Callable[[], keras.Sequential]] = {
     "cnn": cnn,
     "reference": reference,
     "small": small,
+    "wide": wide,
 }
 
 
-def build(name: str) -> keras.Sequential:
-    """Build the architecture called `name` (uncompiled)."""
+def augmentation() -> keras.Sequential:
+    """Random rotations (up to 10 degrees), zoom and shifts (up to 10%), in training only:
+    at inference these layers pass images through unchanged."""
+    return keras.Sequential(
+        [
+            layers.RandomRotation(10 / 360, fill_mode="constant"),
+            layers.RandomZoom(0.1, fill_mode="constant"),
+            layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
+        ],
+        name="augmentation",
+    )
+
+
+def build(name: str, augment: bool = False) -> keras.Sequential:
+    """Build the architecture called `name` (uncompiled), behind augmentation if asked."""
     try:
-        return ARCHITECTURES[name]()
+        net = ARCHITECTURES[name]()
     except KeyError:
         raise MnistError(
             f"unknown model {name!r}; choose one of: {', '.join(sorted(ARCHITECTURES))}"
         ) from None
+    if not augment:
+        return net
+    return keras.Sequential([keras.Input(INPUT_SHAPE), augmentation(), net], name=f"{name}_aug")
 
 
 def for_raw_pixels(net: keras.Model) -> keras.Sequential:

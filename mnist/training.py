@@ -13,6 +13,8 @@ from mnist import models
 from mnist.config import TrainConfig
 from mnist.preprocess import Prepared
 
+STEPS_PER_EXECUTION = 16
+
 EpochHook = Callable[[int, dict[str, float], float], None]
 """Called after each epoch with (epoch starting at 1, metrics, seconds the epoch took)."""
 
@@ -45,26 +47,35 @@ def one_cycle(
 
 
 def compile_model(
-    net: keras.Model, learning_rate: keras.optimizers.schedules.LearningRateSchedule | float
+    net: keras.Model,
+    learning_rate: keras.optimizers.schedules.LearningRateSchedule | float,
+    label_smoothing: float = 0.0,
 ) -> keras.Model:
-    """Adam, categorical cross-entropy, accuracy."""
+    """Adam, categorical cross-entropy, accuracy; several steps per graph call, since on a
+    small CPU the per-step Python overhead is a large share of a small net's step."""
     net.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss="categorical_crossentropy",
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=["accuracy"],
+        steps_per_execution=STEPS_PER_EXECUTION,
     )
     return net
 
 
 def train(
-    config: TrainConfig, data: Prepared, on_epoch: EpochHook | None = None
+    config: TrainConfig,
+    data: Prepared,
+    on_epoch: EpochHook | None = None,
+    callbacks: list[keras.callbacks.Callback] = (),
 ) -> tuple[keras.Model, pd.DataFrame]:
     """Build and fit `config.model` on data.train, monitoring data.val each epoch."""
     keras.utils.set_random_seed(config.seed)
-    net = models.build(config.model)
+    net = models.build(config.model, augment=config.augment)
     steps = math.ceil(len(data.train) / config.batch_size) * config.epochs
-    compile_model(net, one_cycle(config.learning_rate, steps))
-    callbacks = [_EpochReporter(on_epoch)] if on_epoch else []
+    lr = config.learning_rate
+    compile_model(net, one_cycle(lr, steps) if config.schedule == "one-cycle" else lr,
+                  config.label_smoothing)  # fmt: skip
+    callbacks = [*callbacks, *([_EpochReporter(on_epoch)] if on_epoch else [])]
     validation = (data.val.x, data.val.y) if len(data.val) else None
     fit = net.fit(
         data.train.x,

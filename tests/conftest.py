@@ -13,6 +13,7 @@ import mlflow
 import pytest
 
 from mnist import data
+from tests.servers import free_port, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,57 +74,6 @@ def full_run(prefect_api, workdir, mnist_path):
     return config, training_flow(config)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, proc, timeout: float = 180) -> None:
-    """Poll `url` until it answers 200, failing early if `proc` dies."""
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
-
-
-def _serve(args: list[str], health: str, log: Path, env: dict[str, str]):
-    import subprocess
-
-    with log.open("w") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, **env}, start_new_session=True)  # fmt: skip
-    try:
-        wait_for(health, proc)
-    except Exception:
-        proc.terminate()
-        raise RuntimeError(f"{args[0]} failed to start: {log.read_text()[-2000:]}") from None
-    return proc
-
-
-def _stop(proc) -> None:
-    import subprocess
-
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """`mlflow server` on a free loopback port, SQLite backend, one worker."""
@@ -132,7 +82,7 @@ def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     bin_dir = Path(sys.executable).parent
-    proc = _serve(
+    proc = start_server(
         [str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts")],
@@ -140,7 +90,7 @@ def mlflow_server(tmp_path_factory):
         {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )  # fmt: skip
     yield f"http://127.0.0.1:{port}"
-    _stop(proc)
+    stop_server(proc)
 
 
 @pytest.fixture(scope="module")
@@ -152,10 +102,10 @@ def prefect_server(tmp_path_factory):
     port = free_port()
     env = {"PREFECT_HOME": str(root), "PREFECT_UI_ENABLED": "false",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}  # fmt: skip
-    proc = _serve(
+    proc = start_server(
         [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
          "--port", str(port)],
         f"http://127.0.0.1:{port}/api/health", root / "server.log", env,
     )  # fmt: skip
     yield f"http://127.0.0.1:{port}/api", root
-    _stop(proc)
+    stop_server(proc)

@@ -1,0 +1,249 @@
+"""Training speed and accuracy on this machine: the Keras reference CNN against our profiles.
+
+    python -m bench.training [--seeds 3] [--recipes reference,fast,default,best]
+                             [--skip-flow] [--skip-inference]
+
+One run trains every recipe on the real MNIST (MNIST_DATA_DIR, else ../shared/data/mnist),
+each seed in a fresh process, checking test accuracy every epoch (every quarter epoch for
+`fast`; evaluation time is not counted as training time). It reports, per recipe: time to
+99.0% test accuracy, final test accuracy, seconds per epoch, peak RSS, parameters and the ratio
+of time to 99% against the reference (medians over seeds, with min-max). Then the training
+flow's overhead (the whole flow, ingest through plots, model logging and registration, against
+bare training of the same profile) and inference through `mlflow.pyfunc` of the logged model.
+Test accuracy is only reported here, never used to choose anything.
+Writes bench/results/training.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# isort: off
+import mnist.env  # noqa: F401  (first: env defaults)
+
+# isort: on
+
+RESULTS = Path(__file__).with_name("results")
+TARGET = 0.99
+# The Keras "simple MNIST convnet" example, as published: Adam 1e-3, batch 128, 15 epochs.
+REFERENCE = {"model": "reference", "epochs": 15, "batch_size": 128, "learning_rate": 1e-3,
+             "schedule": "constant"}  # fmt: skip
+RECIPES = {"reference": REFERENCE, "fast": {"profile": "fast"},
+           "default": {"profile": "default"}, "best": {"profile": "best"}}  # fmt: skip
+CHECKS_PER_EPOCH = {"fast": 4}
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("MNIST_DATA_DIR", "../shared/data/mnist"))
+
+
+def one(recipe: str, seed: int) -> dict:
+    """Train one recipe with one seed in this process; the measurements as a dict."""
+    import keras
+    import numpy as np
+
+    from mnist import data, preprocess, training
+    from mnist.config import TrainConfig
+
+    config = TrainConfig(**RECIPES[recipe], seed=seed, data_dir=data_dir())
+    prepared = preprocess.prepare(data.load(config.data_dir), config.validation_split, seed)
+    x_test, labels = prepared.test.x, prepared.test.labels
+    steps_per_epoch = -(-len(prepared.train) // config.batch_size)
+    every = max(1, steps_per_epoch // CHECKS_PER_EPOCH.get(recipe, 1))
+
+    class Probe(keras.callbacks.Callback):
+        """Test accuracy at intervals; the clock stops while it evaluates."""
+
+        def __init__(self):
+            super().__init__()
+            self.trained, self.checks, self.epoch_seconds, self.steps = 0.0, [], [], 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_start = self.mark = time.perf_counter()
+            self.epoch_trained = 0.0
+
+        def _check(self, epoch: float) -> None:
+            now = time.perf_counter()
+            self.trained += now - self.mark
+            self.epoch_trained += now - self.mark
+            probabilities = np.concatenate(
+                [np.asarray(self.model(x_test[i : i + 2500], training=False))
+                 for i in range(0, len(x_test), 2500)]
+            )  # fmt: skip
+            accuracy = float(np.mean(probabilities.argmax(axis=1) == labels))
+            self.checks.append({"epoch": round(epoch, 3), "seconds": round(self.trained, 2),
+                                "test_accuracy": accuracy})  # fmt: skip
+            self.mark = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps += training.STEPS_PER_EXECUTION
+            if (batch + 1) % steps_per_epoch and self.steps >= every:
+                self.steps = 0
+                self._check(len(self.epoch_seconds) + (batch + 1) / steps_per_epoch)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.steps = 0
+            self._check(epoch + 1)
+            self.epoch_seconds.append(self.epoch_trained)
+
+    probe = Probe()
+    net, history = training.train(config, prepared, callbacks=[probe])
+    reached = next((c["seconds"] for c in probe.checks if c["test_accuracy"] >= TARGET), None)
+    return {
+        "recipe": recipe, "seed": seed, "config": config.params(),
+        "epochs": config.epochs, "parameters": net.count_params(),
+        "time_to_99_s": reached, "train_seconds": round(probe.trained, 2),
+        "seconds_per_epoch": round(statistics.median(probe.epoch_seconds), 2),
+        "final_test_accuracy": probe.checks[-1]["test_accuracy"],
+        "final_val_accuracy": float(history["val_accuracy"].iloc[-1]),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "checks": probe.checks,
+    }  # fmt: skip
+
+
+def flow_and_inference(workdir: Path) -> dict:
+    """The `fast` profile through the whole training flow, then pyfunc inference on its model."""
+    import mlflow
+    import numpy as np
+
+    from flows.training import training_flow
+    from mnist import data
+    from mnist.config import TrainConfig
+
+    os.chdir(workdir)
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    config = TrainConfig(profile="fast", seed=0, data_dir=data_dir(), experiment="bench")
+    started = time.perf_counter()
+    result = training_flow(config)
+    flow_seconds = time.perf_counter() - started
+
+    images = data.load(data_dir()).test.images.astype(np.float32)
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    model.predict(images[:256])  # warm-up
+    batch = []
+    for _ in range(3):
+        started = time.perf_counter()
+        model.predict(images)
+        batch.append(time.perf_counter() - started)
+    single = []
+    for i in range(200):
+        started = time.perf_counter()
+        model.predict(images[i : i + 1])
+        single.append((time.perf_counter() - started) * 1000)
+    return {
+        "flow_seconds": round(flow_seconds, 2), "flow_test_accuracy": result.test_accuracy,
+        "batch_images_per_s": round(len(images) / statistics.median(batch)),
+        "single_image_ms_p50": round(float(np.percentile(single, 50)), 2),
+        "single_image_ms_p99": round(float(np.percentile(single, 99)), 2),
+    }  # fmt: skip
+
+
+def child(args: list[str]) -> dict:
+    """Run `python -m bench.training ARGS` in a fresh process; its JSON answer."""
+    out = subprocess.run([sys.executable, "-m", "bench.training", *args], capture_output=True,
+                         text=True, check=False)  # fmt: skip
+    if out.returncode:
+        raise SystemExit(f"bench.training {' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def spread(values: list[float | None], digits: int = 2) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "never"
+    median = round(statistics.median(known), digits)
+    missed = f", {len(values) - len(known)} missed" if len(known) < len(values) else ""
+    if len(known) == 1:
+        return f"{median}{missed}"
+    return f"{median} ({round(min(known), digits)}-{round(max(known), digits)}{missed})"
+
+
+def table(runs: list[dict], seeds: dict[str, int]) -> str:
+    by = {
+        r: [x for x in runs if x["recipe"] == r] for r in dict.fromkeys(x["recipe"] for x in runs)
+    }
+    ref = [x["time_to_99_s"] for x in by.get("reference", []) if x["time_to_99_s"]]
+    ref_median = statistics.median(ref) if ref else None
+    lines = [
+        "| recipe | seeds | epochs | params | time to 99% (s) | final test acc (%) | s/epoch "
+        "| peak RSS (MB) | time to 99% vs reference |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for recipe, rs in by.items():
+        t99 = [x["time_to_99_s"] for x in rs]
+        known = [t for t in t99 if t is not None]
+        ratio = (f"{statistics.median(known) / ref_median:.2f}x"
+                 if known and ref_median else "-")  # fmt: skip
+        accuracy = spread([100 * x["final_test_accuracy"] for x in rs])
+        lines.append(
+            f"| {recipe} | {len(rs)} | {rs[0]['epochs']} | {rs[0]['parameters']:,} | "
+            f"{spread(t99, 1)} | {accuracy} | {spread([x['seconds_per_epoch'] for x in rs], 1)} "
+            f"| {spread([x['peak_rss_mb'] for x in rs], 0)} | {ratio} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=3, help="seeds for reference, fast and default")
+    p.add_argument("--best-seeds", type=int, default=1, help="seeds for best (30 min each)")
+    p.add_argument("--recipes", default="reference,fast,default,best")
+    p.add_argument("--skip-flow", action="store_true")
+    p.add_argument("--one", nargs=2, metavar=("RECIPE", "SEED"), help=argparse.SUPPRESS)
+    p.add_argument("--flow", metavar="DIR", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one[0], int(args.one[1]))))
+        return
+    if args.flow:
+        print(json.dumps(flow_and_inference(Path(args.flow))))
+        return
+
+    recipes = args.recipes.split(",")
+    seeds = {r: args.best_seeds if r == "best" else args.seeds for r in recipes}
+    load = os.getloadavg()
+    runs = []
+    for recipe in recipes:
+        for seed in range(seeds[recipe]):
+            runs.append(child(["--one", recipe, str(seed)]))
+            r = runs[-1]
+            print(f"{recipe} seed {seed}: 99% at {r['time_to_99_s']} s, final "
+                  f"{r['final_test_accuracy']:.4f}, {r['seconds_per_epoch']} s/epoch, "
+                  f"{r['peak_rss_mb']} MB", flush=True)  # fmt: skip
+    report = {"load_average_at_start": load, "cores": os.cpu_count(), "runs": runs}
+    md = table(runs, seeds)
+    if not args.skip_flow:
+        flow = child(["--flow", tempfile.mkdtemp(prefix="bench-flow-")])
+        bare = next((x["train_seconds"] for x in runs if x["recipe"] == "fast" and x["seed"] == 0),
+                    None)  # fmt: skip
+        flow["bare_training_seconds"] = bare
+        flow["overhead_seconds"] = round(flow["flow_seconds"] - bare, 2) if bare else None
+        report["flow"] = flow
+        md += (
+            f"\nTraining flow, `fast` profile, seed 0: {flow['flow_seconds']} s for the whole flow "
+            f"against {bare} s of bare training: {flow['overhead_seconds']} s of overhead "
+            "(Prefect's temporary API starting, ingest, validation, evaluation, plots, model "
+            f"logging and registration).\n\nInference through `mlflow.pyfunc`: "
+            f"{flow['batch_images_per_s']:,} images/s on the 10,000 test images in one batch; "
+            f"one image {flow['single_image_ms_p50']} ms (p50), {flow['single_image_ms_p99']} ms "
+            "(p99).\n"
+        )
+    loads = ", ".join(f"{v:.2f}" for v in load)
+    md += f"\nLoad average at start: {loads} on {os.cpu_count()} cores.\n"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "training.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / "training.md").write_text(md)
+    print("\n" + md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""`mnist serve` and `mlflow models serve` as real servers on 127.0.0.1, and the drawing page
+in a real headless Chromium."""
+
+import io
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import mlflow
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist import registry
+from tests.conftest import ROOT
+from tests.servers import free_port, start_server, stop_server
+
+BIN = Path(sys.executable).parent
+NAME = "serve-test"
+SCREENSHOTS = Path(os.environ.get("MNIST_SCREENSHOT_DIR", ROOT / "build" / "screenshots"))
+
+
+@pytest.fixture(scope="module")
+def champion(full_run):
+    """The suite's full-MNIST model, registered as `serve-test` v1 and made champion."""
+    _, result = full_run
+    mlflow.register_model(result.model_uri, NAME)
+    registry.promote("1", NAME)
+    return result
+
+
+@pytest.fixture(scope="module")
+def api(champion, workdir, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    proc = start_server(
+        [str(BIN / "mnist"), "serve", "--model", f"models:/{NAME}@champion", "--port", str(port),
+         "--poll-seconds", "1", "--max-images", "100", "--max-bytes", "2000000"],
+        f"http://127.0.0.1:{port}/healthz", log, {},
+    )  # fmt: skip
+    yield f"http://127.0.0.1:{port}"
+    stop_server(proc)
+
+
+def _png(pixels: np.ndarray, scale: int = 1) -> bytes:
+    img = Image.fromarray(pixels.astype(np.uint8))
+    if scale > 1:
+        img = img.resize((28 * scale, 28 * scale), Image.Resampling.BILINEAR)
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_predicts_real_test_images_as_json(api, champion, mnist_data):
+    images, labels = mnist_data.test.images[:100], mnist_data.test.labels[:100]
+    for pixels in (images.tolist(), images.reshape(100, 784).tolist()):
+        body = httpx.post(f"{api}/predict", json={"pixels": pixels}).json()
+        digits = [p["digit"] for p in body["predictions"]]
+        assert np.mean(np.array(digits) == labels) >= 0.98
+        assert all(abs(sum(p["probabilities"]) - 1) < 1e-3 for p in body["predictions"])
+        assert body["model"]["name"] == NAME and body["model"]["version"] == "1"
+        assert body["model"]["alias"] == "champion"
+    one = httpx.post(f"{api}/predict", json={"pixels": images[0].tolist()}).json()
+    assert [p["digit"] for p in one["predictions"]] == [labels[0]]
+
+
+def test_predicts_uploaded_images(api, mnist_data):
+    images, labels = mnist_data.test.images[:10], mnist_data.test.labels[:10]
+    raw = [httpx.post(f"{api}/predict", content=_png(im, scale=10),
+                      headers={"Content-Type": "image/png"}).json() for im in images]  # fmt: skip
+    assert sum(r["predictions"][0]["digit"] == t for r, t in zip(raw, labels, strict=True)) >= 9
+    form = httpx.post(f"{api}/predict", files={"file": ("d.png", _png(images[0]), "image/png")})
+    assert form.json()["predictions"][0]["digit"] == labels[0]
+
+
+def test_model_and_health(api, champion):
+    info = httpx.get(f"{api}/model").json()
+    assert info["name"] == NAME and info["version"] == "1" and info["alias"] == "champion"
+    assert info["run_id"] == champion.run_id
+    assert info["test_accuracy"] == pytest.approx(champion.test_accuracy, abs=1e-4)
+    assert httpx.get(f"{api}/healthz").json() == {
+        "status": "ok", "version": "1", "refresh_error": None,
+    }  # fmt: skip
+
+
+def _zeros(n):
+    return np.zeros((n, 28, 28)).tolist()
+
+
+BAD = [
+    ("NaN", dict(content='{"pixels": [' + ",".join(["NaN"] + ["0"] * 783) + "]}",
+                 headers={"Content-Type": "application/json"}), 422, "1 NaN pixel(s)"),
+    ("Infinity", dict(content='{"pixels": [' + ",".join(["Infinity"] + ["0"] * 783) + "]}",
+                      headers={"Content-Type": "application/json"}), 422, "+Inf pixel(s)"),
+    ("out of range", dict(json={"pixels": [[300.0] * 784]}), 422, "outside [0.0, 255.0]"),
+    ("wrong shape", dict(json={"pixels": np.zeros((2, 27, 27)).tolist()}), 422,
+     "shape (2, 27, 27)"),
+    ("non-numeric", dict(json={"pixels": [["a"] * 784]}), 422, "regular array of numbers"),
+    ("ragged", dict(json={"pixels": [[0] * 784, [0] * 10]}), 422, "regular array of numbers"),
+    ("no pixels key", dict(json={"image": []}), 422, '"pixels"'),
+    ("empty body", dict(content=b"", headers={"Content-Type": "application/json"}), 400, "empty"),
+    ("broken JSON", dict(content=b"{pixels", headers={"Content-Type": "application/json"}),
+     400, "not valid JSON"),
+    ("too many images", dict(json={"pixels": _zeros(101)}), 413, "101 images exceed the limit"),
+    ("too many bytes", dict(content=b"0" * 2_100_000, headers={"Content-Type": "application/json"}),
+     413, "exceeds the 2000000-byte limit"),
+    ("not an image", dict(content=b"hello", headers={"Content-Type": "image/png"}), 422,
+     "not a readable PNG or JPEG"),
+    ("corrupt PNG", dict(content=b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,
+                         headers={"Content-Type": "image/png"}), 422, "not a readable PNG"),
+    ("blank image", dict(content=_png(np.zeros((28, 28)), 10),
+                         headers={"Content-Type": "image/png"}), 422, "blank"),
+    ("wrong type", dict(content=b"1,2,3", headers={"Content-Type": "text/csv"}), 415,
+     "unsupported content type"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "request_", "status", "message"), BAD, ids=[b[0] for b in BAD])
+def test_bad_requests_get_a_clear_4xx(api, what, request_, status, message):
+    response = httpx.post(f"{api}/predict", **request_)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+
+
+def test_still_serving_after_bad_requests(api, mnist_data):
+    for _, request_, _, _ in BAD:
+        httpx.post(f"{api}/predict", **request_)
+    assert httpx.get(f"{api}/healthz").json()["status"] == "ok"
+    body = httpx.post(f"{api}/predict", json={"pixels": mnist_data.test.images[:3].tolist()})
+    assert body.status_code == 200
+
+
+def test_binds_loopback_by_default():
+    from mnist.cli import parser
+
+    assert parser().parse_args(["serve"]).host == "127.0.0.1"
+
+
+def test_champion_change_is_picked_up_without_restart(api, champion, mnist_data):
+    """Runs last in this module: it moves the champion to v2."""
+    mlflow.register_model(champion.model_uri, NAME)
+    registry.promote("2", NAME)
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{api}/model").json()["version"] != "2" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert httpx.get(f"{api}/model").json()["version"] == "2"
+    body = httpx.post(f"{api}/predict", json={"pixels": mnist_data.test.images[:2].tolist()})
+    assert body.json()["model"]["version"] == "2"
+    registry.rollback(NAME)
+    reload = httpx.post(f"{api}/reload").json()
+    assert reload["changed"] is True and reload["model"]["version"] == "1"
+
+
+def test_mlflow_models_serve_answers_raw_pixels(champion, workdir, mnist_data, tmp_path):
+    port = free_port()
+    proc = start_server(
+        [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}/1", "--env-manager",
+         "local", "-h", "127.0.0.1", "-p", str(port)],
+        f"http://127.0.0.1:{port}/ping", tmp_path / "mlflow-serve.log", {},
+    )  # fmt: skip
+    try:
+        images, labels = mnist_data.test.images[:50], mnist_data.test.labels[:50]
+        payload = {"inputs": images.astype(float).tolist()}
+        response = httpx.post(f"http://127.0.0.1:{port}/invocations", json=payload, timeout=60)
+        assert response.status_code == 200, response.text
+        predicted = np.asarray(response.json()["predictions"]).argmax(axis=1)
+        assert np.mean(predicted == labels) >= 0.98
+    finally:
+        stop_server(proc)
+
+
+def _chromium() -> str:
+    path = os.environ.get("MNIST_CHROMIUM") or shutil.which("chromium")
+    assert path, "the browser test needs Debian's chromium (make test installs it)"
+    return path
+
+
+def _strokes(image: np.ndarray, scale: int = 10) -> list[tuple[float, float, float, float]]:
+    """Horizontal pen strokes along each row's runs of ink: the digit, redrawn by hand."""
+    out = []
+    for row in range(image.shape[0]):
+        ink = np.flatnonzero(image[row] > 100)
+        if not len(ink):
+            continue
+        runs = np.split(ink, np.flatnonzero(np.diff(ink) > 1) + 1)
+        y = row * scale + scale / 2
+        out += [(r[0] * scale + scale / 2, y, r[-1] * scale + scale / 2, y) for r in runs]
+    return out
+
+
+@pytest.mark.parametrize("index", [0, 1, 3])  # a 7, a 2 and a 0 from the test set
+def test_drawing_page_predicts_a_drawn_digit(api, mnist_data, index):
+    from playwright.sync_api import sync_playwright
+
+    image, label = mnist_data.test.images[index], int(mnist_data.test.labels[index])
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=args)
+        page = browser.new_page(viewport={"width": 760, "height": 480})
+        page.goto(api + "/")
+        box = page.locator("#pad").bounding_box()
+        for x0, y0, x1, y1 in _strokes(image):
+            page.mouse.move(box["x"] + x0, box["y"] + y0)
+            page.mouse.down()
+            page.mouse.move(box["x"] + x1, box["y"] + y1, steps=2)
+            page.mouse.up()
+        page.click("#predict")
+        page.wait_for_function("document.getElementById('digit').textContent !== ''")
+        shown = page.locator("#digit").inner_text()
+        bars = page.locator(".bar").count()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"draw-{index}-digit-{label}.png"))
+        page.click("#clear")
+        cleared = page.locator("#digit").inner_text()
+        browser.close()
+    assert shown == str(label)
+    assert bars == 10 and cleared == ""
