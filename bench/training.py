@@ -46,7 +46,7 @@ def data_dir() -> Path:
     return Path(os.environ.get("MNIST_DATA_DIR", "../shared/data/mnist"))
 
 
-def one(recipe: str, seed: int) -> dict:
+def one(recipe: str, seed: int, overrides: dict | None = None) -> dict:
     """Train one recipe with one seed in this process; the measurements as a dict."""
     import keras
     import numpy as np
@@ -54,7 +54,8 @@ def one(recipe: str, seed: int) -> dict:
     from mnist import data, preprocess, training
     from mnist.config import TrainConfig
 
-    config = TrainConfig(**RECIPES[recipe], seed=seed, data_dir=data_dir())
+    settings = {**RECIPES.get(recipe, {}), **(overrides or {})}
+    config = TrainConfig(**settings, seed=seed, data_dir=data_dir())
     prepared = preprocess.prepare(data.load(config.data_dir), config.validation_split, seed)
     x_test, labels = prepared.test.x, prepared.test.labels
     steps_per_epoch = -(-len(prepared.train) // config.batch_size)
@@ -200,9 +201,10 @@ def main() -> None:
     p.add_argument("--skip-flow", action="store_true")
     p.add_argument("--one", nargs=2, metavar=("RECIPE", "SEED"), help=argparse.SUPPRESS)
     p.add_argument("--flow", metavar="DIR", help=argparse.SUPPRESS)
+    p.add_argument("--config", default="{}", help=argparse.SUPPRESS)  # exploring recipes
     args = p.parse_args()
     if args.one:
-        print(json.dumps(one(args.one[0], int(args.one[1]))))
+        print(json.dumps(one(args.one[0], int(args.one[1]), json.loads(args.config))))
         return
     if args.flow:
         print(json.dumps(flow_and_inference(Path(args.flow))))

@@ -42,8 +42,13 @@ class Version:
 
     @property
     def test_accuracy(self) -> float | None:
-        value = self.tags.get("test_accuracy")
-        return float(value) if value else None
+        """From the version's tag, else from its run's `test_accuracy` metric."""
+        if value := self.tags.get("test_accuracy"):
+            return float(value)
+        if not self.run_id:
+            return None
+        run = mlflow_call(MlflowClient().get_run, self.run_id, missing="no run")
+        return run.data.metrics.get("test_accuracy")
 
     @classmethod
     def of(cls, mv: ModelVersion) -> Version:
