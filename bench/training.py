@@ -1,7 +1,7 @@
 """Training speed and accuracy on this machine: the Keras reference CNN against our profiles.
 
-    python -m bench.training [--seeds 3] [--recipes reference,fast,default,best]
-                             [--skip-flow] [--skip-inference]
+    python -m bench.training [--seeds 3] [--reference-seeds 1] [--best-seeds 1]
+                             [--recipes reference,fast,default,best] [--skip-flow]
 
 One run trains every recipe on the real MNIST (MNIST_DATA_DIR, else ../shared/data/mnist),
 each seed in a fresh process, checking test accuracy every epoch (every quarter epoch for
@@ -87,7 +87,7 @@ def one(recipe: str, seed: int, overrides: dict | None = None) -> dict:
 
         def on_train_batch_end(self, batch, logs=None):
             self.steps += training.STEPS_PER_EXECUTION
-            if (batch + 1) % steps_per_epoch and self.steps >= every:
+            if batch + 1 < steps_per_epoch and self.steps >= every:
                 self.steps = 0
                 self._check(len(self.epoch_seconds) + (batch + 1) / steps_per_epoch)
 
@@ -195,7 +195,8 @@ def table(runs: list[dict], seeds: dict[str, int]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=3, help="seeds for reference, fast and default")
+    p.add_argument("--seeds", type=int, default=3, help="seeds for fast and default")
+    p.add_argument("--reference-seeds", type=int, default=1, help="seeds for the reference")
     p.add_argument("--best-seeds", type=int, default=1, help="seeds for best (30 min each)")
     p.add_argument("--recipes", default="reference,fast,default,best")
     p.add_argument("--skip-flow", action="store_true")
@@ -211,7 +212,8 @@ def main() -> None:
         return
 
     recipes = args.recipes.split(",")
-    seeds = {r: args.best_seeds if r == "best" else args.seeds for r in recipes}
+    seeds = {"reference": args.reference_seeds, "best": args.best_seeds}
+    seeds = {r: seeds.get(r, args.seeds) for r in recipes}
     load = os.getloadavg()
     runs = []
     for recipe in recipes:

@@ -10,10 +10,11 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pydantic
 
-from mnist.config import TrainConfig
+from mnist.config import NanPolicy, TrainConfig
 from mnist.errors import MnistError
 
 
@@ -54,6 +55,7 @@ def _print_training(result) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     config = _config(args)
+    _prefect_logging()
     from prefect import tags
 
     from flows.training import training_flow
@@ -64,6 +66,7 @@ def _train(args: argparse.Namespace) -> None:
 
 def _retrain(args: argparse.Namespace) -> None:
     config = _config(args)
+    _prefect_logging()
     from prefect import tags
 
     from flows.retrain import retrain_flow
@@ -203,12 +206,12 @@ def parser() -> argparse.ArgumentParser:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help=".npy/.npz arrays, CSV rows, PNG/JPEG images (28x28, dark background)",
+        help=".npy/.npz arrays of raw pixels, CSV rows, PNG/JPEG images of digits",
     )
     predict.add_argument("--output", metavar="CSV", help="write predictions here instead")
     predict.add_argument(
         "--nan-policy",
-        choices=("fail", "drop", "impute"),
+        choices=get_args(NanPolicy),
         default="fail",
         help="what to do with NaN/Inf/out-of-range inputs [default fail]",
     )
@@ -256,8 +259,12 @@ class _OneLineUserErrors(logging.Filter):
         return True
 
 
-def _quiet_user_errors() -> None:
-    """Prefect logs a failed task's and flow's exception with its traceback, on several loggers."""
+def _prefect_logging() -> None:
+    """Prefect's console logging, without tracebacks for user errors, which Prefect logs for a
+    failed task and flow on several loggers."""
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()
     quiet = _OneLineUserErrors()
     names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "prefect"]
     for logger in map(logging.getLogger, ["prefect", *names]):
@@ -275,13 +282,6 @@ def _pydantic_message(exc: pydantic.ValidationError) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        import prefect.logging.configuration  # noqa: F401  (sets up Prefect's handlers)
-
-        if args.command in ("train", "retrain"):
-            from prefect.logging.configuration import setup_logging
-
-            setup_logging()
-            _quiet_user_errors()
         args.func(args)
     except MnistError as exc:
         print(f"mnist: error: {exc}", file=sys.stderr)

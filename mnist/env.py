@@ -16,6 +16,9 @@ DEFAULTS = {
     # An unreachable MLflow server fails in seconds rather than after minutes of retries.
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    # oneDNN kernels: 24% faster training on this project's 2-core CPUs (bench/training.py);
+    # must be set before TensorFlow loads.
+    "TF_ENABLE_ONEDNN_OPTS": "1",
     # TensorFlow's C++ start-up chatter hides the pipeline's own output.
     "TF_CPP_MIN_LOG_LEVEL": "2",
 }

@@ -46,11 +46,10 @@ class Evaluation:
 
 
 def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 2048) -> np.ndarray:
-    """Probabilities in batches, calling the model directly (no per-call data pipeline)."""
-    chunks = [
-        np.asarray(model(x[i : i + batch_size], training=False))
-        for i in range(0, len(x), batch_size)
-    ]
+    """Probabilities in batches through `predict_on_batch`: a compiled graph, about 1 ms for
+    one image where an eager call takes 10 ms and `predict` builds a data pipeline per call."""
+    chunks = [np.asarray(model.predict_on_batch(x[i : i + batch_size]))
+              for i in range(0, len(x), batch_size)]  # fmt: skip
     return np.concatenate(chunks) if chunks else np.zeros((0, NUM_CLASSES), np.float32)
 
 

@@ -61,13 +61,15 @@ def cnn() -> keras.Sequential:
 
 
 def small() -> keras.Sequential:
-    """A small net for quick runs (24 and 32 channels, after tuomaso/train_mnist_fast)."""
+    """For the `fast` profile: 5x5 and 3x3 convolutions (32, 64 channels), no BatchNorm.
+
+    BatchNorm costs a net this small 2-3x its step time on a CPU."""
     return keras.Sequential(
         [
             keras.Input(INPUT_SHAPE),
-            *_conv_bn(24, 5),
+            layers.Conv2D(32, 5, activation="relu"),
             layers.MaxPooling2D(2),
-            *_conv_bn(32, 3),
+            layers.Conv2D(64, 3, activation="relu"),
             layers.MaxPooling2D(2),
             layers.Flatten(),
             layers.Dense(NUM_CLASSES, activation="softmax"),
