@@ -15,7 +15,7 @@ Profile = Literal["fast", "default", "best"]
 # variable given explicitly wins over its profile's value.
 PROFILES: dict[str, dict[str, Any]] = {
     "fast": {"model": "small", "epochs": 2, "batch_size": 256, "learning_rate": 5e-3},
-    "default": {"model": "cnn", "epochs": 6, "batch_size": 128, "learning_rate": 3e-3},
+    "default": {"model": "cnn", "epochs": 8, "batch_size": 128, "learning_rate": 3e-3},
     "best": {
         "model": "wide",
         "epochs": 26,
@@ -36,7 +36,7 @@ class TrainConfig(BaseSettings):
         "default", description="preset of the settings below: fast, default or best"
     )
     model: str = Field("cnn", description="architecture name (see `mnist models`)")
-    epochs: int = Field(6, ge=1, le=1000, description="passes over the training split")
+    epochs: int = Field(8, ge=1, le=1000, description="passes over the training split")
     batch_size: int = Field(128, ge=1, le=65536, description="samples per gradient step")
     learning_rate: float = Field(3e-3, gt=0, le=1, description="Adam's (peak) learning rate")
     schedule: Literal["one-cycle", "constant"] = Field(

@@ -45,9 +45,10 @@ class Version:
         """From the version's tag, else from its run's `test_accuracy` metric."""
         if value := self.tags.get("test_accuracy"):
             return float(value)
-        if not self.run_id:
+        try:
+            run = mlflow_call(MlflowClient().get_run, self.run_id, missing="no such run")
+        except NotFound:  # no run id, or the run was deleted
             return None
-        run = mlflow_call(MlflowClient().get_run, self.run_id, missing="no run")
         return run.data.metrics.get("test_accuracy")
 
     @classmethod
