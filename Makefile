@@ -24,13 +24,12 @@ browser:  ## Debian's chromium, for the drawing page's browser test (Playwright 
 train: install  ## run the training flow end to end (ARGS="--epochs 3 ...")
 	$(BIN)/mnist train $(ARGS)
 
-test: install browser  ## lint, then the whole test suite
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: lint browser  ## lint, then the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) mlruns/[0-9]* mlruns/models mlflow.db .pytest_cache

@@ -51,7 +51,7 @@ def one(recipe: str, seed: int, overrides: dict | None = None) -> dict:
     import keras
     import numpy as np
 
-    from mnist import data, preprocess, training
+    from mnist import data, evaluation, preprocess, training
     from mnist.config import TrainConfig
 
     settings = {**RECIPES.get(recipe, {}), **(overrides or {})}
@@ -76,10 +76,7 @@ def one(recipe: str, seed: int, overrides: dict | None = None) -> dict:
             now = time.perf_counter()
             self.trained += now - self.mark
             self.epoch_trained += now - self.mark
-            probabilities = np.concatenate(
-                [np.asarray(self.model(x_test[i : i + 2500], training=False))
-                 for i in range(0, len(x_test), 2500)]
-            )  # fmt: skip
+            probabilities = evaluation.predict_proba(self.model, x_test)
             accuracy = float(np.mean(probabilities.argmax(axis=1) == labels))
             self.checks.append({"epoch": round(epoch, 3), "seconds": round(self.trained, 2),
                                 "test_accuracy": accuracy})  # fmt: skip

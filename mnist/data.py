@@ -93,12 +93,17 @@ def _read_bytes(path: Path) -> bytes:
         raise MnistError(f"{path}: cannot read file ({exc.strerror})") from exc
     if not raw:
         raise MnistError(f"{path}: file is empty")
-    if raw[:2] != b"\x1f\x8b":
-        return raw
+    return _decompress(raw, str(path))
+
+
+def _decompress(data: bytes, origin: str) -> bytes:
+    """Gzip data decompressed (anything else as it is); damage is an error naming `origin`."""
+    if data[:2] != b"\x1f\x8b":
+        return data
     try:
-        return gzip.decompress(raw)
+        return gzip.decompress(data)
     except (EOFError, OSError, zlib.error) as exc:
-        raise MnistError(f"{path}: truncated or corrupt gzip data ({exc})") from exc
+        raise MnistError(f"{origin}: truncated or corrupt gzip data ({exc})") from exc
 
 
 def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
@@ -184,11 +189,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _verify(name: str, data: bytes, origin: str) -> None:
-    try:
-        plain = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-    except (EOFError, OSError, zlib.error) as exc:
-        raise MnistError(f"{origin}: truncated or corrupt gzip data ({exc})") from exc
-    digest = hashlib.sha256(plain).hexdigest()
+    digest = hashlib.sha256(_decompress(data, origin)).hexdigest()
     if digest != FILES[name]:
         raise MnistError(
             f"{origin}: SHA-256 mismatch (got {digest[:12]}…, want {FILES[name][:12]}…)"

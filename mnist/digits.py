@@ -40,8 +40,8 @@ def mnist_style(gray: np.ndarray, name: str = "image") -> np.ndarray:
         raise MnistError(f"{name}: expected a 2-D grayscale image, got shape {img.shape}")
     border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
     if border.mean() > 127:
-        img = 255.0 - img
-    img = np.clip(img - np.median(border if border.mean() <= 127 else 255 - border), 0, 255)
+        img, border = 255.0 - img, 255.0 - border
+    img = np.clip(img - np.median(border), 0, 255)
     rows, cols = np.nonzero(img > 0.1 * img.max()) if img.max() > 0 else ((), ())
     if len(rows) == 0:
         raise MnistError(f"{name}: the image is blank (no digit found)")

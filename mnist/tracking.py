@@ -105,9 +105,7 @@ def log_params(run_id: str, params: dict[str, str]) -> None:
 
 
 def set_tags(run_id: str, tags: dict[str, str]) -> None:
-    c = client()
-    for key, value in tags.items():
-        c.set_tag(run_id, key, value)
+    client().log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
 
 
 def log_metrics(run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
