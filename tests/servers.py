@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,10 +34,15 @@ def wait_for(url: str, proc, timeout: float = 180) -> None:
 
 
 def start_server(args: list[str], health: str, log: Path, env: dict[str, str]):
-    """Start `args` in its own session, logging to `log`; return once `health` answers."""
+    """Start `args` in its own session, logging to `log`; return once `health` answers.
+
+    This Python's scripts come first on PATH, as in an activated venv: `mlflow models serve`
+    runs `uvicorn` by name."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     with log.open("w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, **env}, start_new_session=True)  # fmt: skip
+                                env={**os.environ, "PATH": path, **env},
+                                start_new_session=True)  # fmt: skip
     try:
         wait_for(health, proc)
     except Exception:
