@@ -36,14 +36,14 @@ RESULTS = Path(__file__).with_name("results")
 TARGET = 0.99
 # The Keras "simple MNIST convnet" example, as published: Adam 1e-3, batch 128, 15 epochs.
 REFERENCE = {"model": "reference", "epochs": 15, "batch_size": 128, "learning_rate": 1e-3,
-             "schedule": "constant"}  # fmt: skip
+             "adam_beta_1": 0.9, "adam_beta_2": 0.999, "schedule": "constant"}  # fmt: skip
 RECIPES = {"reference": REFERENCE, "fast": {"profile": "fast"},
            "default": {"profile": "default"}, "best": {"profile": "best"}}  # fmt: skip
 CHECKS_PER_EPOCH = {"fast": 4}
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("MNIST_DATA_DIR", "../shared/data/mnist"))
+    return Path(os.environ.get("MNIST_DATA_DIR", "../shared/data/mnist")).resolve()
 
 
 def one(recipe: str, seed: int, overrides: dict | None = None) -> dict:
@@ -109,7 +109,14 @@ def one(recipe: str, seed: int, overrides: dict | None = None) -> dict:
 
 
 def flow_and_inference(workdir: Path) -> dict:
-    """The `fast` profile through the whole training flow, then pyfunc inference on its model."""
+    """The `fast` profile through the whole training flow, then pyfunc inference on its model.
+
+    Started as `mnist train` starts it: Prefect's temporary API boots while TensorFlow loads,
+    so the flow's time counts every stage but not the API's start, which is reported apart."""
+    process_start = time.perf_counter()
+    from flows.api import start_early
+
+    api_started = start_early()
     import mlflow
     import numpy as np
 
@@ -117,14 +124,18 @@ def flow_and_inference(workdir: Path) -> dict:
     from mnist import data
     from mnist.config import TrainConfig
 
+    api_started()
+    ready = time.perf_counter()
+    config = TrainConfig(profile="fast", seed=0, data_dir=data_dir(), experiment="bench")
     os.chdir(workdir)
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    config = TrainConfig(profile="fast", seed=0, data_dir=data_dir(), experiment="bench")
     started = time.perf_counter()
     result = training_flow(config)
     flow_seconds = time.perf_counter() - started
+    epochs = mlflow.MlflowClient().get_metric_history(result.run_id, "epoch_seconds")
+    training_seconds = sum(m.value for m in epochs)
 
-    images = data.load(data_dir()).test.images.astype(np.float32)
+    images = data.load(config.data_dir).test.images.astype(np.float32)
     model = mlflow.pyfunc.load_model(result.model_uri)
     model.predict(images[:256])  # warm-up
     batch = []
@@ -139,6 +150,10 @@ def flow_and_inference(workdir: Path) -> dict:
         single.append((time.perf_counter() - started) * 1000)
     return {
         "flow_seconds": round(flow_seconds, 2), "flow_test_accuracy": result.test_accuracy,
+        "flow_training_seconds": round(training_seconds, 2),
+        "overhead_seconds": round(flow_seconds - training_seconds, 2),
+        "start_to_flow_s": round(ready - process_start, 2),
+        "start_to_done_s": round(ready - process_start + flow_seconds, 2),
         "batch_images_per_s": round(len(images) / statistics.median(batch)),
         "single_image_ms_p50": round(float(np.percentile(single, 50)), 2),
         "single_image_ms_p99": round(float(np.percentile(single, 99)), 2),
@@ -227,13 +242,16 @@ def main() -> None:
         bare = next((x["train_seconds"] for x in runs if x["recipe"] == "fast" and x["seed"] == 0),
                     None)  # fmt: skip
         flow["bare_training_seconds"] = bare
-        flow["overhead_seconds"] = round(flow["flow_seconds"] - bare, 2) if bare else None
         report["flow"] = flow
         md += (
-            f"\nTraining flow, `fast` profile, seed 0: {flow['flow_seconds']} s for the whole flow "
-            f"against {bare} s of bare training: {flow['overhead_seconds']} s of overhead "
-            "(Prefect's temporary API starting, ingest, validation, evaluation, plots, model "
-            f"logging and registration).\n\nInference through `mlflow.pyfunc`: "
+            f"\nTraining flow, `fast` profile, seed 0: {flow['flow_seconds']} s for the flow, "
+            f"{flow['flow_training_seconds']} s of it in training epochs (bare training of the "
+            f"same recipe above: {bare} s), so {flow['overhead_seconds']} s of overhead (ingest, "
+            "validation, a new MLflow store, tracking, evaluation, plots, model logging and "
+            "registration). The process, from its start to the flow's end, took "
+            f"{flow['start_to_done_s']} s, {flow['start_to_flow_s']} s of it importing "
+            "TensorFlow, Prefect and MLflow while Prefect's temporary API started (as `mnist "
+            "train` does).\n\nInference through `mlflow.pyfunc`: "
             f"{flow['batch_images_per_s']:,} images/s on the 10,000 test images in one batch; "
             f"one image {flow['single_image_ms_p50']} ms (p50), {flow['single_image_ms_p99']} ms "
             "(p99).\n"

@@ -71,8 +71,10 @@ def pipeline(config: TrainConfig, run: tracking.RunInfo) -> tuple[TrainingResult
     prepared = tasks.validate(prepared, config.nan_policy, sources, run.run_id)
     net, history = tasks.train(config, prepared, run.run_id)
     evaluation = tasks.evaluate(net, prepared.test, run.run_id)
-    tasks.plot(history, prepared.test.x, evaluation, run.run_id)
+    # Drawing the plots (about 3 s) overlaps saving the model; both finish before registering.
+    plotted = tasks.plot.submit(history, prepared.test.x, evaluation, run.run_id)
     model_uri = tasks.log_model(net, prepared.test.x[:5], run.run_id)
+    plotted.result()
     version = None
     if config.register_model:
         lineage = {"test_accuracy": f"{evaluation.accuracy:.4f}", "git_commit": run.code_version,

@@ -9,6 +9,7 @@ import mnist.env  # noqa: F401  (first: env defaults before Prefect, MLflow, Ten
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import get_args
 
@@ -53,24 +54,34 @@ def _print_training(result) -> None:
     )
 
 
-def _train(args: argparse.Namespace) -> None:
+def _before_flow(args: argparse.Namespace) -> tuple[TrainConfig, Callable[[], None]]:
+    """The run's config (checked first), Prefect's logging, and its temporary API starting
+    in the background while the caller imports the flow (TensorFlow: about 8 s)."""
     config = _config(args)
     _prefect_logging()
+    from flows.api import start_early
+
+    return config, start_early()
+
+
+def _train(args: argparse.Namespace) -> None:
+    config, api_started = _before_flow(args)
     from prefect import tags
 
     from flows.training import training_flow
 
+    api_started()
     with tags("mnist", "train", f"model:{config.model}"):
         _print_training(training_flow(config))
 
 
 def _retrain(args: argparse.Namespace) -> None:
-    config = _config(args)
-    _prefect_logging()
+    config, api_started = _before_flow(args)
     from prefect import tags
 
     from flows.retrain import retrain_flow
 
+    api_started()
     with tags("mnist", "retrain", f"model:{config.model}"):
         result = retrain_flow(config, floor=args.floor, margin=args.margin)
     _print_training(result.training)

@@ -14,13 +14,29 @@ Profile = Literal["fast", "default", "best"]
 # Presets measured with bench/training.py (README, "Performance"). Any option or MNIST_*
 # variable given explicitly wins over its profile's value.
 PROFILES: dict[str, dict[str, Any]] = {
-    "fast": {"model": "small", "epochs": 2, "batch_size": 256, "learning_rate": 5e-3},
-    "default": {"model": "cnn", "epochs": 8, "batch_size": 128, "learning_rate": 3e-3},
+    "fast": {
+        "model": "small",
+        "epochs": 2,
+        "batch_size": 256,
+        "learning_rate": 1e-2,
+        "adam_beta_1": 0.7,
+        "adam_beta_2": 0.9,
+    },
+    "default": {
+        "model": "cnn",
+        "epochs": 5,
+        "batch_size": 256,
+        "learning_rate": 1e-2,
+        "adam_beta_1": 0.7,
+        "adam_beta_2": 0.9,
+    },
     "best": {
         "model": "wide",
         "epochs": 26,
         "batch_size": 128,
         "learning_rate": 3e-3,
+        "adam_beta_1": 0.9,
+        "adam_beta_2": 0.999,
         "augment": True,
         "label_smoothing": 0.1,
     },
@@ -36,9 +52,11 @@ class TrainConfig(BaseSettings):
         "default", description="preset of the settings below: fast, default or best"
     )
     model: str = Field("cnn", description="architecture name (see `mnist models`)")
-    epochs: int = Field(8, ge=1, le=1000, description="passes over the training split")
-    batch_size: int = Field(128, ge=1, le=65536, description="samples per gradient step")
-    learning_rate: float = Field(3e-3, gt=0, le=1, description="Adam's (peak) learning rate")
+    epochs: int = Field(5, ge=1, le=1000, description="passes over the training split")
+    batch_size: int = Field(256, ge=1, le=65536, description="samples per gradient step")
+    learning_rate: float = Field(1e-2, gt=0, le=1, description="Adam's (peak) learning rate")
+    adam_beta_1: float = Field(0.7, gt=0, lt=1, description="Adam's first-moment decay")
+    adam_beta_2: float = Field(0.9, gt=0, lt=1, description="Adam's second-moment decay")
     schedule: Literal["one-cycle", "constant"] = Field(
         "one-cycle", description="learning rate: one-cycle (warm-up, cosine decay) or constant"
     )

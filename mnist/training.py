@@ -50,11 +50,12 @@ def compile_model(
     net: keras.Model,
     learning_rate: keras.optimizers.schedules.LearningRateSchedule | float,
     label_smoothing: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
 ) -> keras.Model:
     """Adam, categorical cross-entropy, accuracy; several steps per graph call, since on a
     small CPU the per-step Python overhead is a large share of a small net's step."""
     net.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate, beta_1=betas[0], beta_2=betas[1]),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=["accuracy"],
         steps_per_execution=STEPS_PER_EXECUTION,
@@ -74,7 +75,7 @@ def train(
     steps = math.ceil(len(data.train) / config.batch_size) * config.epochs
     lr = config.learning_rate
     compile_model(net, one_cycle(lr, steps) if config.schedule == "one-cycle" else lr,
-                  config.label_smoothing)  # fmt: skip
+                  config.label_smoothing, (config.adam_beta_1, config.adam_beta_2))  # fmt: skip
     callbacks = [*callbacks, *([_EpochReporter(on_epoch)] if on_epoch else [])]
     validation = (data.val.x, data.val.y) if len(data.val) else None
     fit = net.fit(

@@ -22,7 +22,9 @@ def mnist_dir() -> Path:
     """MNIST_DATA_DIR, else ../shared/data/mnist beside the checkout, else the download cache."""
     env = os.environ.get("MNIST_DATA_DIR")
     if env:
-        return Path(env)
+        # Absolute, for fixtures that change directory and for the commands they start.
+        os.environ["MNIST_DATA_DIR"] = str(Path(env).resolve())
+        return Path(env).resolve()
     shared = ROOT.parent / "shared" / "data" / "mnist"
     return shared if shared.is_dir() else data.default_cache_dir()
 

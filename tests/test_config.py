@@ -27,3 +27,20 @@ def test_unknown_profile(capsys):
         TrainConfig(profile="turbo")
     assert main(["train", "--profile", "turbo"]) == 2
     assert "--profile: Input should be 'fast', 'default' or 'best'" in capsys.readouterr().err
+
+
+def test_each_profile_sets_every_optimisation_knob():
+    """Field defaults are the default profile's values: no other profile may inherit them."""
+    knobs = {"model", "epochs", "batch_size", "learning_rate", "adam_beta_1", "adam_beta_2"}
+    for name, preset in PROFILES.items():
+        assert knobs <= preset.keys(), name
+
+
+def test_adam_betas_reach_the_optimizer():
+    from mnist import models, training
+
+    config = TrainConfig(profile="fast", adam_beta_2=0.95)
+    net = training.compile_model(
+        models.build(config.model), 1e-3, betas=(config.adam_beta_1, config.adam_beta_2)
+    )
+    assert (net.optimizer.beta_1, net.optimizer.beta_2) == (0.7, 0.95)
