@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser train test lint bench clean
+.PHONY: install browser train test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,13 @@ train: install  ## run the training flow end to end (ARGS="--epochs 3 ...")
 test: lint browser  ## lint, then the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: install
+test-fast: install  ## the unit tests of every layer on small data (under a minute)
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install  ## style, and the layers' import contracts (pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) mlruns/[0-9]* mlruns/models mlflow.db .pytest_cache

@@ -29,8 +29,8 @@ import mnist.env  # noqa: F401  (first: env defaults)
 import httpx
 import numpy as np
 
+from app.serve import ModelHolder
 from mnist import data, registry
-from mnist.serving import ModelHolder
 from tests.servers import free_port, start_server, stop_server
 
 RESULTS = Path(__file__).with_name("results")

@@ -15,16 +15,23 @@ from prefect.artifacts import create_markdown_artifact
 import tasks
 from flows.training import TrainingResult, mlflow_run, pipeline, run_name, summary
 from mnist import registry
-from mnist.config import TrainConfig
 from mnist.errors import MnistError
-from mnist.registry import Decision
+from mnist.promotion import Decision, Outcome
+from mnist.settings import GateSettings, TrainConfig
 
 
 @dataclass(frozen=True)
 class RetrainResult:
     training: TrainingResult
-    decision: Decision
-    champion_version: str | None
+    outcome: Outcome
+
+    @property
+    def decision(self) -> Decision:
+        return self.outcome.decision
+
+    @property
+    def champion_version(self) -> str | None:
+        return self.outcome.champion_version
 
 
 def _report(config: TrainConfig, result: RetrainResult) -> str:
@@ -45,19 +52,18 @@ def _report(config: TrainConfig, result: RetrainResult) -> str:
 
 @flow(name="mnist-retrain", flow_run_name=lambda: run_name("retrain"))
 def retrain_flow(
-    config: TrainConfig | None = None, floor: float = 0.99, margin: float = 0.0
+    config: TrainConfig | None = None, gate: GateSettings | None = None
 ) -> RetrainResult:
-    """Train a challenger and promote it to `champion` only if it passes the gate: test
-    accuracy >= `floor` and more than `margin` above the champion's, on the same images."""
-    config = config or TrainConfig()
+    """Train a challenger and promote it to `champion` only if it passes the gate
+    (`mnist.promotion`): test accuracy at least the floor and more than the margin above the
+    champion's, on the same images."""
+    config, gate = config or TrainConfig(), gate or GateSettings()
     if not config.register_model:
         raise MnistError("retraining registers its challenger: drop --no-register")
     with mlflow_run(config, run_name("retrain")) as run:
         training, test = pipeline(config, run)
         challenger = registry.get(config.registered_model, training.model_version)
-        decision = tasks.gate(challenger, test, floor, margin, run.run_id)
-        champion = registry.champion(config.registered_model)
-        result = RetrainResult(training, decision, champion.version if champion else None)
+        result = RetrainResult(training, tasks.gate(challenger, test, gate, run))
         create_markdown_artifact(
             key="retrain-decision",
             markdown=_report(config, result),

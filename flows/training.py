@@ -12,9 +12,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 import tasks
-from mnist import tracking
-from mnist.config import TrainConfig
 from mnist.preprocess import Arrays
+from mnist.settings import TrainConfig
+from mnist.tracking import Run
 
 
 @dataclass(frozen=True)
@@ -44,43 +44,39 @@ def run_name(prefix: str) -> str:
 
 
 @contextmanager
-def mlflow_run(config: TrainConfig, name: str) -> Iterator[tracking.RunInfo]:
+def mlflow_run(config: TrainConfig, name: str) -> Iterator[Run]:
     """An MLflow run for the flow run, FINISHED if the body succeeds, else FAILED."""
-    run = tracking.start_run(
-        config.experiment, name, {"prefect.flow_run_id": str(flow_run.id or "")}
-    )
+    run = Run.start(config.experiment, name, {"prefect.flow_run_id": str(flow_run.id or "")})
     get_run_logger().info("MLflow run %s in experiment %r", run.run_id, config.experiment)
     ok = False
     try:
         yield run
         ok = True
     finally:
-        tracking.end_run(run.run_id, ok)
+        run.end(ok)
 
 
-def pipeline(config: TrainConfig, run: tracking.RunInfo) -> tuple[TrainingResult, Arrays]:
+def pipeline(config: TrainConfig, run: Run) -> tuple[TrainingResult, Arrays]:
     """Every stage, logging to `run`; returns the result and the test split it was judged on."""
-    tracking.log_params(run.run_id, config.params())
+    run.log_params(config.params())
     dataset = tasks.ingest(config.data_dir)
-    tracking.set_tags(
-        run.run_id, {"dataset_digest": dataset.digest, "data_source": dataset.train.source}
-    )
+    run.set_tags({"dataset_digest": dataset.digest, "data_source": dataset.train.source})
     sources = {"train": dataset.train.source, "val": dataset.train.source,
                "test": dataset.test.source}  # fmt: skip
     prepared = tasks.preprocess(dataset, config)
-    prepared = tasks.validate(prepared, config.nan_policy, sources, run.run_id)
-    net, history = tasks.train(config, prepared, run.run_id)
-    evaluation = tasks.evaluate(net, prepared.test, run.run_id)
+    prepared = tasks.validate(prepared, config.nan_policy, sources, run)
+    net, history = tasks.train(config, prepared, run)
+    evaluation = tasks.evaluate(net, prepared.test, run)
     # Drawing the plots (about 3 s) overlaps saving the model; both finish before registering.
-    plotted = tasks.plot.submit(history, prepared.test.x, evaluation, run.run_id)
-    model_uri = tasks.log_model(net, prepared.test.x[:5], run.run_id)
+    plotted = tasks.plot.submit(history, prepared.test.x, evaluation, run)
+    model_uri = tasks.log_model(net, prepared.test.x[:5], run)
     plotted.result()
     version = None
     if config.register_model:
         lineage = {"test_accuracy": f"{evaluation.accuracy:.4f}", "git_commit": run.code_version,
                    "dataset_digest": dataset.digest}  # fmt: skip
         version = tasks.register(model_uri, run.run_id, config.registered_model, lineage).version
-        tracking.set_tags(run.run_id, {"registered_version": version})
+        run.set_tags({"registered_version": version})
     result = TrainingResult(
         run_id=run.run_id,
         model_uri=model_uri,
@@ -88,9 +84,9 @@ def pipeline(config: TrainConfig, run: tracking.RunInfo) -> tuple[TrainingResult
         test_loss=evaluation.loss,
         test_accuracy=evaluation.accuracy,
         test_samples=evaluation.samples,
-        plots=tracking.artifact_location(run, "plots"),
+        plots=run.artifact_location("plots"),
         dataset_digest=dataset.digest,
-        mlflow_link=tracking.run_link(run),
+        mlflow_link=run.link(),
     )
     return result, prepared.test
 

@@ -19,8 +19,10 @@ DEFAULTS = {
     # oneDNN kernels: 24% faster training on this project's 2-core CPUs (bench/training.py);
     # must be set before TensorFlow loads.
     "TF_ENABLE_ONEDNN_OPTS": "1",
-    # TensorFlow's C++ start-up chatter hides the pipeline's own output.
+    # TensorFlow's C++ start-up chatter hides the pipeline's own output; so does MLflow's
+    # ("Creating initial MLflow database tables..." on every new store).
     "TF_CPP_MIN_LOG_LEVEL": "2",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
 }
 
 

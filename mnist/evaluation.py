@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from mnist.preprocess import NUM_CLASSES, Arrays
+
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclass(frozen=True)

@@ -8,40 +8,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
-import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 
 from mnist import digits
-from mnist.config import NanPolicy
 from mnist.data import IMAGE_SIZE, PIXELS, read_csv
 from mnist.errors import MnistError
 from mnist.evaluation import predict_proba
-from mnist.preprocess import Arrays
+from mnist.preprocess import RAW_RANGE, Arrays
+from mnist.settings import NanPolicy
 from mnist.validation import ValidationReport, validate
 
+if TYPE_CHECKING:
+    import keras
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-
-
-def load_model(ref: str) -> keras.Model:
-    """A raw-pixel Keras model from a `.keras` file, an MLflow model directory, or an MLflow URI
-    (`runs:/ID/model`, `models:/NAME@ALIAS`, `models:/NAME/VERSION`)."""
-    path = Path(ref).expanduser()
-    try:
-        if path.suffix == ".keras" and path.is_file():
-            return keras.saving.load_model(path)
-        if path.is_dir() and (path / "MLmodel").is_file():
-            return mlflow.tensorflow.load_model(str(path))
-        if "://" not in ref and ":/" not in ref:
-            raise MnistError(f"model {ref!r}: no such .keras file or MLflow model directory")
-        return mlflow.tensorflow.load_model(ref)
-    except MlflowException as exc:
-        raise MnistError(f"cannot load model {ref!r}: {exc.message.splitlines()[0]}") from exc
-    except (OSError, ValueError) as exc:
-        raise MnistError(f"cannot load model {ref!r}: {exc}") from exc
 
 
 def as_images(arr: np.ndarray, source: str) -> np.ndarray:
@@ -124,7 +107,7 @@ def predict(
 ) -> Predictions:
     """Validate raw pixels under `policy`, then predict a digit and its probability for each."""
     x = images.astype(np.float32).reshape(len(images), IMAGE_SIZE, IMAGE_SIZE, 1)
-    cleaned, report = validate({"input": Arrays(x, None)}, policy, (0.0, 255.0))
+    cleaned, report = validate({"input": Arrays(x, None)}, policy, RAW_RANGE)
     kept = cleaned["input"].x
     rows = report.splits["input"].kept
     rows = np.arange(len(x)) if rows is None else rows

@@ -13,7 +13,7 @@ import keras
 from keras import layers
 
 from mnist.errors import MnistError
-from mnist.preprocess import NUM_CLASSES
+from mnist.preprocess import MAX_PIXEL, NUM_CLASSES
 
 INPUT_SHAPE = (28, 28, 1)
 
@@ -139,7 +139,7 @@ def for_raw_pixels(net: keras.Model) -> keras.Sequential:
     return keras.Sequential(
         [
             keras.Input((28, 28), name="pixels"),
-            layers.Rescaling(1.0 / 255.0),
+            layers.Rescaling(1.0 / float(MAX_PIXEL)),
             layers.Reshape(INPUT_SHAPE),
             net,
         ],

@@ -14,6 +14,9 @@ import numpy as np
 from mnist.data import IMAGE_SIZE, PIXELS, Dataset
 
 NUM_CLASSES = 10
+MAX_PIXEL = np.float32(255.0)
+"""Raw pixels run 0-255; model inputs are raw / MAX_PIXEL."""
+RAW_RANGE = (0.0, float(MAX_PIXEL))
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,17 @@ class Prepared:
 
 def scale(images: np.ndarray) -> np.ndarray:
     """Pixels 0-255 -> float32 in [0, 1], shaped (N, 28, 28, 1) when each image has 784 values."""
-    x = np.asarray(images, dtype=np.float32) / np.float32(255.0)
+    x = np.asarray(images, dtype=np.float32) / MAX_PIXEL
     n = len(x)
     if x.size == n * PIXELS:
         return x.reshape(n, IMAGE_SIZE, IMAGE_SIZE, 1)
     return x.reshape(n, *x.shape[1:], 1) if x.ndim >= 2 else x
+
+
+def unscale(x: np.ndarray) -> np.ndarray:
+    """The inverse of `scale`: model inputs -> raw pixels (N, 28, 28) float32 in 0-255, what a
+    logged model (which scales inside itself) takes."""
+    return (np.asarray(x, dtype=np.float32) * MAX_PIXEL).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:

@@ -9,19 +9,15 @@ client of the same tracking store, that `rollback` and `history` read back.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import mlflow
 import pandas as pd
-from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
-from mlflow.exceptions import MlflowException
 
 from mnist.errors import MnistError
-from mnist.tracking import NotFound, mlflow_call
-
-MODEL_NAME = "mnist-cnn"
-CHAMPION = "champion"
+from mnist.settings import CHAMPION, MODEL_NAME
+from mnist.tracking import NotFound, call, client, experiment_id, store_uri
 
 
 @dataclass(frozen=True)
@@ -46,7 +42,7 @@ class Version:
         if value := self.tags.get("test_accuracy"):
             return float(value)
         try:
-            run = mlflow_call(MlflowClient().get_run, self.run_id, missing="no such run")
+            run = call(client().get_run, self.run_id, missing="no such run")
         except NotFound:  # no run id, or the run was deleted
             return None
         return run.data.metrics.get("test_accuracy")
@@ -60,37 +56,27 @@ class Version:
         )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Decision:
-    """The gate's verdict on a challenger."""
-
-    promote: bool
-    reason: str
-    details: dict[str, str] = field(default_factory=dict)
-
-
 def register(model_uri: str, run_id: str, tags: dict[str, str], name: str = MODEL_NAME) -> Version:
     """Register a logged model as a new version of `name`, tagged with its lineage."""
-    mv = mlflow_call(
+    mv = call(
         mlflow.register_model, model_uri, name, tags={"run_id": run_id, **tags},
         await_registration_for=60,
     )  # fmt: skip
     return get(name, str(mv.version))
 
 
-def _require_model(client: MlflowClient, name: str) -> RegisteredModel:
-    return mlflow_call(
-        client.get_registered_model, name,
-        missing=f"registered model {name!r} does not exist in {mlflow.get_tracking_uri()}: "
+def _require_model(name: str) -> RegisteredModel:
+    return call(
+        client().get_registered_model, name,
+        missing=f"registered model {name!r} does not exist in {store_uri()}: "
         "the registry is empty (train a model first)",
     )  # fmt: skip
 
 
 def versions(name: str = MODEL_NAME) -> list[Version]:
     """Every version of `name`, newest first; an error if the model was never registered."""
-    client = MlflowClient()
-    aliases = _require_model(client, name).aliases  # search results carry no aliases
-    found = mlflow_call(client.search_model_versions, f"name = '{name}'", max_results=10000)
+    aliases = _require_model(name).aliases  # search results carry no aliases
+    found = call(client().search_model_versions, f"name = '{name}'", max_results=10000)
     out = [
         replace(
             Version.of(mv),
@@ -103,88 +89,48 @@ def versions(name: str = MODEL_NAME) -> list[Version]:
 
 def get(name: str = MODEL_NAME, version: str | None = None, alias: str | None = None) -> Version:
     """A version by number or by alias."""
-    client = MlflowClient()
-    _require_model(client, name)
+    _require_model(name)
     if alias is not None:
-        mv = mlflow_call(client.get_model_version_by_alias, name, alias,
-                   missing=f"model {name!r} has no alias {alias!r}")  # fmt: skip
+        mv = call(client().get_model_version_by_alias, name, alias,
+                  missing=f"model {name!r} has no alias {alias!r}")  # fmt: skip
     else:
-        mv = mlflow_call(client.get_model_version, name, str(version),
-                   missing=f"model {name!r} has no version {version}")  # fmt: skip
+        mv = call(client().get_model_version, name, str(version),
+                  missing=f"model {name!r} has no version {version}")  # fmt: skip
     return Version.of(mv)
 
 
 def champion(name: str = MODEL_NAME) -> Version | None:
     """The version `champion` points at, or None when there is none (or no model yet)."""
-    client = MlflowClient()
     try:
-        return Version.of(
-            mlflow_call(client.get_model_version_by_alias, name, CHAMPION, missing="-")
-        )
+        return Version.of(call(client().get_model_version_by_alias, name, CHAMPION, missing="-"))
     except NotFound:
         return None
 
 
-def decide(
-    challenger: float, incumbent: float | None, floor: float = 0.99, margin: float = 0.0
-) -> Decision:
-    """Promote when the challenger reaches `floor` and beats the champion by more than
-    `margin` (a tie keeps the champion); with no champion, reaching `floor` suffices."""
-    details = {"challenger_accuracy": f"{challenger:.4f}", "floor": str(floor),
-               "margin": str(margin)}  # fmt: skip
-    if incumbent is not None:
-        details["champion_accuracy"] = f"{incumbent:.4f}"
-    if challenger < floor:
-        return Decision(
-            False, f"test accuracy {challenger:.4f} is below the floor {floor}", details
-        )
-    if incumbent is None:
-        return Decision(
-            True, f"no champion yet; {challenger:.4f} reaches the floor {floor}", details
-        )
-    if challenger - incumbent > margin:
-        return Decision(
-            True, f"{challenger:.4f} beats the champion's {incumbent:.4f} by more than {margin}",
-            details,
-        )  # fmt: skip
-    return Decision(
-        False, f"{challenger:.4f} does not beat the champion's {incumbent:.4f} by more than "
-        f"{margin}", details,
-    )  # fmt: skip
-
-
 def _history_experiment(name: str) -> str:
-    exp_name = f"{name}-champion-history"
-    exp = mlflow_call(mlflow.get_experiment_by_name, exp_name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return MlflowClient().create_experiment(exp_name)
-    except MlflowException:  # created concurrently by another client
-        return mlflow_call(mlflow.get_experiment_by_name, exp_name).experiment_id
+    return f"{name}-champion-history"
 
 
 def record(name: str, action: str, version: str | None, previous: str | None,
            reason: str, extra: dict[str, str] | None = None) -> None:  # fmt: skip
     """Append an event to the champion history (it is also kept as tags on the version)."""
-    client = MlflowClient()
     tags = {
         "event.action": action, "event.model": name, "event.version": version or "",
         "event.previous": previous or "", "event.reason": reason,
         "event.time_ns": str(time.time_ns()), **{f"event.{k}": v for k, v in (extra or {}).items()},
     }  # fmt: skip
-    run = mlflow_call(client.create_run, mlflow_call(_history_experiment, name),
-                run_name=f"{action}-v{version}", tags=tags)  # fmt: skip
-    mlflow_call(client.set_terminated, run.info.run_id)
+    exp_id = experiment_id(_history_experiment(name))
+    run = call(client().create_run, exp_id, run_name=f"{action}-v{version}", tags=tags)
+    call(client().set_terminated, run.info.run_id)
 
 
 def history(name: str = MODEL_NAME) -> pd.DataFrame:
     """Every recorded decision and alias move, oldest first."""
-    exp = mlflow_call(mlflow.get_experiment_by_name, f"{name}-champion-history")
+    exp = call(mlflow.get_experiment_by_name, _history_experiment(name))
     columns = ["time", "action", "version", "previous", "reason"]
     if exp is None:
         return pd.DataFrame(columns=columns)
-    runs = mlflow_call(MlflowClient().search_runs, [exp.experiment_id], max_results=50000)
+    runs = call(client().search_runs, [exp.experiment_id], max_results=50000)
     rows = [
         {
             "time": pd.Timestamp(int(r.data.tags["event.time_ns"]), unit="ns", tz="UTC"),
@@ -199,16 +145,15 @@ def history(name: str = MODEL_NAME) -> pd.DataFrame:
 
 
 def tag_version(name: str, version: str, tags: dict[str, str]) -> None:
-    client = MlflowClient()
     for key, value in tags.items():
-        mlflow_call(client.set_model_version_tag, name, version, key, value)
+        call(client().set_model_version_tag, name, version, key, value)
 
 
 def set_champion(name: str, version: str, action: str, reason: str,
                  extra: dict[str, str] | None = None) -> Version | None:  # fmt: skip
     """Point `champion` at `version` and record the move; returns the previous champion."""
     previous = champion(name)
-    mlflow_call(MlflowClient().set_registered_model_alias, name, CHAMPION, version)
+    call(client().set_registered_model_alias, name, CHAMPION, version)
     record(name, action, version, previous.version if previous else None, reason, extra)
     return previous
 
@@ -225,7 +170,7 @@ def promote(version: str, name: str = MODEL_NAME, reason: str = "promoted by han
 
 def rollback(name: str = MODEL_NAME) -> Version:
     """Give `champion` back to the version that held it before the current one."""
-    _require_model(MlflowClient(), name)
+    _require_model(name)
     current = champion(name)
     if current is None:
         raise MnistError(f"model {name!r} has no champion to roll back")

@@ -1,43 +1,52 @@
-"""The one place that talks to MLflow: runs, params, metrics, artifacts and the logged model.
+"""The one door to MLflow: the store, runs, logged models and loading them.
 
-Every call names its run id explicitly (no reliance on MLflow's thread-local "active run"),
-so Prefect may run tasks in any thread. The store is MLflow's default (`sqlite:///mlflow.db`,
-artifacts in `./mlruns`) unless `MLFLOW_TRACKING_URI` says otherwise.
+Every MLflow call of the project goes through `call`, which turns any failure (an unreachable
+server included) into one `MnistError` naming the store and the problem. A `Run` is bound to
+its run id, so Prefect may run tasks in any thread (MLflow's "active run" is thread-local).
+The store is MLflow's default (`sqlite:///mlflow.db`, artifacts in `./mlruns`) unless
+`MLFLOW_TRACKING_URI` says otherwise. Keras and TensorFlow load only when a model does.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
-import keras
-import matplotlib.pyplot as plt
 import mlflow
-import numpy as np
-import pandas as pd
-from matplotlib.figure import Figure
 from mlflow import MlflowClient
+from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 
 import mnist
 from mnist.errors import MnistError
 
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
+    import pandas as pd
+    from matplotlib.figure import Figure
+
 MODEL_ARTIFACT = "model"
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+T = TypeVar("T")
 
 
 class NotFound(MnistError):
-    """The experiment, model, version or alias asked for does not exist."""
+    """The experiment, run, model, version or alias asked for does not exist."""
 
 
-def mlflow_call(fn, *args, missing: str | None = None, **kwargs):
-    """Run an MLflow call, turning its errors (an unreachable server included) into one line;
-    `missing` is the message for something that does not exist."""
-    uri = mlflow.get_tracking_uri()
+def store_uri() -> str:
+    return mlflow.get_tracking_uri()
+
+
+def call(fn: Callable[..., T], *args: Any, missing: str | None = None, **kwargs: Any) -> T:
+    """Run an MLflow call, turning its errors into one line naming the store; `missing` is
+    the message for something that does not exist."""
     try:
         return fn(*args, **kwargs)
     except MlflowException as exc:
@@ -45,18 +54,10 @@ def mlflow_call(fn, *args, missing: str | None = None, **kwargs):
             raise NotFound(missing) from exc
         message = exc.message.splitlines()[0] if exc.message else str(exc)
         if "Max retries exceeded" in message or "Failed to establish" in message:
-            raise MnistError(f"cannot reach the MLflow tracking server at {uri}") from exc
-        raise MnistError(f"MLflow at {uri}: {message}") from exc
+            raise MnistError(f"cannot reach the MLflow tracking server at {store_uri()}") from exc
+        raise MnistError(f"MLflow at {store_uri()}: {message}") from exc
     except OSError as exc:  # requests' ConnectionError is an OSError
-        raise MnistError(f"cannot reach the MLflow tracking server at {uri}") from exc
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    run_id: str
-    experiment_id: str
-    artifact_uri: str
-    code_version: str
+        raise MnistError(f"cannot reach the MLflow tracking server at {store_uri()}") from exc
 
 
 def client() -> MlflowClient:
@@ -67,68 +68,111 @@ def code_version() -> str:
     """The git commit of this checkout (with `-dirty` for uncommitted changes), else the
     package version."""
     root = Path(mnist.__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return f"mnist-pipeline=={mnist.__version__}"
     return f"{commit}-dirty" if dirty else commit
 
 
-def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> RunInfo:
-    """Create a run in `experiment` (made if missing), tagged with the code version."""
-    exp = mlflow_call(mlflow.set_experiment, experiment)
-    commit = code_version()
-    run = mlflow_call(
-        client().create_run,
-        exp.experiment_id,
-        run_name=run_name,
-        tags={"git_commit": commit, "mlflow.source.git.commit": commit, **tags},
-    )
-    return RunInfo(run.info.run_id, exp.experiment_id, run.info.artifact_uri, commit)
+def experiment_id(name: str) -> str:
+    """The id of experiment `name`, created if missing (also when another client races us)."""
+    exp = call(mlflow.get_experiment_by_name, name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client().create_experiment(name)
+    except MlflowException:  # created concurrently by another client
+        return call(mlflow.get_experiment_by_name, name).experiment_id
 
 
-def end_run(run_id: str, ok: bool) -> None:
-    client().set_terminated(run_id, "FINISHED" if ok else "FAILED")
+@dataclass(frozen=True)
+class Run:
+    """An MLflow run, bound to its id: everything a flow and its tasks log goes through it."""
 
+    run_id: str
+    experiment_id: str
+    artifact_uri: str
+    code_version: str
 
-def log_params(run_id: str, params: dict[str, str]) -> None:
-    client().log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
+    @classmethod
+    def start(cls, experiment: str, name: str, tags: dict[str, str]) -> Run:
+        """Create a run in `experiment` (made if missing), tagged with the code version."""
+        exp_id = experiment_id(experiment)
+        commit = code_version()
+        tags = {"git_commit": commit, "mlflow.source.git.commit": commit, **tags}
+        run = call(client().create_run, exp_id, run_name=name, tags=tags)
+        return cls(run.info.run_id, exp_id, run.info.artifact_uri, commit)
 
+    def end(self, ok: bool) -> None:
+        call(client().set_terminated, self.run_id, "FINISHED" if ok else "FAILED")
 
-def set_tags(run_id: str, tags: dict[str, str]) -> None:
-    client().log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
+    def log_params(self, params: dict[str, str]) -> None:
+        call(client().log_batch, self.run_id, params=[Param(k, v) for k, v in params.items()])
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        call(client().log_batch, self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
-def log_metrics(run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
-    mlflow.log_metrics(metrics, step=step, run_id=run_id, synchronous=True)
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        call(mlflow.log_metrics, metrics, step=step, run_id=self.run_id, synchronous=True)
 
+    def log_json(self, data: dict, artifact_file: str) -> None:
+        text = json.dumps(data, indent=2, default=str)
+        call(client().log_text, self.run_id, text, artifact_file)
 
-def log_json(run_id: str, data: dict, artifact_file: str) -> None:
-    client().log_text(run_id, json.dumps(data, indent=2, default=str), artifact_file)
+    def log_frame(self, frame: pd.DataFrame, artifact_file: str) -> None:
+        call(client().log_text, self.run_id, frame.to_csv(index=False), artifact_file)
 
+    def log_figures(self, figures: dict[str, Figure], directory: str = "plots") -> None:
+        import matplotlib.pyplot as plt
 
-def log_frame(run_id: str, frame: pd.DataFrame, artifact_file: str) -> None:
-    client().log_text(run_id, frame.to_csv(index=False), artifact_file)
+        for name, fig in figures.items():
+            call(client().log_figure, self.run_id, fig, f"{directory}/{name}",
+                 save_kwargs={"dpi": 110})  # fmt: skip
+            plt.close(fig)
 
+    def log_model(self, model: keras.Model, example: np.ndarray) -> str:
+        """Log a raw-pixel model under `model` with a signature; returns `runs:/ID/model`."""
+        import mlflow.tensorflow
+        import numpy as np
+        from mlflow.models import infer_signature
 
-def log_figures(run_id: str, figures: dict[str, Figure], directory: str = "plots") -> None:
-    c = client()
-    for name, fig in figures.items():
-        c.log_figure(run_id, fig, f"{directory}/{name}", save_kwargs={"dpi": 110})
-        plt.close(fig)
+        signature = infer_signature(example.astype(np.float32), np.asarray(model(example)))
+        # Created here, in this run's experiment: left to itself, MLflow files a logged model
+        # under the process's active experiment, not under the run it is given.
+        logged = call(mlflow.initialize_logged_model, name=MODEL_ARTIFACT,
+                      source_run_id=self.run_id, experiment_id=self.experiment_id)  # fmt: skip
+        call(mlflow.tensorflow.log_model, model, name=MODEL_ARTIFACT, run_id=self.run_id,
+             model_id=logged.model_id, signature=signature,
+             pip_requirements=pip_requirements())  # fmt: skip
+        return f"runs:/{self.run_id}/{MODEL_ARTIFACT}"
+
+    def artifact_location(self, path: str = "") -> str:
+        """Where an artifact lives: a local path for a file store, else its URI."""
+        uri = f"{self.artifact_uri.rstrip('/')}/{path}" if path else self.artifact_uri
+        parsed = urlparse(uri)
+        return parsed.path if parsed.scheme in ("", "file") else uri
+
+    def link(self) -> str:
+        """A link to the run in the MLflow UI when the store is a server, else how to open one."""
+        uri = store_uri()
+        if uri.startswith(("http://", "https://")):
+            return f"{uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        where = f"experiment {self.experiment_id}, run {self.run_id}"
+        return f"`mlflow ui --backend-store-uri {uri}`, {where}"
 
 
 def pip_requirements() -> list[str]:
     """Explicit requirements (inferring them costs seconds and lists TensorFlow twice)."""
+    import keras
+    import numpy as np
     import tensorflow as tf
 
     return [
@@ -139,31 +183,22 @@ def pip_requirements() -> list[str]:
     ]
 
 
-def log_model(run_id: str, model: keras.Model, example: np.ndarray) -> str:
-    """Log a raw-pixel model under `model` with a signature; returns `runs:/ID/model`."""
-    signature = infer_signature(example.astype(np.float32), np.asarray(model(example)))
-    mlflow.tensorflow.log_model(
-        model,
-        name=MODEL_ARTIFACT,
-        run_id=run_id,
-        signature=signature,
-        pip_requirements=pip_requirements(),
-    )
-    return f"runs:/{run_id}/{MODEL_ARTIFACT}"
+def load_model(ref: str) -> keras.Model:
+    """A raw-pixel Keras model from a `.keras` file, an MLflow model directory, or an MLflow URI
+    (`runs:/ID/model`, `models:/NAME@ALIAS`, `models:/NAME/VERSION`)."""
+    import keras
+    import mlflow.tensorflow
 
-
-def artifact_location(run: RunInfo, path: str = "") -> str:
-    """Where a run's artifact lives: a local path for a file store, else its URI."""
-    uri = f"{run.artifact_uri.rstrip('/')}/{path}" if path else run.artifact_uri
-    parsed = urlparse(uri)
-    return parsed.path if parsed.scheme in ("", "file") else uri
-
-
-def run_link(run: RunInfo) -> str:
-    """A link to the run in the MLflow UI when the store is a server, else how to open one."""
-    uri = mlflow.get_tracking_uri()
-    if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
-    return (
-        f"`mlflow ui --backend-store-uri {uri}`, experiment {run.experiment_id}, run {run.run_id}"
-    )
+    path = Path(ref).expanduser()
+    try:
+        if path.suffix == ".keras" and path.is_file():
+            return keras.saving.load_model(path)
+        if path.is_dir() and (path / "MLmodel").is_file():
+            return mlflow.tensorflow.load_model(str(path))
+        if "://" not in ref and ":/" not in ref:
+            raise MnistError(f"model {ref!r}: no such .keras file or MLflow model directory")
+        return mlflow.tensorflow.load_model(ref)
+    except MlflowException as exc:
+        raise MnistError(f"cannot load model {ref!r}: {exc.message.splitlines()[0]}") from exc
+    except (OSError, ValueError) as exc:
+        raise MnistError(f"cannot load model {ref!r}: {exc}") from exc

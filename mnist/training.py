@@ -10,8 +10,8 @@ import keras
 import pandas as pd
 
 from mnist import models
-from mnist.config import TrainConfig
 from mnist.preprocess import Prepared
+from mnist.settings import TrainConfig
 
 STEPS_PER_EXECUTION = 16
 

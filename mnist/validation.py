@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from mnist.config import NanPolicy
 from mnist.errors import MnistError
 from mnist.preprocess import Arrays
+from mnist.settings import NanPolicy
 
 FIRST = 10  # offending indices kept in the report, per split
 IMAGE_SHAPE = (28, 28, 1)

@@ -2,10 +2,10 @@
 
 import mnist.env  # noqa: F401  (first: env defaults, also when a worker loads a flow by path)
 from tasks.evaluate import evaluate
+from tasks.gate import gate, register
 from tasks.ingest import ingest
 from tasks.plot import plot
 from tasks.preprocess import preprocess
-from tasks.registry import gate, register
 from tasks.train import log_model, train
 from tasks.validate import validate
 

@@ -2,8 +2,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from mnist import preprocess as pre
-from mnist.config import TrainConfig
 from mnist.data import Dataset
+from mnist.settings import TrainConfig
 
 
 @task(name="preprocess", cache_policy=NO_CACHE)

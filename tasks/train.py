@@ -4,9 +4,10 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from mnist import models, tracking, training
-from mnist.config import TrainConfig
-from mnist.preprocess import Prepared
+from mnist import models, training
+from mnist.preprocess import Prepared, unscale
+from mnist.settings import TrainConfig
+from mnist.tracking import Run
 
 
 @task(
@@ -14,7 +15,7 @@ from mnist.preprocess import Prepared
     task_run_name="train-{config.model}-e{config.epochs}-s{config.seed}",
     cache_policy=NO_CACHE,
 )
-def train(config: TrainConfig, prepared: Prepared, run_id: str) -> tuple[keras.Model, pd.DataFrame]:
+def train(config: TrainConfig, prepared: Prepared, run: Run) -> tuple[keras.Model, pd.DataFrame]:
     """Fit the model, logging each epoch to the Prefect log and to MLflow (step = epoch)."""
     logger = get_run_logger()
     logger.info(
@@ -28,20 +29,19 @@ def train(config: TrainConfig, prepared: Prepared, run_id: str) -> tuple[keras.M
     )
 
     def on_epoch(epoch: int, metrics: dict[str, float], seconds: float) -> None:
-        tracking.log_metrics(run_id, metrics | {"epoch_seconds": seconds}, step=epoch)
+        run.log_metrics(metrics | {"epoch_seconds": seconds}, step=epoch)
         shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         logger.info("epoch %d/%d  %s  (%.1f s)", epoch, config.epochs, shown, seconds)
 
     net, history = training.train(config, prepared, on_epoch)
-    tracking.log_frame(run_id, history, "history.csv")
-    tracking.log_metrics(run_id, {"parameters": float(net.count_params())})
+    run.log_frame(history, "history.csv")
+    run.log_metrics({"parameters": float(net.count_params())})
     return net, history
 
 
 @task(name="log-model", cache_policy=NO_CACHE)
-def log_model(net: keras.Model, example: np.ndarray, run_id: str) -> str:
+def log_model(net: keras.Model, example: np.ndarray, run: Run) -> str:
     """Log the network, wrapped to take raw 0-255 pixels (N, 28, 28), as the run's `model`."""
-    raw = models.for_raw_pixels(net)
-    uri = tracking.log_model(run_id, raw, example.reshape(-1, 28, 28) * 255.0)
+    uri = run.log_model(models.for_raw_pixels(net), unscale(example))
     get_run_logger().info("logged model %s", uri)
     return uri

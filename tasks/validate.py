@@ -1,30 +1,28 @@
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from mnist import tracking
-from mnist.config import NanPolicy
 from mnist.preprocess import Prepared
+from mnist.settings import NanPolicy
+from mnist.tracking import Run
 from mnist.validation import ValidationError, ValidationReport
 from mnist.validation import validate as check
 
 
-def _log(run_id: str, report: ValidationReport) -> None:
-    tracking.log_json(run_id, report.to_dict(), "validation_report.json")
-    tracking.log_metrics(run_id, report.metrics())
+def _log(run: Run, report: ValidationReport) -> None:
+    run.log_json(report.to_dict(), "validation_report.json")
+    run.log_metrics(report.metrics())
 
 
 @task(name="validate", cache_policy=NO_CACHE)
-def validate(
-    prepared: Prepared, policy: NanPolicy, sources: dict[str, str], run_id: str
-) -> Prepared:
+def validate(prepared: Prepared, policy: NanPolicy, sources: dict[str, str], run: Run) -> Prepared:
     """Check every split for NaN/Inf/range/shape/label problems and apply the NaN policy.
     The report goes to MLflow whether or not the run may go on."""
     try:
         splits, report = check(prepared.splits(), policy, sources=sources)
     except ValidationError as exc:
-        _log(run_id, exc.report)
+        _log(run, exc.report)
         raise
-    _log(run_id, report)
+    _log(run, report)
     logger = get_run_logger()
     if report.problems:
         dropped = sum(r.dropped for r in report.splits.values())

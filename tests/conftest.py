@@ -39,6 +39,17 @@ def mnist_data(mnist_path) -> data.Dataset:
     return data.load(mnist_path)
 
 
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite MLflow store in a scratch working directory (artifacts in ./mlruns)."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)
+
+
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory) -> Path:
     """A scratch working directory with its own SQLite MLflow store (artifacts in ./mlruns)."""
@@ -70,7 +81,7 @@ def prefect_api():
 def full_run(prefect_api, workdir, mnist_path):
     """The suite's one training on the full real MNIST, with the default model."""
     from flows.training import training_flow
-    from mnist.config import TrainConfig
+    from mnist.settings import TrainConfig
 
     config = TrainConfig(data_dir=mnist_path, epochs=2, experiment="full")
     return config, training_flow(config)

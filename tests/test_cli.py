@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mnist.cli import main
+from app.cli import main
 
 
 def _mnist(*args, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "mnist.cli", *args],
+        [sys.executable, "-m", "app.cli", *args],
         capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})},
     )  # fmt: skip
 
@@ -51,6 +51,7 @@ def test_environment_variables_set_options(capsys, monkeypatch):
     assert "--epochs: Input should be greater than or equal to 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_corrupt_data_fails_in_one_line_without_traceback(tmp_path, mnist_path):
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                  "t10k-labels-idx1-ubyte"):  # fmt: skip
@@ -131,3 +132,22 @@ def test_unreadable_image_is_one_line(tmp_path, capsys):
     assert main(["predict", "--model", "runs:/x/model", str(bad)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"mnist: error: {bad}: not a readable PNG or JPEG image")
+
+
+def test_commands_that_need_no_model_do_not_load_tensorflow(tmp_path):
+    """`mnist --help` and `mnist registry ...` answer without importing TensorFlow or Keras."""
+    probe = (
+        "import sys, contextlib, io\n"
+        "from app.cli import main\n"
+        "with contextlib.redirect_stderr(io.StringIO()) as err:\n"
+        "    rc = main(['registry', 'list'])\n"
+        "print(rc, err.getvalue().strip())\n"
+        "print(sorted({'tensorflow', 'keras', 'prefect'} & set(sys.modules)))\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=120)  # fmt: skip
+    status, loaded = out.stdout.strip().splitlines()
+    expected = "1 mnist: error: registered model 'mnist-cnn' does not exist"
+    assert status.startswith(expected), out.stderr
+    assert loaded == "[]"

@@ -14,6 +14,8 @@ from PIL import Image
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # real servers and processes: the full suite only
+
 BIN = Path(sys.executable).parent
 
 
@@ -34,8 +36,9 @@ def deployed_run(prefect_server, mlflow_server, mnist_path, tmp_path_factory):
     prefect = str(BIN / "prefect")
     _run([prefect, "work-pool", "create", "mnist-process", "--type", "process"], env)
     _run([prefect, "--no-prompt", "deploy", "--all"], env)
-    params = {"config": {"model": "small", "epochs": 2, "train_limit": 4000,
-                         "test_limit": 1000, "experiment": "deployed"}, "floor": 0.8}  # fmt: skip
+    config = {"model": "small", "epochs": 2, "train_limit": 4000, "test_limit": 1000,
+              "experiment": "deployed"}  # fmt: skip
+    params = {"config": config, "gate": {"floor": 0.8}}
     out = _run([prefect, "deployment", "run", "mnist-retrain/mnist-retrain",
                 "--params", json.dumps(params)], env)  # fmt: skip
     run_id = next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
@@ -49,7 +52,7 @@ def test_deployment_has_the_weekly_schedule(deployed_run):
     deployment = httpx.get(f"{api}/deployments/name/mnist-retrain/mnist-retrain").json()
     assert deployment["work_pool_name"] == "mnist-process"
     assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 3 * * 1"]
-    assert deployment["parameters"]["floor"] == 0.99
+    assert deployment["parameters"] == {"config": {"profile": "default"}}
     assert deployment["pull_steps"][0]["prefect.deployments.steps.set_working_directory"][
         "directory"] == str(ROOT)  # fmt: skip
 

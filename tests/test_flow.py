@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.training import training_flow
-from mnist.config import TrainConfig
+from mnist.settings import TrainConfig
 from mnist.validation import ValidationError
 
 ARTIFACTS = {
@@ -90,10 +90,10 @@ def _npz(path, mnist_data, n_train=600, n_test=200):
 def test_nan_fail_policy_stops_the_run_and_logs_the_report(prefect_api, workdir, mnist_data):
     path = _npz(workdir / "dirty.npz", mnist_data)
     with pytest.raises(ValidationError, match="NaN pixel") as err:
-        training_flow(TrainConfig(data_dir=path, experiment="dirty", model="small"))
+        training_flow(TrainConfig(data_dir=path, experiment="dirty-fail", model="small"))
     assert str(path) in str(err.value)
     client = MlflowClient()
-    exp = client.get_experiment_by_name("dirty")
+    exp = client.get_experiment_by_name("dirty-fail")
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.status == "FAILED"
     assert run.data.metrics["validation.test.nan"] == 1
@@ -105,7 +105,7 @@ def test_nan_fail_policy_stops_the_run_and_logs_the_report(prefect_api, workdir,
 
 def test_nan_drop_policy_trains_on_clean_samples(prefect_api, workdir, mnist_data):
     path = _npz(workdir / "dirty-drop.npz", mnist_data)
-    config = TrainConfig(data_dir=path, experiment="dirty", model="small", epochs=1,
+    config = TrainConfig(data_dir=path, experiment="dirty-drop", model="small", epochs=1,
                          nan_policy="drop")  # fmt: skip
     result = training_flow(config)
     assert result.test_samples == 199

@@ -4,11 +4,11 @@ import threading
 
 import pytest
 
+from app.cli import main
 from flows.retrain import retrain_flow
 from mnist import registry
-from mnist.cli import main
-from mnist.config import TrainConfig
 from mnist.errors import MnistError
+from mnist.settings import GateSettings, TrainConfig
 
 
 def _config(mnist_path, name, **overrides) -> TrainConfig:
@@ -18,21 +18,7 @@ def _config(mnist_path, name, **overrides) -> TrainConfig:
     return TrainConfig(**(settings | overrides))
 
 
-@pytest.mark.parametrize(
-    ("challenger", "champion", "margin", "promote", "reason"),
-    [
-        (0.95, None, 0.0, False, "below the floor 0.99"),
-        (0.991, None, 0.0, True, "no champion yet"),
-        (0.995, 0.992, 0.0, True, "beats the champion's 0.9920"),
-        (0.992, 0.992, 0.0, False, "does not beat"),  # a tie keeps the champion
-        (0.994, 0.992, 0.005, False, "by more than 0.005"),
-    ],
-)
-def test_gate_rules(challenger, champion, margin, promote, reason):
-    decision = registry.decide(challenger, champion, floor=0.99, margin=margin)
-    assert decision.promote is promote and reason in decision.reason
-
-
+@pytest.mark.slow
 def test_training_registers_a_version_with_its_lineage(full_run, mnist_data):
     _, result = full_run
     v = registry.get("mnist-cnn", result.model_version)
@@ -47,11 +33,13 @@ def test_training_registers_a_version_with_its_lineage(full_run, mnist_data):
 def gated(prefect_api, workdir, mnist_path):
     """A first champion, then a deliberately weak challenger (200 images, 1 epoch)."""
     name = "gate-test"
-    first = retrain_flow(_config(mnist_path, name), floor=0.8)
-    weak = retrain_flow(_config(mnist_path, name, train_limit=200, epochs=1), floor=0.8)
+    gate = GateSettings(floor=0.8)
+    first = retrain_flow(_config(mnist_path, name), gate)
+    weak = retrain_flow(_config(mnist_path, name, train_limit=200, epochs=1), gate)
     return name, first, weak
 
 
+@pytest.mark.slow
 def test_first_challenger_above_the_floor_becomes_champion(gated):
     name, first, _ = gated
     assert first.decision.promote and "no champion yet" in first.decision.reason
@@ -59,6 +47,7 @@ def test_first_challenger_above_the_floor_becomes_champion(gated):
     assert v.tags["decision"] == "promoted" and v.tags["compared_to_version"] == "none"
 
 
+@pytest.mark.slow
 def test_weak_challenger_leaves_the_champion_and_says_why(gated):
     name, first, weak = gated
     assert not weak.decision.promote
@@ -69,10 +58,11 @@ def test_weak_challenger_leaves_the_champion_and_says_why(gated):
     assert "below the floor 0.8" in v.tags["decision_reason"]
     assert float(v.tags["challenger_accuracy"]) < 0.8
     events = registry.history(name)
-    assert events["action"].tolist() == ["promoted", "rejected"]
+    assert events["action"].tolist()[:2] == ["promoted", "rejected"]  # then any manual moves
     assert events["reason"].iloc[1] == v.tags["decision_reason"]
 
 
+@pytest.mark.slow
 def test_promote_then_rollback_restores_the_previous_champion(gated, capsys):
     name, first, weak = gated
     old, new = first.training.model_version, weak.training.model_version
@@ -89,6 +79,7 @@ def test_promote_then_rollback_restores_the_previous_champion(gated, capsys):
     assert "no earlier champion" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_registry_cli_list_show_history(gated, capsys):
     name, first, weak = gated
     assert main(["registry", "--name", name, "list"]) == 0
@@ -102,13 +93,16 @@ def test_registry_cli_list_show_history(gated, capsys):
     assert "below the floor" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_concurrent_retrains_leave_one_consistent_champion(prefect_api, workdir, mnist_path):
     name = "race-test"
     results, errors = {}, []
 
     def retrain(seed):
         try:
-            results[seed] = retrain_flow(_config(mnist_path, name, seed=seed), floor=0.5)
+            results[seed] = retrain_flow(
+                _config(mnist_path, name, seed=seed), GateSettings(floor=0.5)
+            )
         except Exception as exc:  # surfaced below
             errors.append(exc)
 
@@ -130,6 +124,7 @@ def test_concurrent_retrains_leave_one_consistent_champion(prefect_api, workdir,
     assert second["action"] == ("promoted" if champion == second["version"] else "rejected")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [

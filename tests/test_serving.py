@@ -18,30 +18,40 @@ from mnist import registry
 from tests.conftest import ROOT
 from tests.servers import free_port, start_server, stop_server
 
+pytestmark = pytest.mark.slow  # real servers and processes: the full suite only
+
 BIN = Path(sys.executable).parent
 NAME = "serve-test"
 SCREENSHOTS = Path(os.environ.get("MNIST_SCREENSHOT_DIR", ROOT / "build" / "screenshots"))
+
+
+def _register_champion(name: str, model_uri: str) -> None:
+    mlflow.register_model(model_uri, name)
+    registry.promote("1", name)
+
+
+def _serve(name: str, log: Path):
+    port = free_port()
+    proc = start_server(
+        [str(BIN / "mnist"), "serve", "--model", f"models:/{name}@champion", "--port", str(port),
+         "--poll-seconds", "1", "--max-images", "100", "--max-bytes", "2000000"],
+        f"http://127.0.0.1:{port}/healthz", log, {},
+    )  # fmt: skip
+    return proc, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
 def champion(full_run):
     """The suite's full-MNIST model, registered as `serve-test` v1 and made champion."""
     _, result = full_run
-    mlflow.register_model(result.model_uri, NAME)
-    registry.promote("1", NAME)
+    _register_champion(NAME, result.model_uri)
     return result
 
 
 @pytest.fixture(scope="module")
 def api(champion, workdir, tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    proc = start_server(
-        [str(BIN / "mnist"), "serve", "--model", f"models:/{NAME}@champion", "--port", str(port),
-         "--poll-seconds", "1", "--max-images", "100", "--max-bytes", "2000000"],
-        f"http://127.0.0.1:{port}/healthz", log, {},
-    )  # fmt: skip
-    yield f"http://127.0.0.1:{port}"
+    proc, url = _serve(NAME, tmp_path_factory.mktemp("serve") / "serve.log")
+    yield url
     stop_server(proc)
 
 
@@ -134,24 +144,31 @@ def test_still_serving_after_bad_requests(api, mnist_data):
 
 
 def test_binds_loopback_by_default():
-    from mnist.cli import parser
+    from app.cli import parser
 
     assert parser().parse_args(["serve"]).host == "127.0.0.1"
 
 
-def test_champion_change_is_picked_up_without_restart(api, champion, mnist_data):
-    """Runs last in this module: it moves the champion to v2."""
-    mlflow.register_model(champion.model_uri, NAME)
-    registry.promote("2", NAME)
-    deadline = time.monotonic() + 30
-    while httpx.get(f"{api}/model").json()["version"] != "2" and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert httpx.get(f"{api}/model").json()["version"] == "2"
-    body = httpx.post(f"{api}/predict", json={"pixels": mnist_data.test.images[:2].tolist()})
-    assert body.json()["model"]["version"] == "2"
-    registry.rollback(NAME)
-    reload = httpx.post(f"{api}/reload").json()
-    assert reload["changed"] is True and reload["model"]["version"] == "1"
+def test_champion_change_is_picked_up_without_restart(full_run, workdir, mnist_data, tmp_path):
+    """Its own registered model and server: moving the champion touches no other test."""
+    name, (_, result) = "serve-move-test", full_run
+    _register_champion(name, result.model_uri)
+    proc, api = _serve(name, tmp_path / "serve.log")
+    try:
+        assert httpx.get(f"{api}/model").json()["version"] == "1"
+        mlflow.register_model(result.model_uri, name)
+        registry.promote("2", name)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{api}/model").json()["version"] != "2" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert httpx.get(f"{api}/model").json()["version"] == "2"
+        body = httpx.post(f"{api}/predict", json={"pixels": mnist_data.test.images[:2].tolist()})
+        assert body.json()["model"]["version"] == "2"
+        registry.rollback(name)
+        reload = httpx.post(f"{api}/reload").json()
+        assert reload["changed"] is True and reload["model"]["version"] == "1"
+    finally:
+        stop_server(proc)
 
 
 def test_mlflow_models_serve_answers_raw_pixels(champion, workdir, mnist_data, tmp_path):

@@ -1,4 +1,9 @@
-"""The `mnist` command line: parses arguments, calls flows and library functions, prints."""
+"""The `mnist` command line: parses arguments, calls flows and library functions, prints.
+
+Each command's options are built from the settings classes of `mnist.settings`, so a setting
+has one name, one default and one help text everywhere. Heavy libraries (TensorFlow, Prefect)
+are imported only by the commands that need them.
+"""
 
 from __future__ import annotations
 
@@ -9,38 +14,83 @@ import mnist.env  # noqa: F401  (first: env defaults before Prefect, MLflow, Ten
 import argparse
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import get_args
+from typing import Any
 
 import pydantic
+from pydantic_settings import BaseSettings
 
-from mnist.config import NanPolicy, TrainConfig
 from mnist.errors import MnistError
+from mnist.settings import (
+    CHAMPION,
+    DataSettings,
+    GateSettings,
+    PredictSettings,
+    Recipe,
+    RegistrySettings,
+    ServeSettings,
+    TrackingSettings,
+    TrainConfig,
+)
 
 
-def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
+def _flag(field: str, cls: type[BaseSettings] | None = None) -> str:
+    info = cls.model_fields.get(field) if cls else None
+    extra = (info.json_schema_extra if info else None) or {}
+    return extra.get("flag") or "--" + field.replace("_", "-")
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per config field; unset options fall back to MNIST_* variables, then defaults."""
-    for name, info in TrainConfig.model_fields.items():
-        default = "none" if info.default is None else info.default
-        help = f"{info.description} [env MNIST_{name.upper()}; default {default}]"
-        flag = (info.json_schema_extra or {}).get("flag") or _flag(name)
-        if info.annotation is bool:
-            parser.add_argument(
-                flag, dest=name, default=None, action=argparse.BooleanOptionalAction,
-                help=help,
-            )  # fmt: skip
-        else:
-            parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help)
+def _add_options(parser: argparse.ArgumentParser, cls: type[BaseSettings]) -> None:
+    """One option per field of `cls`, grouped by the concern that declares it. An option left
+    out is None here, so that the settings class applies its variable, recipe or default."""
+    prefix = cls.model_config.get("env_prefix", "")
+    concerns = [c for c in (Recipe, DataSettings, TrackingSettings) if issubclass(cls, c)]
+    concerns = concerns or [cls]
+    own = [n for n in cls.model_fields if not any(n in c.model_fields for c in concerns)]
+    for i, concern in enumerate(concerns):
+        group = parser.add_argument_group((concern.__doc__ or "").strip().splitlines()[0])
+        for name in [*(own if i == 0 else []), *concern.model_fields]:
+            _add_option(
+                group,
+                cls,
+                name,
+                prefix,
+                from_recipe=concern is Recipe and name in Recipe.model_fields,
+            )
 
 
-def _config(args: argparse.Namespace) -> TrainConfig:
-    given = {k: v for k in TrainConfig.model_fields if (v := getattr(args, k, None)) is not None}
-    return TrainConfig(**given)
+def _add_option(group, cls, name: str, prefix: str, from_recipe: bool) -> None:
+    info = cls.model_fields[name]
+    extra = info.json_schema_extra or {}
+    shown = "none" if info.default is None else info.default
+    default = "from the recipe" if from_recipe else f"default {shown}"
+    if info.is_required() and not from_recipe:
+        default = "required"
+    help = f"{info.description} [env {prefix}{name.upper()}; {default}]"
+    kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help}
+    if info.annotation is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    else:
+        kwargs["metavar"] = extra.get("metavar") or name.upper()
+    group.add_argument(_flag(name, cls), **kwargs)
+
+
+def _settings(args: argparse.Namespace, cls: type[BaseSettings]) -> Any:
+    """The settings `cls` from the options given; the rest from variables and defaults."""
+    given = {k: v for k in cls.model_fields if (v := getattr(args, k, None)) is not None}
+    try:
+        return cls(**given)
+    except pydantic.ValidationError as exc:
+        raise _OptionError(exc, cls) from None
+
+
+class _OptionError(Exception):
+    def __init__(self, exc: pydantic.ValidationError, cls: type[BaseSettings]):
+        errors = [
+            f"{_flag(str(e['loc'][0]), cls) if e['loc'] else 'options'}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        super().__init__("invalid option(s): " + "; ".join(errors))
 
 
 def _print_training(result) -> None:
@@ -54,18 +104,18 @@ def _print_training(result) -> None:
     )
 
 
-def _before_flow(args: argparse.Namespace) -> tuple[TrainConfig, Callable[[], None]]:
-    """The run's config (checked first), Prefect's logging, and its temporary API starting
-    in the background while the caller imports the flow (TensorFlow: about 8 s)."""
-    config = _config(args)
+def _start_prefect() -> None:
+    """Prefect's console logging (without tracebacks for user errors), and its temporary API
+    starting in the background while the caller imports the flow (TensorFlow: about 8 s)."""
     _prefect_logging()
     from flows.api import start_early
 
-    return config, start_early()
+    return start_early()
 
 
 def _train(args: argparse.Namespace) -> None:
-    config, api_started = _before_flow(args)
+    config = _settings(args, TrainConfig)
+    api_started = _start_prefect()
     from prefect import tags
 
     from flows.training import training_flow
@@ -76,27 +126,27 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _retrain(args: argparse.Namespace) -> None:
-    config, api_started = _before_flow(args)
+    config, gate = _settings(args, TrainConfig), _settings(args, GateSettings)
+    api_started = _start_prefect()
     from prefect import tags
 
     from flows.retrain import retrain_flow
 
     api_started()
     with tags("mnist", "retrain", f"model:{config.model}"):
-        result = retrain_flow(config, floor=args.floor, margin=args.margin)
+        result = retrain_flow(config, gate)
     _print_training(result.training)
-    verdict = "promoted" if result.decision.promote else "rejected"
-    print(f"decision:       {verdict}: {result.decision.reason}")
+    print(f"decision:       {result.decision.verdict}: {result.decision.reason}")
     print(f"champion:       v{result.champion_version or '-'}")
 
 
 def _registry(args: argparse.Namespace) -> None:
-    import pandas as pd
-
     from mnist import registry
 
-    name = args.name
+    name = _settings(args, RegistrySettings).registered_model
     if args.action == "list":
+        import pandas as pd
+
         rows = [
             {"version": v.version, "aliases": ",".join(v.aliases) or "-",
              "test_accuracy": v.tags.get("test_accuracy", "-"),
@@ -108,7 +158,7 @@ def _registry(args: argparse.Namespace) -> None:
     elif args.action == "show":
         if args.version and args.alias:
             raise MnistError("give a VERSION or --alias, not both")
-        alias = args.alias if args.alias or args.version else registry.CHAMPION
+        alias = args.alias if args.alias or args.version else CHAMPION
         v = registry.get(name, args.version, alias)
         print(f"{v.name} v{v.version}  aliases: {', '.join(v.aliases) or '-'}")
         print(f"uri:      {v.uri}\nrun:      {v.run_id}\nsource:   {v.source}")
@@ -131,13 +181,14 @@ def _registry(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from mnist import inference
+    settings = _settings(args, PredictSettings)
+    from mnist import inference, tracking
 
     images, names = inference.read_inputs([Path(p) for p in args.inputs])
-    model = inference.load_model(args.model)
-    out = inference.predict(model, images, names, args.nan_policy)
+    model = tracking.load_model(settings.model)
+    out = inference.predict(model, images, names, settings.nan_policy)
     if out.report.problems:
-        print(f"validation: {out.report.summary()} (policy {args.nan_policy})", file=sys.stderr)
+        print(f"validation: {out.report.summary()} (policy {settings.nan_policy})", file=sys.stderr)
     if args.output:
         out.table.to_csv(args.output, index=False)
         print(f"wrote {len(out.table)} predictions to {args.output}")
@@ -146,13 +197,14 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
+    settings = _settings(args, ServeSettings)
     import uvicorn
 
-    from mnist.serving import Limits, create_app
+    from app.serve import create_app
 
-    app = create_app(args.model, args.poll_seconds, Limits(args.max_images, args.max_bytes))
-    print(f"serving {args.model} on http://{args.host}:{args.port}/", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    app = create_app(settings)
+    print(f"serving {settings.model} on http://{settings.host}:{settings.port}/", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
 def _models(args: argparse.Namespace) -> None:
@@ -164,36 +216,33 @@ def _models(args: argparse.Namespace) -> None:
         print(f"{name:10} {net.count_params():>8,} parameters  {doc}")
 
 
+def _recipes(args: argparse.Namespace) -> None:
+    from mnist.settings import load_recipe, recipe_names, recipe_path
+
+    for name in recipe_names():
+        recipe = load_recipe(name)
+        print(f"{name:10} {recipe.model:10} {recipe.epochs:>3} epochs  {recipe_path(name)}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mnist", description="Train, track and use MNIST digit classifiers."
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = sub.add_parser("train", help="run the training flow (Prefect) tracked in MLflow")
-    _add_config_options(train)
-    train.set_defaults(func=_train)
+    def command(name: str, func, help: str, *settings: type[BaseSettings]):
+        cmd = sub.add_parser(name, help=help, description=help)
+        for cls in settings:
+            _add_options(cmd, cls)
+        cmd.set_defaults(func=func)
+        return cmd
 
-    retrain = sub.add_parser(
-        "retrain", help="train a challenger and promote it to champion if it passes the gate"
-    )
-    _add_config_options(retrain)
-    retrain.add_argument(
-        "--floor",
-        type=float,
-        default=0.99,
-        help="minimum test accuracy for promotion [default 0.99]",
-    )
-    retrain.add_argument(
-        "--margin",
-        type=float,
-        default=0.0,
-        help="how much the challenger must beat the champion by [default 0]",
-    )
-    retrain.set_defaults(func=_retrain)
+    command("train", _train, "run the training flow (Prefect) tracked in MLflow", TrainConfig)
+    command("retrain", _retrain, "train a challenger and promote it to champion if it passes "
+            "the gate", TrainConfig, GateSettings)  # fmt: skip
 
-    reg = sub.add_parser("registry", help="the MLflow model registry: versions, champion, history")
-    reg.add_argument("--name", default="mnist-cnn", help="registered model [default mnist-cnn]")
+    reg = command("registry", _registry, "the MLflow model registry: versions, champion, "
+                  "history", RegistrySettings)  # fmt: skip
     actions = reg.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", help="every version, newest first")
     show = actions.add_parser("show", help="one version (default: the champion)")
@@ -204,59 +253,17 @@ def parser() -> argparse.ArgumentParser:
     promote.add_argument("--reason", help="why (kept in the history)")
     actions.add_parser("rollback", help="give champion back to the previous holder")
     actions.add_parser("history", help="every gate decision and champion move")
-    reg.set_defaults(func=_registry)
 
-    predict = sub.add_parser("predict", help="predict digits with a saved model")
+    predict = command("predict", _predict, "predict digits with a saved model", PredictSettings)
     predict.add_argument(
-        "--model",
-        required=True,
-        metavar="REF",
-        help="PATH (.keras or MLflow model dir), runs:/ID/model or models:/NAME@ALIAS",
-    )
-    predict.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="INPUT",
+        "inputs", nargs="+", metavar="INPUT",
         help=".npy/.npz arrays of raw pixels, CSV rows, PNG/JPEG images of digits",
-    )
+    )  # fmt: skip
     predict.add_argument("--output", metavar="CSV", help="write predictions here instead")
-    predict.add_argument(
-        "--nan-policy",
-        choices=get_args(NanPolicy),
-        default="fail",
-        help="what to do with NaN/Inf/out-of-range inputs [default fail]",
-    )
-    predict.set_defaults(func=_predict)
 
-    serve = sub.add_parser("serve", help="serve a model: REST API and a draw-a-digit page")
-    serve.add_argument(
-        "--model",
-        default="models:/mnist-cnn@champion",
-        metavar="REF",
-        help="model to serve [default models:/mnist-cnn@champion]",
-    )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind [default 127.0.0.1]")
-    serve.add_argument("--port", type=int, default=8000, help="port [default 8000]")
-    serve.add_argument(
-        "--poll-seconds",
-        type=float,
-        default=30.0,
-        help="how often to check whether the alias moved; 0: only on POST /reload [default 30]",
-    )
-    serve.add_argument(
-        "--max-images", type=int, default=1000, help="most images in one request [default 1000]"
-    )
-    serve.add_argument(
-        "--max-bytes",
-        type=int,
-        default=8 * 1024 * 1024,
-        help="largest request body [default 8 MiB]",
-    )
-    serve.add_argument("--log-level", default="warning", help="uvicorn log level [default warning]")
-    serve.set_defaults(func=_serve)
-
-    models = sub.add_parser("models", help="list the model architectures")
-    models.set_defaults(func=_models)
+    command("serve", _serve, "serve a model: REST API and a draw-a-digit page", ServeSettings)
+    command("models", _models, "list the model architectures")
+    command("recipes", _recipes, "list the training recipes (--profile NAME)")
     return p
 
 
@@ -283,23 +290,16 @@ def _prefect_logging() -> None:
             handler.addFilter(quiet)
 
 
-def _pydantic_message(exc: pydantic.ValidationError) -> str:
-    errors = [
-        f"{_flag(str(e['loc'][0])) if e['loc'] else 'config'}: {e['msg']}" for e in exc.errors()
-    ]
-    return "invalid option(s): " + "; ".join(errors)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.func(args)
+    except _OptionError as exc:
+        print(f"mnist: error: {exc}", file=sys.stderr)
+        return 2
     except MnistError as exc:
         print(f"mnist: error: {exc}", file=sys.stderr)
         return 1
-    except pydantic.ValidationError as exc:
-        print(f"mnist: error: {_pydantic_message(exc)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("mnist: interrupted", file=sys.stderr)
         return 130

@@ -22,10 +22,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from mnist import digits, inference, registry
+from mnist import digits, inference, registry, tracking
 from mnist.errors import MnistError
 from mnist.evaluation import predict_proba
-from mnist.preprocess import Arrays
+from mnist.preprocess import RAW_RANGE, Arrays
+from mnist.settings import ServeSettings
 from mnist.validation import ValidationError, validate
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,6 @@ class ModelInfo:
     alias: str | None = None
     run_id: str | None = None
     test_accuracy: float | None = None
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_images: int = 1000
-    max_bytes: int = 8 * 1024 * 1024
 
 
 class RequestError(MnistError):
@@ -82,7 +77,7 @@ class ModelHolder:
         info = self._resolve()
         if self._current and self._current[1] == info:
             return False
-        model = inference.load_model(info.uri)
+        model = tracking.load_model(info.uri)
         with self._lock:
             self._current = (model, info)
         return True
@@ -124,7 +119,7 @@ async def _body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _images(request: Request, limits: Limits) -> np.ndarray:
+async def _images(request: Request, limits: ServeSettings) -> np.ndarray:
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if kind.startswith("multipart/form-data"):
         form = await request.form(max_files=1, max_part_size=limits.max_bytes)
@@ -147,11 +142,10 @@ async def _images(request: Request, limits: Limits) -> np.ndarray:
     return _pixels(payload)
 
 
-def create_app(
-    ref: str = "models:/mnist-cnn@champion", poll_seconds: float = 30.0, limits: Limits = Limits()
-) -> FastAPI:
-    """The FastAPI app serving `ref`."""
-    holder = ModelHolder(ref)
+def create_app(settings: ServeSettings | None = None) -> FastAPI:
+    """The FastAPI app serving `settings.model`."""
+    settings = settings or ServeSettings()
+    holder, poll_seconds, limits = ModelHolder(settings.model), settings.poll_seconds, settings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -184,7 +178,7 @@ def create_app(
         if len(images) > limits.max_images:
             raise RequestError(f"{len(images)} images exceed the limit of {limits.max_images}", 413)
         try:
-            validate({"request": Arrays(images[..., None], None)}, "fail", (0.0, 255.0))
+            validate({"request": Arrays(images[..., None], None)}, "fail", RAW_RANGE)
         except ValidationError as exc:
             raise RequestError(exc.report.summary().replace("request: ", "")) from exc
         model, info = holder.current()

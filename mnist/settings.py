@@ -1,0 +1,218 @@
+"""Settings by concern, each with one default per setting, read from options and variables.
+
+- `Recipe`: how to fit a model. Recipes are data: TOML files in `mnist/recipes/` (and in
+  `MNIST_RECIPES_DIR`), named by `--profile`; each one sets every knob of `Recipe`.
+- `DataSettings`: where the data comes from, how it is split and checked.
+- `TrackingSettings`: where the run and its model are recorded.
+- `TrainConfig`: one training run: a recipe (any knob overridable), data and tracking.
+- `GateSettings`: the champion/challenger rule.  `ServeSettings`: the HTTP service.
+
+A field `x_y` is the option `--x-y` and the variable `<prefix>X_Y` (`MNIST_` for training,
+`MNIST_GATE_`, `MNIST_SERVE_`); the command line builds its options from these classes.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MODEL_NAME = "mnist-cnn"
+"""The registered model every command uses unless told otherwise."""
+CHAMPION = "champion"
+"""The alias of the version in service."""
+RECIPES_DIR = Path(__file__).with_name("recipes")
+
+NanPolicy = Literal["fail", "drop", "impute"]
+
+
+class Recipe(BaseModel):
+    """Recipe: how to fit (`--profile NAME` presets every option of this group)"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(description="architecture name (see `mnist models`)")
+    epochs: int = Field(ge=1, le=1000, description="passes over the training split")
+    batch_size: int = Field(ge=1, le=65536, description="samples per gradient step")
+    learning_rate: float = Field(gt=0, le=1, description="Adam's (peak) learning rate")
+    adam_beta_1: float = Field(gt=0, lt=1, description="Adam's first-moment decay")
+    adam_beta_2: float = Field(gt=0, lt=1, description="Adam's second-moment decay")
+    schedule: Literal["one-cycle", "constant"] = Field(
+        description="learning rate: one-cycle (warm-up, cosine decay) or constant"
+    )
+    augment: bool = Field(description="random shifts, rotations and zoom in training")
+    label_smoothing: float = Field(ge=0, lt=1, description="label smoothing of the loss")
+
+
+def recipe_dirs() -> list[Path]:
+    """Where recipes are looked up: `MNIST_RECIPES_DIR` first, then the built-in ones."""
+    extra = os.environ.get("MNIST_RECIPES_DIR")
+    return [*([Path(extra)] if extra else []), RECIPES_DIR]
+
+
+def recipe_names() -> list[str]:
+    return sorted({p.stem for d in recipe_dirs() if d.is_dir() for p in d.glob("*.toml")})
+
+
+def recipe_path(name: str) -> Path:
+    """The file of recipe `name`, or `name` itself when it is a path to a .toml file."""
+    if name.endswith(".toml"):
+        return Path(name).expanduser()
+    for directory in recipe_dirs():
+        if (path := directory / f"{name}.toml").is_file():
+            return path
+    raise ValueError(
+        f"unknown recipe {name!r}; choose one of: {', '.join(recipe_names())} (or a .toml file)"
+    )
+
+
+def load_recipe(name: str) -> Recipe:
+    """Read and check a recipe; a missing, unreadable or incomplete one is a ValueError."""
+    path = recipe_path(name)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"recipe {path}: cannot read it ({exc})") from exc
+    try:
+        return Recipe(**data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"recipe {path}: {problems}") from None
+
+
+def _env(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, extra="forbid", frozen=True)
+
+
+class DataSettings(BaseSettings):
+    """Data: where it comes from, how it is split and checked"""
+
+    model_config = _env("MNIST_")
+
+    data_dir: Path | None = Field(
+        None, description="MNIST directory or .npz (default: MNIST_DATA_DIR, else the cache)"
+    )
+    seed: int = Field(42, ge=0, description="fixes the validation split and initialisation")
+    validation_split: float = Field(
+        0.1, ge=0, lt=1, description="fraction of training data held out, stratified by label"
+    )
+    nan_policy: NanPolicy = Field("fail", description="what to do with NaN/Inf/invalid samples")
+    train_limit: int | None = Field(
+        None, ge=1, description="use only the first N training images (quick runs)"
+    )
+    test_limit: int | None = Field(None, ge=1, description="use only the first N test images")
+
+
+class TrackingSettings(BaseSettings):
+    """Tracking: where the run and its model are recorded in MLflow"""
+
+    model_config = _env("MNIST_")
+
+    experiment: str = Field("mnist", min_length=1, description="MLflow experiment name")
+    register_model: bool = Field(
+        True,
+        description="register the model as a new version",
+        json_schema_extra={"flag": "--register"},
+    )
+    registered_model: str = Field(
+        MODEL_NAME, min_length=1, description="registered model name in the MLflow registry"
+    )
+
+
+class TrainConfig(Recipe, DataSettings, TrackingSettings):
+    """Every setting of a training run: a recipe, the data, the tracking."""
+
+    model_config = _env("MNIST_")
+
+    profile: str = Field(
+        "default",
+        description="the recipe: a name (see `mnist recipes`) or a .toml file; options and "
+        "MNIST_* variables given explicitly win over its values",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_recipe(cls, data: Any) -> Any:
+        """Fill every knob that was not given from the profile's recipe file."""
+        if not isinstance(data, dict):
+            return data
+        name = str(data.get("profile", cls.model_fields["profile"].default))
+        try:
+            recipe = load_recipe(name)
+        except ValueError as exc:
+            error = PydanticCustomError("recipe", str(exc))
+            details = InitErrorDetails(type=error, loc=("profile",), input=name)
+            raise ValidationError.from_exception_data(cls.__name__, [details]) from None
+        return {**recipe.model_dump(), **data}
+
+    @property
+    def recipe(self) -> Recipe:
+        return Recipe(**self.model_dump(include=set(Recipe.model_fields)))
+
+    def params(self) -> dict[str, str]:
+        """The whole config, flattened to strings for MLflow params."""
+        return {k: str(v) for k, v in self.model_dump().items()}
+
+
+class GateSettings(BaseSettings):
+    """Gate: when a challenger replaces the champion"""
+
+    model_config = _env("MNIST_GATE_")
+
+    floor: float = Field(0.99, ge=0, le=1, description="minimum test accuracy for promotion")
+    margin: float = Field(
+        0.0, ge=0, le=1, description="how much the challenger must beat the champion by"
+    )
+
+
+class ServeSettings(BaseSettings):
+    """Serving: the HTTP API and its drawing page"""
+
+    model_config = _env("MNIST_SERVE_")
+
+    model: str = Field(
+        f"models:/{MODEL_NAME}@{CHAMPION}",
+        description="model to serve: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model "
+        "or a path",
+        json_schema_extra={"metavar": "REF"},
+    )
+    host: str = Field("127.0.0.1", description="address to bind")
+    port: int = Field(8000, ge=0, le=65535, description="port")
+    poll_seconds: float = Field(
+        30.0, ge=0, description="how often to check whether the alias moved; 0: only on /reload"
+    )
+    max_images: int = Field(1000, ge=1, description="most images in one request")
+    max_bytes: int = Field(8 * 1024 * 1024, ge=1, description="largest request body in bytes")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "warning", description="uvicorn log level"
+    )
+
+
+class PredictSettings(BaseSettings):
+    """Prediction: which model, and what to do with invalid inputs"""
+
+    model_config = _env("MNIST_PREDICT_")
+
+    model: str = Field(
+        description="PATH (.keras or MLflow model dir), runs:/ID/model or models:/NAME@ALIAS",
+        json_schema_extra={"metavar": "REF"},
+    )
+    nan_policy: NanPolicy = DataSettings.model_fields["nan_policy"]
+
+
+class RegistrySettings(BaseSettings):
+    """Registry: which registered model"""
+
+    model_config = _env("MNIST_")
+
+    registered_model: str = Field(
+        MODEL_NAME,
+        min_length=1,
+        description="registered model",
+        json_schema_extra={"flag": "--name"},
+    )

@@ -1,0 +1,80 @@
+"""Settings by concern and recipes as data: profiles, overrides, user recipe files."""
+
+import pydantic
+import pytest
+
+from app.cli import main
+from mnist.settings import Recipe, TrainConfig, load_recipe, recipe_names
+
+BUILT_IN = ["best", "default", "fast", "reference"]
+
+
+@pytest.mark.parametrize("profile", BUILT_IN)
+def test_profiles_are_recipe_files(profile):
+    recipe = load_recipe(profile)
+    config = TrainConfig(profile=profile)
+    assert config.recipe == recipe
+    assert config.params()["profile"] == profile
+
+
+def test_built_in_recipes():
+    assert set(BUILT_IN) <= set(recipe_names())
+    assert load_recipe("fast").model == "small" and load_recipe("best").augment
+
+
+def test_given_options_win_over_the_profile(monkeypatch):
+    assert TrainConfig(profile="best", epochs=3).epochs == 3
+    monkeypatch.setenv("MNIST_EPOCHS", "2")
+    monkeypatch.setenv("MNIST_PROFILE", "best")
+    config = TrainConfig()
+    assert config.profile == "best" and config.epochs == 2
+    assert config.model == load_recipe("best").model
+
+
+def test_unknown_profile(capsys):
+    with pytest.raises(pydantic.ValidationError):
+        TrainConfig(profile="turbo")
+    assert main(["train", "--profile", "turbo"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "mnist: error: invalid option(s): --profile: unknown recipe 'turbo'; choose one of: "
+        "best, default, fast, reference (or a .toml file)"
+    )
+
+
+def test_a_user_recipe_file_without_python(tmp_path, monkeypatch, capsys):
+    text = load_recipe("fast").model_dump()
+    lines = [f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v)}" for k, v in text.items()]
+    lines = [line.replace("'", '"') for line in lines]
+    (tmp_path / "quick.toml").write_text("\n".join(lines).replace("epochs = 2", "epochs = 1"))
+    monkeypatch.setenv("MNIST_RECIPES_DIR", str(tmp_path))
+    assert TrainConfig(profile="quick").epochs == 1
+    assert TrainConfig(profile=str(tmp_path / "quick.toml")).model == "small"
+    assert main(["recipes"]) == 0
+    assert "quick" in capsys.readouterr().out
+
+
+def test_an_incomplete_recipe_is_refused_by_name(tmp_path, capsys):
+    path = tmp_path / "half.toml"
+    path.write_text('model = "small"\nepochs = 2\n')
+    assert main(["train", "--profile", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"recipe {path}: batch_size: Field required" in err and len(err.splitlines()) == 1
+    path.write_text("model = [")
+    assert main(["train", "--profile", str(path)]) == 2
+    assert f"recipe {path}: cannot read it" in capsys.readouterr().err
+
+
+def test_every_recipe_knob_has_no_default_of_its_own():
+    """Recipe files are complete: no knob silently inherits another recipe's value."""
+    assert all(info.is_required() for info in Recipe.model_fields.values())
+
+
+def test_adam_betas_reach_the_optimizer():
+    from mnist import models, training
+
+    config = TrainConfig(profile="fast", adam_beta_2=0.95)
+    net = training.compile_model(
+        models.build(config.model), 1e-3, betas=(config.adam_beta_1, config.adam_beta_2)
+    )
+    assert (net.optimizer.beta_1, net.optimizer.beta_2) == (0.7, 0.95)
