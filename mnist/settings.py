@@ -124,10 +124,16 @@ class TrackingSettings(BaseSettings):
     )
 
 
+def _knobs_come_from_the_recipe(schema: dict[str, Any]) -> None:
+    """In the JSON schema (Prefect's parameter form and checks), no recipe knob is required:
+    the profile's recipe fills whichever is not given."""
+    schema["required"] = [n for n in schema.get("required", []) if n not in Recipe.model_fields]
+
+
 class TrainConfig(Recipe, DataSettings, TrackingSettings):
     """Every setting of a training run: a recipe, the data, the tracking."""
 
-    model_config = _env("MNIST_")
+    model_config = _env("MNIST_") | {"json_schema_extra": _knobs_come_from_the_recipe}
 
     profile: str = Field(
         "default",

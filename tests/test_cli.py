@@ -151,3 +151,16 @@ def test_commands_that_need_no_model_do_not_load_tensorflow(tmp_path):
     expected = "1 mnist: error: registered model 'mnist-cnn' does not exist"
     assert status.startswith(expected), out.stderr
     assert loaded == "[]"
+
+
+def test_serve_binds_loopback_unless_told(monkeypatch):
+    from app.cli import _settings, parser
+    from mnist.settings import ServeSettings
+
+    assert _settings(parser().parse_args(["serve"]), ServeSettings).host == "127.0.0.1"
+    monkeypatch.setenv("MNIST_SERVE_HOST", "0.0.0.0")
+    assert _settings(parser().parse_args(["serve"]), ServeSettings).host == "0.0.0.0"
+    args = parser().parse_args(["serve", "--host", "::1", "--port", "9"])
+    assert _settings(args, ServeSettings).model_dump(include={"host", "port"}) == {
+        "host": "::1", "port": 9,
+    }  # fmt: skip

@@ -143,12 +143,6 @@ def test_still_serving_after_bad_requests(api, mnist_data):
     assert body.status_code == 200
 
 
-def test_binds_loopback_by_default():
-    from app.cli import parser
-
-    assert parser().parse_args(["serve"]).host == "127.0.0.1"
-
-
 def test_champion_change_is_picked_up_without_restart(full_run, workdir, mnist_data, tmp_path):
     """Its own registered model and server: moving the champion touches no other test."""
     name, (_, result) = "serve-move-test", full_run
