@@ -1,7 +1,7 @@
 """Latency of one-image prediction requests on loopback: `mnist serve` against
 `mlflow models serve`, both serving the same registered model version.
 
-    python -m bench.serve_latency [--model models:/mnist-cnn@champion] [--requests 1000]
+    python -m bench.serve_latency [--model REF (default: the champion)] [--requests 1000]
                                   [--concurrency 8]
 
 Uses the tracking store of MLFLOW_TRACKING_URI (or ./mlflow.db) and the real MNIST test

@@ -1,4 +1,4 @@
-"""The MLflow model registry: versions of `mnist-cnn`, the `champion` alias, and its history.
+"""The MLflow model registry: versions of a registered model, the `champion` alias, its history.
 
 Aliases, never stages. MLflow keeps no record of where an alias pointed before (mlflow#2169),
 so every move of `champion` (promotion, manual promote, rollback) is also written as an event

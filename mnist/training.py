@@ -49,8 +49,8 @@ def one_cycle(
 def compile_model(
     net: keras.Model,
     learning_rate: keras.optimizers.schedules.LearningRateSchedule | float,
-    label_smoothing: float = 0.0,
-    betas: tuple[float, float] = (0.9, 0.999),
+    label_smoothing: float,
+    betas: tuple[float, float],
 ) -> keras.Model:
     """Adam, categorical cross-entropy, accuracy; several steps per graph call, since on a
     small CPU the per-step Python overhead is a large share of a small net's step."""

@@ -75,6 +75,6 @@ def test_adam_betas_reach_the_optimizer():
 
     config = TrainConfig(profile="fast", adam_beta_2=0.95)
     net = training.compile_model(
-        models.build(config.model), 1e-3, betas=(config.adam_beta_1, config.adam_beta_2)
+        models.build(config.model), 1e-3, 0.0, (config.adam_beta_1, config.adam_beta_2)
     )
     assert (net.optimizer.beta_1, net.optimizer.beta_2) == (0.7, 0.95)
