@@ -139,7 +139,8 @@ class Run:
             plt.close(fig)
 
     def log_model(self, model: keras.Model, example: np.ndarray) -> str:
-        """Log a raw-pixel model under `model` with a signature; returns `runs:/ID/model`."""
+        """Log a raw-pixel model under `model` with a signature; returns its URI,
+        `models:/m-ID` (MLflow 3 keeps a logged model apart from its run's artifacts)."""
         import mlflow.tensorflow
         import numpy as np
         from mlflow.models import infer_signature
@@ -152,7 +153,7 @@ class Run:
         call(mlflow.tensorflow.log_model, model, name=MODEL_ARTIFACT, run_id=self.run_id,
              model_id=logged.model_id, signature=signature,
              pip_requirements=pip_requirements())  # fmt: skip
-        return f"runs:/{self.run_id}/{MODEL_ARTIFACT}"
+        return f"models:/{logged.model_id}"
 
     def artifact_location(self, path: str = "") -> str:
         """Where an artifact lives: a local path for a file store, else its URI."""
@@ -199,6 +200,7 @@ def load_model(ref: str) -> keras.Model:
             raise MnistError(f"model {ref!r}: no such .keras file or MLflow model directory")
         return mlflow.tensorflow.load_model(ref)
     except MlflowException as exc:
-        raise MnistError(f"cannot load model {ref!r}: {exc.message.splitlines()[0]}") from exc
+        problem = exc.message.splitlines()[0]
+        raise MnistError(f"cannot load model {ref!r} from {store_uri()}: {problem}") from exc
     except (OSError, ValueError) as exc:
         raise MnistError(f"cannot load model {ref!r}: {exc}") from exc
