@@ -203,6 +203,7 @@ def _serve(args: argparse.Namespace) -> None:
     from app.serve import create_app
 
     app = create_app(settings)
+    app.state.holder.refresh()  # no model, no server: one line, before uvicorn starts
     print(f"serving {settings.model} on http://{settings.host}:{settings.port}/", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
 

@@ -15,8 +15,8 @@ import threading
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -28,6 +28,9 @@ from mnist.evaluation import predict_proba
 from mnist.preprocess import RAW_RANGE, Arrays
 from mnist.settings import ServeSettings
 from mnist.validation import ValidationError, validate
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("web") / "index.html"
@@ -61,7 +64,11 @@ class ModelHolder:
         self.ref = ref
         self._lock = threading.Lock()
         self._current: tuple[keras.Model, ModelInfo] | None = None
-        self.last_error: str | None = None  # of the last background refresh
+        self.last_error: str | None = None  # of the last refresh; the old model keeps serving
+
+    @property
+    def loaded(self) -> bool:
+        return self._current is not None
 
     def _resolve(self) -> ModelInfo:
         match = _MODELS_URI.match(self.ref)
@@ -73,13 +80,21 @@ class ModelHolder:
                          v.test_accuracy)  # fmt: skip
 
     def refresh(self) -> bool:
-        """Load the model the reference points at now, if it changed; True if it did."""
-        info = self._resolve()
-        if self._current and self._current[1] == info:
-            return False
-        model = tracking.load_model(info.uri)
+        """Load the model the reference points at now, if it changed; True if it did. Any
+        failure leaves the model in service as it was and is kept in `last_error`."""
+        try:
+            info = self._resolve()
+            if self._current and self._current[1] == info:
+                self.last_error = None
+                return False
+            model = tracking.load_model(info.uri)
+        except Exception as exc:  # whatever a bad version or a sick store throws
+            message = str(exc) if isinstance(exc, MnistError) else f"{type(exc).__name__}: {exc}"
+            self.last_error = message.strip().splitlines()[0] if message.strip() else message
+            raise MnistError(self.last_error) from exc
         with self._lock:
             self._current = (model, info)
+        self.last_error = None
         return True
 
     def current(self) -> tuple[keras.Model, ModelInfo]:
@@ -149,7 +164,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await run_in_threadpool(holder.refresh)
+        if not holder.loaded:
+            await run_in_threadpool(holder.refresh)
         poller = asyncio.create_task(_poll()) if poll_seconds > 0 else None
         yield
         if poller:
@@ -160,12 +176,11 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             await asyncio.sleep(poll_seconds)
             try:
                 await run_in_threadpool(holder.refresh)
-                holder.last_error = None
             except MnistError as exc:  # keep serving the loaded version; /healthz says why
-                holder.last_error = str(exc)
                 log.warning("cannot refresh %s: %s", holder.ref, exc)
 
     app = FastAPI(title="mnist-pipeline", lifespan=lifespan)
+    app.state.holder = holder
 
     @app.exception_handler(MnistError)
     async def _error(request: Request, exc: MnistError) -> JSONResponse:
@@ -203,7 +218,11 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @app.post("/reload")
     async def reload() -> dict:
-        changed = await run_in_threadpool(holder.refresh)
+        try:
+            changed = await run_in_threadpool(holder.refresh)
+        except MnistError as exc:
+            serving = holder.current()[1].version if holder.loaded else None
+            raise RequestError(f"{exc} (still serving version {serving})", 503) from exc
         return {"changed": changed, "model": asdict(holder.current()[1])}
 
     @app.get("/", response_class=HTMLResponse)

@@ -184,23 +184,62 @@ def pip_requirements() -> list[str]:
     ]
 
 
+KERAS_MODULES = ("keras", "tensorflow.keras")
+"""The only Keras modules a logged model may name: MLflow imports whatever module it names."""
+
+
+def check_logged_model(path: Path, ref: str) -> None:
+    """Refuse an MLflow model directory that this project did not log: it must have the
+    TensorFlow flavour loaded by `mlflow.tensorflow`, name a real Keras module and ship no code
+    (MLflow would put shipped code on `sys.path` and import the module the file names)."""
+    from mlflow.models import Model
+
+    try:
+        meta = Model.load(str(path / "MLmodel"))
+    except Exception as exc:  # a hostile or damaged MLmodel: any parse error is possible
+        raise MnistError(f"model {ref!r}: unreadable MLmodel file ({exc})") from exc
+    flavor = meta.flavors.get("tensorflow")
+    if not isinstance(flavor, dict):
+        kinds = ", ".join(meta.flavors) or "none"
+        raise MnistError(f"model {ref!r} has no TensorFlow flavour (flavours: {kinds})")
+    pyfunc = meta.flavors.get("python_function") or {}
+    problems = []
+    if flavor.get("code") or pyfunc.get("code") or (path / "code").exists():
+        problems.append("ships code")
+    if flavor.get("keras_module", "keras") not in KERAS_MODULES:
+        problems.append(f"names the module {flavor['keras_module']!r}")
+    if pyfunc and pyfunc.get("loader_module") != "mlflow.tensorflow":
+        problems.append(f"names the loader {pyfunc.get('loader_module')!r}")
+    if problems:
+        raise MnistError(
+            f"refusing model {ref!r}: it {' and '.join(problems)}; only models logged by "
+            "mnist-pipeline are loaded"
+        )
+
+
 def load_model(ref: str) -> keras.Model:
-    """A raw-pixel Keras model from a `.keras` file, an MLflow model directory, or an MLflow URI
-    (`runs:/ID/model`, `models:/NAME@ALIAS`, `models:/NAME/VERSION`)."""
+    """A raw-pixel Keras model from a `.keras` file (Keras' safe mode), an MLflow model
+    directory, or an MLflow URI (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `models:/m-ID`,
+    `runs:/ID/model`); MLflow models are checked with `check_logged_model` first."""
     import keras
+    import mlflow.artifacts
     import mlflow.tensorflow
 
     path = Path(ref).expanduser()
     try:
         if path.suffix == ".keras" and path.is_file():
-            return keras.saving.load_model(path)
-        if path.is_dir() and (path / "MLmodel").is_file():
-            return mlflow.tensorflow.load_model(str(path))
-        if "://" not in ref and ":/" not in ref:
-            raise MnistError(f"model {ref!r}: no such .keras file or MLflow model directory")
-        return mlflow.tensorflow.load_model(ref)
+            return keras.saving.load_model(path, safe_mode=True)
+        if not (path.is_dir() and (path / "MLmodel").is_file()):
+            if "://" not in ref and ":/" not in ref:
+                raise MnistError(f"model {ref!r}: no such .keras file or MLflow model directory")
+            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
+        check_logged_model(path, ref)
+        return mlflow.tensorflow.load_model(str(path))
+    except MnistError:
+        raise
     except MlflowException as exc:
         problem = exc.message.splitlines()[0]
         raise MnistError(f"cannot load model {ref!r} from {store_uri()}: {problem}") from exc
-    except (OSError, ValueError) as exc:
-        raise MnistError(f"cannot load model {ref!r}: {exc}") from exc
+    except Exception as exc:  # a damaged or hostile file can fail anywhere inside Keras
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        raise MnistError(f"cannot load model {ref!r}: {type(exc).__name__}: {detail}") from exc
