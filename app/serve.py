@@ -21,6 +21,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from mnist import digits, inference, registry, tracking
 from mnist.errors import MnistError
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("web") / "index.html"
+IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -115,6 +117,8 @@ def _pixels(payload: object) -> np.ndarray:
         arr = np.asarray(payload, dtype=np.float32)
     except (ValueError, TypeError) as exc:
         raise RequestError(f"pixels must be a regular array of numbers ({exc})") from exc
+    except RecursionError as exc:
+        raise RequestError("pixels must be a regular array of numbers (nested too deeply)") from exc
     if arr.size == 0:
         raise RequestError("no pixels given")
     return inference.as_images(arr, "pixels")
@@ -134,27 +138,56 @@ async def _body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _images(request: Request, limits: ServeSettings) -> np.ndarray:
-    kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
-    if kind.startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_part_size=limits.max_bytes)
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise RequestError('multipart upload needs a "file" field', 400)
-        data = await upload.read()
-        if not data:
-            raise RequestError("empty upload", 400)
-        return digits.from_image_bytes(data, upload.filename or "upload")[None]
-    body = await _body(request, limits.max_bytes)
-    if kind in ("image/png", "image/jpeg", "application/octet-stream"):
-        return digits.from_image_bytes(body, "upload")[None]
-    if kind != "application/json":
-        raise RequestError(f"unsupported content type {kind!r}: send JSON or PNG/JPEG", 415)
+async def _upload(request: Request, body: bytes) -> tuple[bytes, str]:
+    """The `file` field of a multipart body that was already read within the byte limit."""
+
+    async def chunks():
+        yield body
+        yield b""
+
+    parser = MultiPartParser(request.headers, chunks(), max_files=1, max_fields=10,
+                             max_part_size=len(body))  # fmt: skip
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise RequestError(f"malformed multipart body ({exc.message})", 400) from exc
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise RequestError('multipart upload needs a "file" field', 400)
+    data = await upload.read()
+    if not data:
+        raise RequestError("empty upload", 400)
+    return data, upload.filename or "upload"
+
+
+def _image(data: bytes, name: str) -> np.ndarray:
+    try:
+        return digits.from_image_bytes(data, name)[None]
+    except digits.ImageTooLarge as exc:
+        raise RequestError(str(exc), 413) from exc
+
+
+def _json_pixels(body: bytes) -> np.ndarray:
     try:
         payload = json.loads(body)  # NaN and Infinity parse, and are then reported
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(f"body is not valid JSON ({exc})", 400) from exc
+    except RecursionError as exc:
+        raise RequestError("body is not valid JSON (nested too deeply)", 400) from exc
     return _pixels(payload)
+
+
+async def _images(request: Request, limits: ServeSettings) -> np.ndarray:
+    """Every body shape is read within the byte limit first; decoding runs off the event loop."""
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if kind not in ("multipart/form-data", "application/json", *IMAGE_TYPES):
+        raise RequestError(f"unsupported content type {kind!r}: send JSON or PNG/JPEG", 415)
+    body = await _body(request, limits.max_bytes)
+    if kind == "multipart/form-data":
+        return await run_in_threadpool(_image, *(await _upload(request, body)))
+    if kind in IMAGE_TYPES:
+        return await run_in_threadpool(_image, body, "upload")
+    return await run_in_threadpool(_json_pixels, body)
 
 
 def create_app(settings: ServeSettings | None = None) -> FastAPI:

@@ -8,6 +8,7 @@ digits drawn on the web page, and by `mnist predict` for images that are not alr
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -15,19 +16,39 @@ from PIL import Image, UnidentifiedImageError
 from mnist.errors import MnistError
 
 SIZE, BOX = 28, 20
+MAX_PIXELS = 25_000_000
+"""The largest image decoded (a 5000 x 5000 photo): checked from the header, before decoding,
+so that a small compressed file cannot claim gigabytes."""
+
+
+class ImageTooLarge(MnistError):
+    """An image whose header claims more pixels than MAX_PIXELS."""
+
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL refuses twice this in `open`, before any decoding
 
 
 def to_gray(data: bytes, name: str = "image") -> np.ndarray:
     """Decode PNG/JPEG bytes to a grayscale float array (alpha composited onto black)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with warnings.catch_warnings():  # PIL warns from MAX_PIXELS on; the check below refuses
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        with img:
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise ImageTooLarge(
+                    f"{name}: {width} x {height} pixels exceeds the limit of {MAX_PIXELS:,}"
+                )
             img.load()
             if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
                 rgba = img.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
                 img = Image.alpha_composite(background, rgba)
             return np.asarray(img.convert("L"), dtype=np.float32)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:  # PIL's own refusal, from 2 x MAX_PIXELS on
+        raise ImageTooLarge(f"{name}: {exc}") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise MnistError(f"{name}: not a readable PNG or JPEG image ({exc})") from exc
 
 
@@ -52,7 +73,7 @@ def mnist_style(gray: np.ndarray, name: str = "image") -> np.ndarray:
     box = np.asarray(
         Image.fromarray(crop).resize(size, Image.Resampling.LANCZOS), dtype=np.float32
     ).clip(0, 255)
-    box *= 255.0 / box.max()
+    box = np.clip(box * (255.0 / box.max()), 0, 255)  # the product can round above 255
     out = np.zeros((SIZE, SIZE), np.float32)
     total = box.sum()
     cy = (box.sum(axis=1) @ np.arange(box.shape[0])) / total

@@ -91,8 +91,11 @@ def _load_npz(path: Path) -> np.ndarray:
 
 def _load_csv(path: Path) -> np.ndarray:
     """784 pixel columns, or 785 with a leading label (ignored)."""
-    with path.open() as f:
-        width = len(f.readline().split(","))
+    try:
+        with path.open("rb") as f:  # bytes: read_csv reports a file that is not text
+            width = f.readline(1 << 20).count(b",") + 1
+    except OSError as exc:
+        raise MnistError(f"{path}: cannot read file ({exc.strerror})") from exc
     return read_csv(path, labelled=width == PIXELS + 1).images.astype(np.float32)
 
 

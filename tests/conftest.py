@@ -7,6 +7,8 @@ import mnist.env  # noqa: F401  (first: env defaults before Prefect, MLflow, Ten
 
 # isort: on
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -39,15 +41,26 @@ def mnist_data(mnist_path) -> data.Dataset:
     return data.load(mnist_path)
 
 
+@contextmanager
+def tracking_store(path: Path) -> Iterator[str]:
+    """MLflow pointed at a fresh SQLite store in `path`, working there (artifacts in ./mlruns),
+    until the block ends; then everything as it was."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(path)
+        uri = f"sqlite:///{path / 'mlflow.db'}"
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield uri
+        finally:
+            mlflow.set_tracking_uri(None)  # before the patch restores the variable
+
+
 @pytest.fixture
-def store(tmp_path, monkeypatch) -> str:
-    """A fresh SQLite MLflow store in a scratch working directory (artifacts in ./mlruns)."""
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    mlflow.set_tracking_uri(None)
+def store(tmp_path) -> Iterator[str]:
+    """A fresh SQLite MLflow store for one test."""
+    with tracking_store(tmp_path) as uri:
+        yield uri
 
 
 @pytest.fixture(scope="session")

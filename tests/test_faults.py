@@ -2,9 +2,11 @@
 was broken (a crash, a hostile file or request, a sick store) and checks that it now holds."""
 
 import os
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import httpx
@@ -17,6 +19,7 @@ from PIL import Image
 from app.cli import main
 from mnist import models, registry
 from mnist.tracking import Run, load_model
+from tests.conftest import tracking_store
 from tests.servers import free_port, start_server, stop_server
 
 BIN = Path(sys.executable).parent
@@ -117,3 +120,93 @@ def test_serve_without_a_model_is_one_line(store, tmp_path):
         "empty (train a model first)"
     ]
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with a few bytes of image data: what
+    a decompression bomb looks like before it is decoded."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1000)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def hostile_api(tmp_path_factory):
+    """A real `mnist serve` (2 MB body limit) of a real logged model, in its own store."""
+    root = tmp_path_factory.mktemp("hostile")
+    with tracking_store(root) as uri:
+        model_uri = _log_untrained()
+    port = free_port()
+    proc = start_server(
+        [str(BIN / "mnist"), "serve", "--model", model_uri, "--port", str(port),
+         "--poll-seconds", "0", "--max-bytes", "2000000"],
+        f"http://127.0.0.1:{port}/healthz", root / "serve.log", {"MLFLOW_TRACKING_URI": uri},
+    )  # fmt: skip
+    yield f"http://127.0.0.1:{port}", proc
+    stop_server(proc)
+
+
+def _rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return (
+        int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+        / 1024
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("what", "request_", "status", "message"),
+    [
+        ("multipart over the byte limit",
+         dict(files={"file": ("big.png", b"\x00" * 3_000_000, "image/png")}), 413,
+         "exceeds the 2000000-byte limit"),
+        ("decompression bomb PNG", dict(content=_png_header(20_000, 20_000),
+                                        headers={"Content-Type": "image/png"}),
+         413, "(400000000 pixels) exceeds limit of 50000000 pixels"),
+        ("bomb PNG in multipart", dict(files={"file": ("b.png", _png_header(6_000, 6_000),
+                                                       "image/png")}),
+         413, "6000 x 6000 pixels exceeds the limit of 25,000,000"),
+        ("deeply nested JSON", dict(content=b"[" * 100_000 + b"]" * 100_000,
+                                    headers={"Content-Type": "application/json"}),
+         400, "nested too deeply"),
+        ("malformed multipart", dict(content=b"--x\r\nnonsense",
+                                     headers={"Content-Type": "multipart/form-data; boundary=x"}),
+         400, "multipart"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)  # fmt: skip
+def test_hostile_requests_get_a_4xx_in_bounded_memory(hostile_api, what, request_, status, message):
+    api, proc = hostile_api
+    before = _rss_mb(proc.pid)
+    response = httpx.post(f"{api}/predict", timeout=60, **request_)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+    assert _rss_mb(proc.pid) - before < 100  # nothing was read or decoded whole
+    assert httpx.get(f"{api}/healthz").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("side", "message"),
+    [(6_000, "6000 x 6000 pixels exceeds the limit of 25,000,000"),
+     (13_300, "Image size (176890000 pixels) exceeds limit of 50000000 pixels")],
+)  # fmt: skip
+def test_predict_refuses_a_decompression_bomb_in_one_line(tmp_path, capsys, side, message):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header(side, side))
+    assert main(["predict", "--model", "runs:/x/model", str(bomb)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"mnist: error: {bomb}: {message}") and "\n" not in err
+
+
+def test_a_binary_file_named_csv_is_one_line(tmp_path, capsys):
+    fake = tmp_path / "data.csv"
+    fake.write_bytes(bytes(range(256)) * 10)
+    assert main(["predict", "--model", "runs:/x/model", str(fake)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"mnist: error: {fake}: cannot read CSV") and "\n" not in err
