@@ -14,8 +14,9 @@ import mnist.env  # noqa: F401  (first: env defaults before Prefect, MLflow, Ten
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import pydantic
 from pydantic_settings import BaseSettings
@@ -66,7 +67,9 @@ def _add_option(group, cls, name: str, prefix: str, from_recipe: bool) -> None:
     default = "from the recipe" if from_recipe else f"default {shown}"
     if info.is_required() and not from_recipe:
         default = "required"
-    help = f"{info.description} [env {prefix}{name.upper()}; {default}]"
+    choices = get_args(info.annotation) if get_origin(info.annotation) is Literal else ()
+    one_of = f"; one of {', '.join(choices)}" if choices else ""
+    help = f"{info.description} [env {prefix}{name.upper()}; {default}{one_of}]"
     kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help}
     if info.annotation is bool:
         kwargs["action"] = argparse.BooleanOptionalAction
@@ -104,7 +107,7 @@ def _print_training(result) -> None:
     )
 
 
-def _start_prefect() -> None:
+def _start_prefect() -> Callable[[], None]:
     """Prefect's console logging (without tracebacks for user errors), and its temporary API
     starting in the background while the caller imports the flow (TensorFlow: about 8 s)."""
     _prefect_logging()

@@ -91,6 +91,7 @@ def judge(challenger: registry.Version, test: Arrays, gate: GateSettings) -> Out
     if decision.promote:
         registry.set_champion(name, challenger.version, decision.verdict, decision.reason, tags)
     else:
-        registry.record(name, decision.verdict, challenger.version, outcome.compared_to,
-                        decision.reason, tags)  # fmt: skip
+        previous = incumbent.version if incumbent else None
+        registry.record(name, decision.verdict, challenger.version, previous, decision.reason,
+                        tags)  # fmt: skip
     return outcome

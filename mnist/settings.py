@@ -7,8 +7,9 @@
 - `TrainConfig`: one training run: a recipe (any knob overridable), data and tracking.
 - `GateSettings`: the champion/challenger rule.  `ServeSettings`: the HTTP service.
 
-A field `x_y` is the option `--x-y` and the variable `<prefix>X_Y` (`MNIST_` for training,
-`MNIST_GATE_`, `MNIST_SERVE_`); the command line builds its options from these classes.
+A field `x_y` is the option `--x-y` and the variable `<prefix>X_Y` (`MNIST_` for training and
+the registry, `MNIST_GATE_`, `MNIST_SERVE_`, `MNIST_PREDICT_`); the command line builds its
+options from these classes.
 """
 
 from __future__ import annotations

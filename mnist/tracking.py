@@ -88,9 +88,11 @@ def experiment_id(name: str) -> str:
     if exp is not None:
         return exp.experiment_id
     try:
-        return client().create_experiment(name)
-    except MlflowException:  # created concurrently by another client
-        return call(mlflow.get_experiment_by_name, name).experiment_id
+        return call(client().create_experiment, name)
+    except MnistError:  # created concurrently by another client, or a real failure
+        if (exp := call(mlflow.get_experiment_by_name, name)) is None:
+            raise
+        return exp.experiment_id
 
 
 @dataclass(frozen=True)
@@ -232,14 +234,14 @@ def load_model(ref: str) -> keras.Model:
         if not (path.is_dir() and (path / "MLmodel").is_file()):
             if "://" not in ref and ":/" not in ref:
                 raise MnistError(f"model {ref!r}: no such .keras file or MLflow model directory")
-            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
+            try:
+                path = Path(call(mlflow.artifacts.download_artifacts, artifact_uri=ref))
+            except MnistError as exc:
+                raise MnistError(f"cannot load model {ref!r}: {exc}") from exc
         check_logged_model(path, ref)
         return mlflow.tensorflow.load_model(str(path))
     except MnistError:
         raise
-    except MlflowException as exc:
-        problem = exc.message.splitlines()[0]
-        raise MnistError(f"cannot load model {ref!r} from {store_uri()}: {problem}") from exc
     except Exception as exc:  # a damaged or hostile file can fail anywhere inside Keras
         detail = (str(exc).strip().splitlines() or [""])[0]
         raise MnistError(f"cannot load model {ref!r}: {type(exc).__name__}: {detail}") from exc

@@ -116,8 +116,8 @@ def test_unknown_model_uri_is_one_line(workdir, digits, capsys):
     paths, _ = digits
     assert main(["predict", "--model", "models:/no-such-model@champion", str(paths[0])]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("mnist: error: cannot load model 'models:/no-such-model@champion' "
-                          f"from sqlite:///{workdir / 'mlflow.db'}: ")  # fmt: skip
+    assert err.startswith("mnist: error: cannot load model 'models:/no-such-model@champion': "
+                          f"MLflow at sqlite:///{workdir / 'mlflow.db'}: ")  # fmt: skip
     assert len(err.splitlines()) == 1
 
 

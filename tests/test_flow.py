@@ -106,6 +106,7 @@ def test_nan_fail_policy_stops_the_run_and_logs_the_report(prefect_api, workdir,
 def test_nan_drop_policy_trains_on_clean_samples(prefect_api, workdir, mnist_data):
     path = _npz(workdir / "dirty-drop.npz", mnist_data)
     config = TrainConfig(data_dir=path, experiment="dirty-drop", model="small", epochs=1,
+                         register_model=False,
                          nan_policy="drop")  # fmt: skip
     result = training_flow(config)
     assert result.test_samples == 199

@@ -72,5 +72,5 @@ def test_judge_promotes_rejects_and_records(nets, store):
     assert tags["decision_reason"] == third.decision.reason
     events = registry.history(name)
     assert events["action"].tolist() == ["rejected", "promoted", "rejected"]
-    assert events["previous"].tolist() == ["none", "", "2"]
+    assert events["previous"].tolist() == ["", "", "2"]
     assert np.isclose(float(tags["champion_accuracy"]), second.challenger_accuracy, atol=1e-4)
