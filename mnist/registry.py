@@ -149,13 +149,41 @@ def tag_version(name: str, version: str, tags: dict[str, str]) -> None:
         call(client().set_model_version_tag, name, version, key, value)
 
 
+PROMOTIONS = ("promoted", "promote")  # how a version gets the title (a rollback gives it back)
+
+
 def set_champion(name: str, version: str, action: str, reason: str,
                  extra: dict[str, str] | None = None) -> Version | None:  # fmt: skip
-    """Point `champion` at `version` and record the move; returns the previous champion."""
+    """Point `champion` at `version` and record the move; returns the previous champion.
+
+    Crash-safe in three steps: the move is first written as tags on the version (whom it
+    replaces, why, when), then the alias moves, then the history gets its event. A crash after
+    the first step leaves the alias where it was; after the second, `repair_history` (run
+    before every move and by `mnist doctor`) writes the missing event from the tags."""
+    repair_history(name)
     previous = champion(name)
+    move = {"champion.action": action, "champion.previous": previous.version if previous else "",
+            "champion.reason": reason, "champion.time_ns": str(time.time_ns())}  # fmt: skip
+    tag_version(name, version, move if action in PROMOTIONS else {})
     call(client().set_registered_model_alias, name, CHAMPION, version)
     record(name, action, version, previous.version if previous else None, reason, extra)
     return previous
+
+
+def repair_history(name: str = MODEL_NAME) -> bool:
+    """Append the event of the current champion's promotion if a crash kept it out of the
+    history; True if it did."""
+    current = champion(name)
+    if current is None or "champion.time_ns" not in current.tags:
+        return False
+    tags, events = current.tags, history(name)
+    moved_at = pd.Timestamp(int(tags["champion.time_ns"]), unit="ns", tz="UTC")
+    recorded = events[(events["version"] == current.version) & (events["time"] >= moved_at)]
+    if len(recorded):
+        return False
+    record(name, tags["champion.action"], current.version, tags["champion.previous"] or None,
+           f"{tags['champion.reason']} (recorded after a crash)")  # fmt: skip
+    return True
 
 
 def promote(version: str, name: str = MODEL_NAME, reason: str = "promoted by hand") -> Version:
@@ -174,10 +202,14 @@ def rollback(name: str = MODEL_NAME) -> Version:
     current = champion(name)
     if current is None:
         raise MnistError(f"model {name!r} has no champion to roll back")
-    moves = history(name)
-    moves = moves[moves["action"].isin(["promoted", "promote"])]  # how each got the title
-    into_current = moves[moves["version"] == current.version]
-    previous = into_current["previous"].iloc[-1] if len(into_current) else ""
+    if "champion.previous" in current.tags:  # written before the alias moved
+        previous = current.tags["champion.previous"]
+    else:  # a version promoted before such tags were written
+        moves = history(name)
+        into_current = moves[
+            moves["action"].isin(PROMOTIONS) & (moves["version"] == current.version)
+        ]
+        previous = into_current["previous"].iloc[-1] if len(into_current) else ""
     if not previous:
         raise MnistError(f"no earlier champion of {name!r} to roll back to (v{current.version})")
     set_champion(name, previous, "rollback", f"rolled back from v{current.version}")

@@ -210,3 +210,29 @@ def test_a_binary_file_named_csv_is_one_line(tmp_path, capsys):
     assert main(["predict", "--model", "runs:/x/model", str(fake)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"mnist: error: {fake}: cannot read CSV") and "\n" not in err
+
+
+KILL_AFTER_THE_MOVE = """
+import os, signal, sys
+from mnist import registry
+registry.record = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)  # dies right here
+registry.promote(sys.argv[1], sys.argv[2], "promoted just before a crash")
+"""
+
+
+def test_rollback_after_a_crash_between_moving_the_alias_and_recording_it(store, tmp_path):
+    name = "crash-test"
+    for _ in range(2):
+        _log_untrained(name)
+    registry.promote("1", name)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    proc = subprocess.run([sys.executable, "-c", KILL_AFTER_THE_MOVE, "2", name], env=env,
+                          cwd=tmp_path, capture_output=True, timeout=120)  # fmt: skip
+    assert proc.returncode == -9  # killed after moving the alias, before recording the move
+    assert registry.champion(name).version == "2"
+    assert registry.history(name)["version"].tolist() == ["1"]
+    assert registry.rollback(name).version == "1"  # knows whom v2 replaced, from its tags
+    events = registry.history(name)
+    assert events["action"].tolist() == ["promote", "promote", "rollback"]
+    assert events["version"].tolist() == ["1", "2", "1"]
+    assert "recorded after a crash" in events["reason"].iloc[1]
