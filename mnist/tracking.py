@@ -9,6 +9,8 @@ The store is MLflow's default (`sqlite:///mlflow.db`, artifacts in `./mlruns`) u
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import json
 import subprocess
 from collections.abc import Callable
@@ -47,6 +49,7 @@ def store_uri() -> str:
 def call(fn: Callable[..., T], *args: Any, missing: str | None = None, **kwargs: Any) -> T:
     """Run an MLflow call, turning its errors into one line naming the store; `missing` is
     the message for something that does not exist."""
+    _initialise(store_uri())
     try:
         return fn(*args, **kwargs)
     except MlflowException as exc:
@@ -61,7 +64,27 @@ def call(fn: Callable[..., T], *args: Any, missing: str | None = None, **kwargs:
 
 
 def client() -> MlflowClient:
+    _initialise(store_uri())
     return MlflowClient()
+
+
+@functools.cache
+def _initialise(uri: str) -> None:
+    """Create a new SQLite store once, under a file lock beside it: two first runs at once
+    would both run MLflow's schema migrations, and one of them would fail."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel, also when we are killed
+        try:
+            MlflowClient(uri).search_registered_models(max_results=1)
+        except Exception as exc:  # a corrupt or unwritable database fails deep in SQLAlchemy
+            detail = (getattr(exc, "message", None) or str(exc)).strip().splitlines()[0]
+            raise MnistError(f"MLflow store {uri} cannot be opened: {detail}") from exc
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def code_version() -> str:

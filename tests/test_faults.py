@@ -2,6 +2,7 @@
 was broken (a crash, a hostile file or request, a sick store) and checks that it now holds."""
 
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -236,3 +237,56 @@ def test_rollback_after_a_crash_between_moving_the_alias_and_recording_it(store,
     assert events["action"].tolist() == ["promote", "promote", "rollback"]
     assert events["version"].tolist() == ["1", "2", "1"]
     assert "recorded after a crash" in events["reason"].iloc[1]
+
+
+FIRST_RUN = """
+import sys, time
+from mnist.tracking import Run
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # both start together
+Run.start("first", "race", {}).end(True)
+print("ok")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attempt", range(3))
+def test_two_first_runs_on_a_new_store(tmp_path, attempt):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    start = str(time.time() + 6)
+    procs = [subprocess.Popen([sys.executable, "-c", FIRST_RUN, start], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    runs = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).search_runs(
+        [mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).get_experiment_by_name("first")
+         .experiment_id])  # fmt: skip
+    assert len(runs) == 2
+
+
+@pytest.mark.slow
+def test_a_server_that_never_answers_fails_in_bounded_time(tmp_path):
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{silent.getsockname()[1]}"}
+        for key in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
+            env.pop(key, None)  # the project's defaults (mnist/env.py)
+        started = time.monotonic()
+        proc = subprocess.run([str(BIN / "mnist"), "registry", "list"], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        took = time.monotonic() - started
+    assert proc.returncode == 1 and took < 60, (took, proc.stderr)
+    assert proc.stderr.strip() == (
+        f"mnist: error: cannot reach the MLflow tracking server at {env['MLFLOW_TRACKING_URI']}"
+    )
+
+
+def test_a_corrupt_store_is_one_line(tmp_path):
+    (tmp_path / "mlflow.db").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 40)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    proc = subprocess.run([str(BIN / "mnist"), "registry", "list"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"mnist: error: MLflow store {env['MLFLOW_TRACKING_URI']} cannot be ")
