@@ -1,14 +1,16 @@
 """The champion/challenger rule: score both on the same raw test pixels, decide, then tag the
 challenger's version, move the `champion` alias and append the decision to the history.
 
-Serialising gates is the caller's business (the Prefect task holds a lock around `judge`).
+Gates of one model run one at a time: the caller holds `lock` around `judge`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-from mnist import evaluation, preprocess, registry, tracking
+from mnist import evaluation, locks, preprocess, registry, tracking
 from mnist.preprocess import Arrays
 from mnist.settings import GateSettings
 
@@ -74,6 +76,15 @@ def score(model_uri: str, test: Arrays) -> float:
     model = tracking.load_model(model_uri)
     raw = Arrays(preprocess.unscale(test.x), test.y)
     return evaluation.evaluate(model, raw).accuracy
+
+
+def lock(
+    name: str, gate: GateSettings, what: str, on_wait: Callable[[locks.Holder | None, float], None]
+) -> AbstractContextManager[None]:
+    """One gate at a time per model, on this machine: a lock beside the store that dies with
+    its holder, waited for at most `gate.wait_seconds`."""
+    path = tracking.state_dir() / f"{name}-champion-gate.lock"
+    return locks.hold(path, what, gate.wait_seconds, on_wait)
 
 
 def judge(challenger: registry.Version, test: Arrays, gate: GateSettings) -> Outcome:

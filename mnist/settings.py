@@ -175,6 +175,9 @@ class GateSettings(BaseSettings):
     margin: float = Field(
         0.0, ge=0, le=1, description="how much the challenger must beat the champion by"
     )
+    wait_seconds: float = Field(
+        1800, ge=0, description="longest wait for another gate of the same model to finish"
+    )
 
 
 class ServeSettings(BaseSettings):

@@ -63,6 +63,17 @@ def call(fn: Callable[..., T], *args: Any, missing: str | None = None, **kwargs:
         raise MnistError(f"cannot reach the MLflow tracking server at {store_uri()}") from exc
 
 
+def state_dir() -> Path:
+    """Where this machine keeps state that goes with the store (its locks): beside a SQLite
+    store, else the per-user state directory."""
+    uri = store_uri()
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).resolve().parent
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("mnist-pipeline"))
+
+
 def client() -> MlflowClient:
     _initialise(store_uri())
     return MlflowClient()

@@ -1,7 +1,6 @@
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
-from prefect.concurrency.sync import concurrency
+from prefect.runtime import flow_run
 
 from mnist import promotion, registry
 from mnist.preprocess import Arrays
@@ -17,16 +16,6 @@ def register(model_uri: str, run_id: str, name: str, tags: dict[str, str]) -> re
     return version
 
 
-def _lock_name(name: str) -> str:
-    return f"{name}-champion-gate"
-
-
-def _ensure_lock(name: str) -> None:
-    """A Prefect global concurrency limit of 1 serialises gates across runs and workers."""
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(_lock_name(name), limit=1)
-
-
 @task(
     name="champion-gate",
     task_run_name="gate-{challenger.name}-v{challenger.version}",
@@ -37,9 +26,14 @@ def gate(
 ) -> promotion.Outcome:
     """The champion/challenger rule (`mnist.promotion`), one gate at a time per model; its
     outcome goes to the run's metrics and tags."""
-    name = challenger.name
-    _ensure_lock(name)
-    with concurrency(_lock_name(name), occupy=1, strict=True, timeout_seconds=3600):
+    logger = get_run_logger()
+
+    def waiting(holder, waited: float) -> None:
+        logger.info("waiting for the champion gate, held by %s (%.0f s so far)",
+                    holder or "another process", waited)  # fmt: skip
+
+    what = f"flow run {flow_run.name} ({flow_run.id})"
+    with promotion.lock(challenger.name, settings, what, waiting):
         outcome = promotion.judge(challenger, test, settings)
     decision = outcome.decision
     metrics = {"gate.challenger_test_accuracy": outcome.challenger_accuracy,
@@ -48,5 +42,5 @@ def gate(
         metrics["gate.champion_test_accuracy"] = outcome.incumbent_accuracy
     run.log_metrics(metrics)
     run.set_tags({"gate.decision": decision.verdict, "gate.compared_to": outcome.compared_to})
-    get_run_logger().info("v%s %s: %s", challenger.version, decision.verdict, decision.reason)
+    logger.info("v%s %s: %s", challenger.version, decision.verdict, decision.reason)
     return outcome

@@ -1,5 +1,9 @@
 """The registry and the champion gate, for real: Prefect API, SQLite MLflow store, MNIST."""
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -9,6 +13,7 @@ from flows.retrain import retrain_flow
 from mnist import registry
 from mnist.errors import MnistError
 from mnist.settings import GateSettings, TrainConfig
+from tests.test_locks import HOLD
 
 
 def _config(mnist_path, name, **overrides) -> TrainConfig:
@@ -162,3 +167,26 @@ def test_unreachable_tracking_server(monkeypatch, capsys):
 def test_retrain_needs_registration(prefect_api, workdir, mnist_path):
     with pytest.raises(MnistError, match="drop --no-register"):
         retrain_flow(_config(mnist_path, "x", register_model=False))
+
+
+@pytest.mark.slow
+def test_a_gate_killed_while_holding_the_lock_does_not_block_the_next(
+    prefect_api, workdir, mnist_path
+):
+    """`kill -9` of a process inside the gate, while another retrain waits for it."""
+    name = "killed-gate"
+    lock = workdir / f"{name}-champion-gate.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock)], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    config = _config(mnist_path, name, train_limit=1000)
+    gate = GateSettings(floor=0.5, wait_seconds=2)
+    held = f"{name}-champion-gate is held by flow run crash-test"
+    try:
+        with pytest.raises(MnistError, match=held):
+            retrain_flow(config, gate)  # a live holder: a bounded wait, then one clear line
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    result = retrain_flow(config, gate)  # the killed holder left nothing behind
+    assert result.decision.promote and registry.champion(name).version == "2"
