@@ -13,7 +13,9 @@ import mnist.env  # noqa: F401  (first: env defaults before Prefect, MLflow, Ten
 # isort: on
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -220,6 +222,29 @@ def _models(args: argparse.Namespace) -> None:
         print(f"{name:10} {net.count_params():>8,} parameters  {doc}")
 
 
+def _doctor(args: argparse.Namespace) -> None:
+    from mnist import locks, registry, tracking
+
+    print(f"store: {tracking.store_uri()}")
+    stale = tracking.fail_stale_runs()
+    for run in stale:
+        print(f"marked FAILED: MLflow run {run.run_id} ({run.name}): its process {run.pid} is gone")
+    if flow_runs := [run.flow_run_id for run in stale if run.flow_run_id]:
+        _start_prefect()()
+        from flows.api import crash_flow_runs
+
+        for flow_run in crash_flow_runs(flow_runs):
+            print(f"marked CRASHED: Prefect flow run {flow_run}")
+    for model in tracking.call(tracking.client().search_registered_models):
+        if registry.repair_history(model.name):
+            print(f"recorded the last champion move of {model.name}, lost in a crash")
+    for path in sorted(tracking.state_dir().glob("*-champion-gate.lock")):
+        holder = locks.holder(path)
+        print(f"{path.stem}: {f'held by {holder}' if holder else 'free'}")
+    if not stale:
+        print("no runs left open by killed processes")
+
+
 def _recipes(args: argparse.Namespace) -> None:
     from mnist.settings import load_recipe, recipe_names, recipe_path
 
@@ -268,6 +293,7 @@ def parser() -> argparse.ArgumentParser:
     command("serve", _serve, "serve a model: REST API and a draw-a-digit page", ServeSettings)
     command("models", _models, "list the model architectures")
     command("recipes", _recipes, "list the training recipes (--profile NAME)")
+    command("doctor", _doctor, "close runs left open by killed processes; show the gate locks")
     return p
 
 
@@ -294,8 +320,18 @@ def _prefect_logging() -> None:
             handler.addFilter(quiet)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager's stop), handled as Ctrl-C is: runs are closed, then exit."""
+
+
+def _terminate(signum, frame) -> None:
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         args.func(args)
     except _OptionError as exc:
@@ -304,9 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     except MnistError as exc:
         print(f"mnist: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("mnist: interrupted", file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

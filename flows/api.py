@@ -13,6 +13,33 @@ import threading
 from collections.abc import Callable
 
 
+def temporary_api():
+    """Prefect's temporary API server, started as a child that dies with this process (even
+    by `kill -9`) and that a Ctrl-C at the terminal does not stop before this process is done
+    with it (`flows/api_server.py`). Prefect keeps one per process: flows use this one."""
+    import os
+    import subprocess
+    import sys
+
+    import prefect
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    class TemporaryAPI(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen:
+            # Prefect's own command (prefect/server/api/server.py), through the watchdog.
+            args = ["--app-dir", str(prefect.__module_path__.parent), "--factory",
+                    "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port",
+                    str(self.port), "--log-level", "error", "--lifespan", "on"]  # fmt: skip
+            settings = get_current_settings().to_environment_variables(exclude_unset=True)
+            env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                   "PREFECT__SERVER_FINAL": "1", **settings}  # fmt: skip
+            command = [sys.executable, "-m", "flows.api_server", str(os.getpid()), *args]
+            return subprocess.Popen(command, env=env, start_new_session=True)
+
+    return TemporaryAPI()
+
+
 def start_early() -> Callable[[], None]:
     """Start the temporary API in a background thread if flows will need one; returns a
     function that waits for the start. A failed start is left to the flow, which retries it
@@ -22,14 +49,35 @@ def start_early() -> Callable[[], None]:
     if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
         return lambda: None
 
-    # Imported here, not in the thread: importing it there would contend for the GIL with the
-    # caller's imports, while the thread itself mostly waits for the subprocess.
-    from prefect.server.api.server import SubprocessASGIServer
+    # Made here, not in the thread: importing Prefect's server there would contend for the
+    # GIL with the caller's imports, while the thread itself mostly waits for the subprocess.
+    server = temporary_api()
 
     def start() -> None:
         with contextlib.suppress(Exception):  # the flow's own start retries and reports it
-            SubprocessASGIServer().start()
+            server.start()
 
     thread = threading.Thread(target=start, name="prefect-api-start", daemon=True)
     thread.start()
     return thread.join
+
+
+def crash_flow_runs(ids: list[str]) -> list[str]:
+    """Mark flow runs that are not over as CRASHED (their process died without saying so);
+    returns those it marked. Runs this Prefect API does not know are left alone."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Crashed
+
+    marked = []
+    with get_client(sync_client=True) as client:
+        for run_id in ids:
+            try:
+                state = client.read_flow_run(run_id).state
+            except (ObjectNotFound, ValueError):
+                continue
+            if state is None or not state.is_final():
+                message = "its process died without reporting (found by mnist)"
+                client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+                marked.append(run_id)
+    return marked

@@ -12,6 +12,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 import tasks
+from flows.api import crash_flow_runs
+from mnist import tracking
 from mnist.preprocess import Arrays
 from mnist.settings import TrainConfig
 from mnist.tracking import Run
@@ -45,7 +47,14 @@ def run_name(prefix: str) -> str:
 
 @contextmanager
 def mlflow_run(config: TrainConfig, name: str) -> Iterator[Run]:
-    """An MLflow run for the flow run, FINISHED if the body succeeds, else FAILED."""
+    """An MLflow run for the flow run, FINISHED if the body succeeds, else FAILED. Runs left
+    RUNNING by killed processes on this host are closed first (MLflow and Prefect)."""
+    stale = tracking.fail_stale_runs()
+    if stale:
+        crashed = crash_flow_runs([s.flow_run_id for s in stale if s.flow_run_id])
+        get_run_logger().warning("closed %d run(s) left open by killed processes: %s (and %d "
+                                 "Prefect flow run(s))", len(stale),
+                                 ", ".join(s.run_id for s in stale), len(crashed))  # fmt: skip
     run = Run.start(config.experiment, name, {"prefect.flow_run_id": str(flow_run.id or "")})
     get_run_logger().info("MLflow run %s in experiment %r", run.run_id, config.experiment)
     ok = False

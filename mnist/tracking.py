@@ -12,6 +12,8 @@ from __future__ import annotations
 import fcntl
 import functools
 import json
+import os
+import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,10 +142,11 @@ class Run:
 
     @classmethod
     def start(cls, experiment: str, name: str, tags: dict[str, str]) -> Run:
-        """Create a run in `experiment` (made if missing), tagged with the code version."""
+        """Create a run in `experiment` (made if missing), tagged with the code version and
+        with the process that owns it (so that `stale_runs` can tell when it died)."""
         exp_id = experiment_id(experiment)
         commit = code_version()
-        tags = {"git_commit": commit, "mlflow.source.git.commit": commit, **tags}
+        tags = {"git_commit": commit, "mlflow.source.git.commit": commit, **_owner(), **tags}
         run = call(client().create_run, exp_id, run_name=name, tags=tags)
         return cls(run.info.run_id, exp_id, run.info.artifact_uri, commit)
 
@@ -204,6 +207,69 @@ class Run:
             return f"{uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
         where = f"experiment {self.experiment_id}, run {self.run_id}"
         return f"`mlflow ui --backend-store-uri {uri}`, {where}"
+
+
+def _started(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot), to tell it from a later process
+    that reuses its pid; empty where /proc is not there."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _owner() -> dict[str, str]:
+    pid = os.getpid()
+    return {"mnist.host": socket.gethostname(), "mnist.pid": str(pid),
+            "mnist.pid_started": _started(pid)}  # fmt: skip
+
+
+def _alive(tags: dict[str, str]) -> bool:
+    """Whether the process that owns a run (from its `_owner` tags) still runs."""
+    try:
+        pid = int(tags["mnist.pid"])
+        os.kill(pid, 0)
+    except (KeyError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return _started(pid) == tags.get("mnist.pid_started", "")
+
+
+@dataclass(frozen=True)
+class StaleRun:
+    run_id: str
+    experiment_id: str
+    name: str
+    pid: str
+    flow_run_id: str
+
+
+def stale_runs(experiment_ids: list[str] | None = None) -> list[StaleRun]:
+    """RUNNING runs started on this host whose process is gone (killed, crashed)."""
+    if experiment_ids is None:
+        experiment_ids = [e.experiment_id for e in call(client().search_experiments)]
+    if not experiment_ids:
+        return []
+    runs = call(client().search_runs, experiment_ids, "attributes.status = 'RUNNING'",
+                max_results=10000)  # fmt: skip
+    host = socket.gethostname()
+    return [
+        StaleRun(r.info.run_id, r.info.experiment_id, r.info.run_name or "",
+                 r.data.tags.get("mnist.pid", ""), r.data.tags.get("prefect.flow_run_id", ""))
+        for r in runs
+        if r.data.tags.get("mnist.host") == host and not _alive(r.data.tags)
+    ]  # fmt: skip
+
+
+def fail_stale_runs(experiment_ids: list[str] | None = None) -> list[StaleRun]:
+    """Mark every stale run FAILED, saying why; returns them."""
+    stale = stale_runs(experiment_ids)
+    for run in stale:
+        reason = f"its process (pid {run.pid}) ended without closing it; marked by mnist"
+        call(client().set_tag, run.run_id, "mnist.failure", reason)
+        call(client().set_terminated, run.run_id, "FAILED")
+    return stale
 
 
 def pip_requirements() -> list[str]:

@@ -2,7 +2,9 @@
 was broken (a crash, a hostile file or request, a sick store) and checks that it now holds."""
 
 import os
+import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -290,3 +292,80 @@ def test_a_corrupt_store_is_one_line(tmp_path):
     assert proc.returncode == 1, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"mnist: error: MLflow store {env['MLFLOW_TRACKING_URI']} cannot be ")
+
+
+def _start_training(tmp_path: Path, mnist_path: Path) -> subprocess.Popen:
+    """`mnist train --profile fast` in a session of its own, as a terminal or a service
+    manager starts it, with its own stores; returns once the epochs have begun."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "PREFECT_HOME": str(tmp_path / "prefect"),
+           "MNIST_DATA_DIR": str(mnist_path)}  # fmt: skip
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen([str(BIN / "mnist"), "train", "--profile", "fast"], env=env,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    for line in proc.stdout:
+        if "training small for 2 epochs" in line:
+            time.sleep(1)
+            return proc
+    raise AssertionError(f"training never started (exit {proc.wait()})")
+
+
+def _api_servers_of(pid: int) -> list[int]:
+    """Temporary Prefect API servers started by process `pid` that still run."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"flows.api_server" in argv and str(pid).encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def _states(tmp_path: Path) -> tuple[list[str], list[str]]:
+    """MLflow run statuses and Prefect flow run states, read from the stores' databases."""
+    runs = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(["1"])
+    with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
+        flows = [row[0] for row in db.execute("SELECT state_type FROM flow_run")]
+    return [r.info.status for r in runs], flows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_end_a_training_in_seconds(tmp_path, mnist_path, sig, code):
+    proc = _start_training(tmp_path, mnist_path)
+    started = time.monotonic()
+    os.killpg(proc.pid, sig)  # the whole process group, as a terminal or systemd does
+    rest = proc.communicate(timeout=120)[0]
+    took = time.monotonic() - started
+    assert proc.returncode == code, rest
+    assert took < 15, rest
+    assert "mnist: interrupted" in rest.splitlines()[-3:] and "Traceback" not in rest, rest
+    assert _api_servers_of(proc.pid) == []
+    mlflow_runs, flow_runs = _states(tmp_path)
+    assert mlflow_runs == ["FAILED"] and flow_runs == ["CRASHED"]
+
+
+@pytest.mark.slow
+def test_kill_9_leaves_no_orphan_and_doctor_closes_the_runs(tmp_path, mnist_path):
+    proc = _start_training(tmp_path, mnist_path)
+    server = _api_servers_of(proc.pid)
+    assert len(server) == 1
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while _api_servers_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _api_servers_of(proc.pid) == []  # the temporary API died with its parent
+    assert _states(tmp_path) == (["RUNNING"], ["RUNNING"])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "PREFECT_HOME": str(tmp_path / "prefect")}  # fmt: skip
+    env.pop("PREFECT_API_URL", None)
+    doctor = subprocess.run([str(BIN / "mnist"), "doctor"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert doctor.returncode == 0, doctor.stderr
+    assert f"its process {proc.pid} is gone" in doctor.stdout
+    assert "marked CRASHED: Prefect flow run" in doctor.stdout
+    assert _states(tmp_path) == (["FAILED"], ["CRASHED"])
