@@ -9,10 +9,13 @@ The store is MLflow's default (`sqlite:///mlflow.db`, artifacts in `./mlruns`) u
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import json
+import logging
 import os
+import shutil
 import socket
 import subprocess
 from collections.abc import Callable
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 MODEL_ARTIFACT = "model"
+# MLflow logs a store error with its traceback before raising it; `call` turns it into one line.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 T = TypeVar("T")
 
@@ -189,9 +194,18 @@ class Run:
         # under the process's active experiment, not under the run it is given.
         logged = call(mlflow.initialize_logged_model, name=MODEL_ARTIFACT,
                       source_run_id=self.run_id, experiment_id=self.experiment_id)  # fmt: skip
-        call(mlflow.tensorflow.log_model, model, name=MODEL_ARTIFACT, run_id=self.run_id,
-             model_id=logged.model_id, signature=signature,
-             pip_requirements=pip_requirements())  # fmt: skip
+        try:
+            call(mlflow.tensorflow.log_model, model, name=MODEL_ARTIFACT, run_id=self.run_id,
+                 model_id=logged.model_id, signature=signature,
+                 pip_requirements=pip_requirements())  # fmt: skip
+        except MnistError as exc:  # a full disk, say: keep no half-written model
+            location = urlparse(logged.artifact_location)
+            if location.scheme in ("", "file"):
+                shutil.rmtree(location.path, ignore_errors=True)
+            with contextlib.suppress(Exception):
+                client().delete_logged_model(logged.model_id)
+            raise MnistError(f"cannot log the model of run {self.run_id} ({exc}); nothing "
+                             "of it was kept") from exc  # fmt: skip
         return f"models:/{logged.model_id}"
 
     def artifact_location(self, path: str = "") -> str:

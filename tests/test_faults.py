@@ -369,3 +369,34 @@ def test_kill_9_leaves_no_orphan_and_doctor_closes_the_runs(tmp_path, mnist_path
     assert f"its process {proc.pid} is gone" in doctor.stdout
     assert "marked CRASHED: Prefect flow run" in doctor.stdout
     assert _states(tmp_path) == (["FAILED"], ["CRASHED"])
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1.6 MB filesystem (tmpfs): room for a store and a run's plots, not for its model."""
+    path = tmp_path / "disk"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1600k", "tmpfs", str(path)], check=True)
+    yield path
+    subprocess.run(["umount", "--lazy", str(path)], check=True)  # our client may hold the db
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_logging_the_model_is_one_line_and_leaves_nothing(small_disk, mnist_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{small_disk / 'mlflow.db'}",
+           "PREFECT_HOME": str(small_disk.parent / "prefect"),
+           "MNIST_DATA_DIR": str(mnist_path)}  # fmt: skip
+    proc = subprocess.run(
+        [str(BIN / "mnist"), "train", "--profile", "fast", "--epochs", "1", "--train-limit",
+         "2000", "--test-limit", "500"],
+        env=env, cwd=small_disk, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("mnist: error:")]
+    assert len(errors) == 1 and "cannot log the model" in errors[0], out
+    assert "disk is full" in errors[0] or "No space left" in errors[0]
+    assert "Traceback" not in out
+    assert list(small_disk.glob("mlruns/*/models/*/artifacts/**/*")) == []
+    (run,) = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).search_runs(["1"])
+    assert run.info.status == "FAILED"
