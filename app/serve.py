@@ -13,7 +13,6 @@ import logging
 import re
 import threading
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,8 +20,18 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from app.schemas import (
+    IMAGE_TYPES,
+    Health,
+    ModelInfo,
+    PredictResponse,
+    Reloaded,
+    errors,
+    predict_request,
+)
 from mnist import digits, inference, registry, tracking
 from mnist.errors import MnistError
 from mnist.evaluation import predict_proba
@@ -35,20 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("web") / "index.html"
-IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Which model answers: its registry name, version, alias, run and test accuracy."""
-
-    uri: str
-    name: str | None = None
-    version: str | None = None
-    alias: str | None = None
-    run_id: str | None = None
-    test_accuracy: float | None = None
 
 
 class RequestError(MnistError):
@@ -78,8 +74,8 @@ class ModelHolder:
             return ModelInfo(uri=self.ref)
         name, alias = match["name"], match["alias"]
         v = registry.get(name, match["version"], alias)
-        return ModelInfo(f"models:/{name}/{v.version}", name, v.version, alias, v.run_id,
-                         v.test_accuracy)  # fmt: skip
+        return ModelInfo(uri=f"models:/{name}/{v.version}", name=name, version=v.version,
+                         alias=alias, run_id=v.run_id, test_accuracy=v.test_accuracy)  # fmt: skip
 
     def refresh(self) -> bool:
         """Load the model the reference points at now, if it changed; True if it did. Any
@@ -220,8 +216,15 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         status = exc.status if isinstance(exc, RequestError) else 422
         return JSONResponse({"error": str(exc)}, status_code=status)
 
-    @app.post("/predict")
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
+    @app.post("/predict", response_model=PredictResponse,
+              responses=errors(400, 413, 415, 422, 503),
+              openapi_extra={"requestBody": predict_request(limits.max_images)})  # fmt: skip
     async def predict(request: Request) -> dict:
+        """Digits and their ten probabilities for raw pixels (JSON) or an uploaded image."""
         images = await _images(request, limits)
         if len(images) > limits.max_images:
             raise RequestError(f"{len(images)} images exceed the limit of {limits.max_images}", 413)
@@ -232,34 +235,38 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         model, info = holder.current()
         probabilities = predict_proba(model, images)
         return {
-            "model": asdict(info),
+            "model": info,
             "predictions": [
                 {"digit": int(p.argmax()), "probabilities": [round(float(v), 6) for v in p]}
                 for p in probabilities
             ],
         }
 
-    @app.get("/model")
-    async def model_info() -> dict:
-        return asdict(holder.current()[1])
+    @app.get("/model", response_model=ModelInfo, responses=errors(503))
+    async def model_info() -> ModelInfo:
+        """The model answering: registry name, version, alias, run and test accuracy."""
+        return holder.current()[1]
 
-    @app.get("/healthz")
-    async def healthz() -> dict:
+    @app.get("/healthz", response_model=Health, responses=errors(503))
+    async def healthz() -> Health:
+        """`ok`, or `degraded` with the reason the last refresh of the model failed."""
         _, info = holder.current()
         status = "degraded" if holder.last_error else "ok"
-        return {"status": status, "version": info.version, "refresh_error": holder.last_error}
+        return Health(status=status, version=info.version, refresh_error=holder.last_error)
 
-    @app.post("/reload")
-    async def reload() -> dict:
+    @app.post("/reload", response_model=Reloaded, responses=errors(503))
+    async def reload() -> Reloaded:
+        """Look the model reference up now; load the new version if it moved."""
         try:
             changed = await run_in_threadpool(holder.refresh)
         except MnistError as exc:
             serving = holder.current()[1].version if holder.loaded else None
             raise RequestError(f"{exc} (still serving version {serving})", 503) from exc
-        return {"changed": changed, "model": asdict(holder.current()[1])}
+        return Reloaded(changed=changed, model=holder.current()[1])
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
+        """The drawing page."""
         return PAGE.read_text()
 
     return app

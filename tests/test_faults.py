@@ -400,3 +400,18 @@ def test_a_full_disk_while_logging_the_model_is_one_line_and_leaves_nothing(smal
     assert list(small_disk.glob("mlruns/*/models/*/artifacts/**/*")) == []
     (run,) = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).search_runs(["1"])
     assert run.info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_the_api_keeps_its_openapi_document_under_schemathesis(hostile_api, tmp_path):
+    """Property-based requests from the OpenAPI document (every check; the two adjustments are
+    explained in tests/schemathesis.toml): no 5xx, every status code and body documented."""
+    api, _ = hostile_api
+    config = Path(__file__).with_name("schemathesis.toml")
+    proc = subprocess.run(
+        [str(BIN / "schemathesis"), "--config-file", str(config), "run", f"{api}/openapi.json",
+         "--max-time", "40", "--seed", "1"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "5 passed" in proc.stdout

@@ -1,0 +1,84 @@
+"""The HTTP API's documents: request and response models and the error body, so that the
+OpenAPI document at /openapi.json says exactly what /predict takes and answers."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mnist.data import IMAGE_SIZE, PIXELS
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
+"""Content types of a raw image body."""
+
+
+class ModelInfo(BaseModel):
+    """Which model answers: its registry name, version, alias, run and test accuracy."""
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    uri: str
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    run_id: str | None = None
+    test_accuracy: float | None = None
+
+
+class Prediction(BaseModel):
+    digit: int = Field(ge=0, le=9)
+    probabilities: list[float] = Field(min_length=10, max_length=10)
+
+
+class PredictResponse(BaseModel):
+    model: ModelInfo
+    predictions: list[Prediction]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str | None
+    refresh_error: str | None = Field(description="why the last model refresh failed")
+
+
+class Reloaded(BaseModel):
+    changed: bool
+    model: ModelInfo
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="what is wrong, in one line")
+
+
+def _pixels_schema(max_images: int) -> dict[str, Any]:
+    """Raw 0-255 pixels: one image (28, 28) or (784,), or a batch (N, 28, 28) or (N, 784)."""
+    value = {"type": "number", "minimum": 0, "maximum": 255}
+    row = {"type": "array", "items": value, "minItems": IMAGE_SIZE, "maxItems": IMAGE_SIZE}
+    flat = {"type": "array", "items": value, "minItems": PIXELS, "maxItems": PIXELS}
+    square = {"type": "array", "items": row, "minItems": IMAGE_SIZE, "maxItems": IMAGE_SIZE}
+    batch = {"minItems": 1, "maxItems": max_images}
+    return {"oneOf": [flat, square, {"type": "array", "items": flat, **batch},
+                      {"type": "array", "items": square, **batch}]}  # fmt: skip
+
+
+def predict_request(max_images: int) -> dict[str, Any]:
+    """The OpenAPI requestBody of POST /predict: JSON pixels, an image, or a multipart file."""
+    binary = {"type": "string", "format": "binary"}
+    array = _pixels_schema(max_images)
+    keyed = [{"type": "object", "required": [key], "properties": {key: array}}
+             for key in ("pixels", "inputs", "instances")]  # fmt: skip
+    pixels = {"anyOf": [*keyed, array], "description": 'raw 0-255 pixels: {"pixels": [...]} '
+              '(or "inputs", "instances"), or the bare array'}  # fmt: skip
+    upload = {"type": "object", "required": ["file"], "properties": {"file": binary}}
+    content = {"application/json": {"schema": pixels}, "multipart/form-data": {"schema": upload}}
+    content |= {kind: {"schema": binary} for kind in IMAGE_TYPES}
+    return {"required": True, "content": content}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for the error statuses an endpoint can answer."""
+    meaning = {400: "a malformed body", 413: "a body, image or batch over the limits",
+               415: "an unsupported content type", 422: "pixels or an image that cannot be used",
+               503: "no model can be served"}  # fmt: skip
+    return {s: {"model": ErrorBody, "description": meaning[s]} for s in statuses}
