@@ -89,20 +89,23 @@ def client() -> MlflowClient:
 @functools.cache
 def _initialise(uri: str) -> None:
     """Create a new SQLite store once, under a file lock beside it: two first runs at once
-    would both run MLflow's schema migrations, and one of them would fail."""
+    would both run MLflow's schema migrations, and one of them would fail. A store that
+    cannot be opened (corrupt, read-only, a missing directory) is one line."""
     if not uri.startswith("sqlite:///"):
         return
     path = Path(uri.removeprefix("sqlite:///"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel, also when we are killed
+    with contextlib.ExitStack() as stack:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = stack.enter_context(open(f"{path}.lock", "a"))
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel, also when we are killed
+        except OSError:  # a read-only place: nothing can be created there, nothing to lock
+            pass
         try:
             MlflowClient(uri).search_registered_models(max_results=1)
         except Exception as exc:  # a corrupt or unwritable database fails deep in SQLAlchemy
             detail = (getattr(exc, "message", None) or str(exc)).strip().splitlines()[0]
             raise MnistError(f"MLflow store {uri} cannot be opened: {detail}") from exc
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def code_version() -> str:

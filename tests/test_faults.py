@@ -415,3 +415,24 @@ def test_the_api_keeps_its_openapi_document_under_schemathesis(hostile_api, tmp_
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "5 passed" in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_read_only_store_reads_and_refuses_a_run_in_one_line(small_disk, mnist_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{small_disk / 'mlflow.db'}",
+           "PREFECT_HOME": str(small_disk.parent / "prefect"),
+           "MNIST_DATA_DIR": str(mnist_path)}  # fmt: skip
+
+    def mnist(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "mnist"), *args], env=env, cwd=small_disk.parent,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+
+    assert "the registry is empty" in mnist("registry", "list").stderr  # creates the store
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    listed = mnist("registry", "list")
+    assert listed.stderr.strip().endswith("the registry is empty (train a model first)")
+    trained = mnist("train", "--profile", "fast", "--train-limit", "500", "--test-limit", "100")
+    assert trained.returncode == 1 and "Traceback" not in trained.stdout + trained.stderr
+    errors = [line for line in trained.stderr.splitlines() if line.startswith("mnist: error:")]
+    assert errors == [f"mnist: error: MLflow at {env['MLFLOW_TRACKING_URI']}: (sqlite3."
+                      "OperationalError) attempt to write a readonly database"]  # fmt: skip
