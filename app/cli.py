@@ -209,6 +209,10 @@ def _serve(args: argparse.Namespace) -> None:
 
     app = create_app(settings)
     app.state.holder.refresh()  # no model, no server: one line, before uvicorn starts
+    for signum in _INTERRUPTS:  # uvicorn's own graceful stop, then death by the signal
+        signal.signal(
+            signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler
+        )
     print(f"serving {settings.model} on http://{settings.host}:{settings.port}/", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
 
@@ -324,14 +328,19 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM (a service manager's stop), handled as Ctrl-C is: runs are closed, then exit."""
 
 
-def _terminate(signum, frame) -> None:
-    raise _Terminated
+_INTERRUPTS = {signal.SIGINT: KeyboardInterrupt, signal.SIGTERM: _Terminated}
+
+
+def _interrupt(signum, frame) -> None:
+    from mnist import stopping
+
+    stopping.request(_INTERRUPTS[signum])
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    previous = {s: signal.signal(s, _interrupt) for s in _INTERRUPTS} if in_main_thread else {}
     try:
         args.func(args)
     except _OptionError as exc:
@@ -344,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         print("mnist: interrupted", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import keras
 import pandas as pd
 
-from mnist import models
+from mnist import models, stopping
 from mnist.preprocess import Prepared
 from mnist.settings import TrainConfig
 
@@ -17,6 +17,16 @@ STEPS_PER_EXECUTION = 16
 
 EpochHook = Callable[[int, dict[str, float], float], None]
 """Called after each epoch with (epoch starting at 1, metrics, seconds the epoch took)."""
+
+
+class _SafePoints(keras.callbacks.Callback):
+    """Raise a Ctrl-C or SIGTERM that arrived during a step between steps (`mnist.stopping`)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        stopping.check()
+
+    def on_test_batch_end(self, batch, logs=None):
+        stopping.check()
 
 
 class _EpochReporter(keras.callbacks.Callback):
@@ -76,17 +86,18 @@ def train(
     lr = config.learning_rate
     compile_model(net, one_cycle(lr, steps) if config.schedule == "one-cycle" else lr,
                   config.label_smoothing, (config.adam_beta_1, config.adam_beta_2))  # fmt: skip
-    callbacks = [*callbacks, *([_EpochReporter(on_epoch)] if on_epoch else [])]
+    callbacks = [*callbacks, _SafePoints(), *([_EpochReporter(on_epoch)] if on_epoch else [])]
     validation = (data.val.x, data.val.y) if len(data.val) else None
-    fit = net.fit(
-        data.train.x,
-        data.train.y,
-        batch_size=config.batch_size,
-        epochs=config.epochs,
-        validation_data=validation,
-        callbacks=callbacks,
-        verbose=0,
-    )
+    with stopping.deferred():
+        fit = net.fit(
+            data.train.x,
+            data.train.y,
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            validation_data=validation,
+            callbacks=callbacks,
+            verbose=0,
+        )
     history = pd.DataFrame(fit.history)
     history.insert(0, "epoch", range(1, len(history) + 1))
     return net, history
