@@ -61,6 +61,7 @@ class ModelHolder:
     def __init__(self, ref: str):
         self.ref = ref
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()  # the poller and /reload, one at a time
         self._current: tuple[keras.Model, ModelInfo] | None = None
         self.last_error: str | None = None  # of the last refresh; the old model keeps serving
 
@@ -80,6 +81,10 @@ class ModelHolder:
     def refresh(self) -> bool:
         """Load the model the reference points at now, if it changed; True if it did. Any
         failure leaves the model in service as it was and is kept in `last_error`."""
+        with self._refreshing:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
         try:
             info = self._resolve()
             if self._current and self._current[1] == info:
@@ -147,10 +152,13 @@ async def _upload(request: Request, body: bytes) -> tuple[bytes, str]:
         form = await parser.parse()
     except MultiPartException as exc:
         raise RequestError(f"malformed multipart body ({exc.message})", 400) from exc
-    upload = form.get("file")
-    if upload is None or isinstance(upload, str):
-        raise RequestError('multipart upload needs a "file" field', 400)
-    data = await upload.read()
+    try:
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise RequestError('multipart upload needs a "file" field', 400)
+        data = await upload.read()
+    finally:
+        await form.close()
     if not data:
         raise RequestError("empty upload", 400)
     return data, upload.filename or "upload"
@@ -173,17 +181,26 @@ def _json_pixels(body: bytes) -> np.ndarray:
     return _pixels(payload)
 
 
+_DECODING = threading.BoundedSemaphore(2)  # at most two images or bodies decoded at once
+
+
+def _decode(parse, *args) -> np.ndarray:
+    with _DECODING:
+        return parse(*args)
+
+
 async def _images(request: Request, limits: ServeSettings) -> np.ndarray:
-    """Every body shape is read within the byte limit first; decoding runs off the event loop."""
+    """Every body shape is read within the byte limit first; decoding runs off the event loop,
+    two at a time, so that a burst of large images cannot take all the memory."""
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if kind not in ("multipart/form-data", "application/json", *IMAGE_TYPES):
         raise RequestError(f"unsupported content type {kind!r}: send JSON or PNG/JPEG", 415)
     body = await _body(request, limits.max_bytes)
     if kind == "multipart/form-data":
-        return await run_in_threadpool(_image, *(await _upload(request, body)))
+        return await run_in_threadpool(_decode, _image, *(await _upload(request, body)))
     if kind in IMAGE_TYPES:
-        return await run_in_threadpool(_image, body, "upload")
-    return await run_in_threadpool(_json_pixels, body)
+        return await run_in_threadpool(_decode, _image, body, "upload")
+    return await run_in_threadpool(_decode, _json_pixels, body)
 
 
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
@@ -233,7 +250,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         except ValidationError as exc:
             raise RequestError(exc.report.summary().replace("request: ", "")) from exc
         model, info = holder.current()
-        probabilities = predict_proba(model, images)
+        probabilities = await run_in_threadpool(predict_proba, model, images)
         return {
             "model": info,
             "predictions": [

@@ -34,7 +34,8 @@ def temporary_api():
             settings = get_current_settings().to_environment_variables(exclude_unset=True)
             env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                    "PREFECT__SERVER_FINAL": "1", **settings}  # fmt: skip
-            command = [sys.executable, "-m", "flows.api_server", str(os.getpid()), *args]
+            # -P: the working directory (maybe another project's `flows/`) stays off sys.path
+            command = [sys.executable, "-P", "-m", "flows.api_server", str(os.getpid()), *args]
             return subprocess.Popen(command, env=env, start_new_session=True)
 
     return TemporaryAPI()

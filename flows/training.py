@@ -49,14 +49,20 @@ def run_name(prefix: str) -> str:
 def mlflow_run(config: TrainConfig, name: str) -> Iterator[Run]:
     """An MLflow run for the flow run, FINISHED if the body succeeds, else FAILED. Runs left
     RUNNING by killed processes on this host are closed first (MLflow and Prefect)."""
-    stale = tracking.fail_stale_runs()
-    if stale:
+    logger = get_run_logger()
+    try:
+        stale = tracking.stale_runs()
         crashed = crash_flow_runs([s.flow_run_id for s in stale if s.flow_run_id])
-        get_run_logger().warning("closed %d run(s) left open by killed processes: %s (and %d "
-                                 "Prefect flow run(s))", len(stale),
-                                 ", ".join(s.run_id for s in stale), len(crashed))  # fmt: skip
+        tracking.fail_stale_runs(stale)
+    except Exception as exc:  # tidying up after others must not stop this run
+        logger.warning("could not close runs left open by killed processes: %s", exc)
+    else:
+        if stale:
+            logger.warning("closed %d run(s) left open by killed processes: %s (and %d Prefect "
+                           "flow run(s))", len(stale), ", ".join(s.run_id for s in stale),
+                           len(crashed))  # fmt: skip
     run = Run.start(config.experiment, name, {"prefect.flow_run_id": str(flow_run.id or "")})
-    get_run_logger().info("MLflow run %s in experiment %r", run.run_id, config.experiment)
+    logger.info("MLflow run %s in experiment %r", run.run_id, config.experiment)
     ok = False
     try:
         yield run

@@ -162,9 +162,12 @@ def set_champion(name: str, version: str, action: str, reason: str,
     before every move and by `mnist doctor`) writes the missing event from the tags."""
     repair_history(name)
     previous = champion(name)
-    move = {"champion.action": action, "champion.previous": previous.version if previous else "",
-            "champion.reason": reason, "champion.time_ns": str(time.time_ns())}  # fmt: skip
-    tag_version(name, version, move if action in PROMOTIONS else {})
+    held_by = previous.version if previous else ""
+    move = {"champion.action": action, "champion.from": held_by, "champion.reason": reason,
+            "champion.time_ns": str(time.time_ns())}  # fmt: skip
+    if action in PROMOTIONS:  # whom a rollback from this version gives the title back to
+        move["champion.previous"] = held_by
+    tag_version(name, version, move)
     call(client().set_registered_model_alias, name, CHAMPION, version)
     record(name, action, version, previous.version if previous else None, reason, extra)
     return previous
@@ -181,7 +184,7 @@ def repair_history(name: str = MODEL_NAME) -> bool:
     recorded = events[(events["version"] == current.version) & (events["time"] >= moved_at)]
     if len(recorded):
         return False
-    record(name, tags["champion.action"], current.version, tags["champion.previous"] or None,
+    record(name, tags["champion.action"], current.version, tags.get("champion.from") or None,
            f"{tags['champion.reason']} (recorded after a crash)")  # fmt: skip
     return True
 

@@ -10,7 +10,6 @@ The store is MLflow's default (`sqlite:///mlflow.db`, artifacts in `./mlruns`) u
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import json
 import logging
@@ -67,7 +66,9 @@ def call(fn: Callable[..., T], *args: Any, missing: str | None = None, **kwargs:
             raise MnistError(f"cannot reach the MLflow tracking server at {store_uri()}") from exc
         raise MnistError(f"MLflow at {store_uri()}: {message}") from exc
     except OSError as exc:  # requests' ConnectionError is an OSError
-        raise MnistError(f"cannot reach the MLflow tracking server at {store_uri()}") from exc
+        if store_uri().startswith(("http://", "https://")):
+            raise MnistError(f"cannot reach the MLflow tracking server at {store_uri()}") from exc
+        raise MnistError(f"MLflow at {store_uri()}: {exc.strerror or exc}") from exc
 
 
 def state_dir() -> Path:
@@ -97,6 +98,8 @@ def _initialise(uri: str) -> None:
     with contextlib.ExitStack() as stack:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            import fcntl
+
             lock = stack.enter_context(open(f"{path}.lock", "a"))
             fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel, also when we are killed
         except OSError:  # a read-only place: nothing can be created there, nothing to lock
@@ -235,10 +238,18 @@ def _started(pid: int) -> str:
         return ""
 
 
+def _pid_namespace() -> str:
+    """This process's PID namespace: containers sharing a host name do not share it."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def _owner() -> dict[str, str]:
     pid = os.getpid()
-    return {"mnist.host": socket.gethostname(), "mnist.pid": str(pid),
-            "mnist.pid_started": _started(pid)}  # fmt: skip
+    return {"mnist.host": socket.gethostname(), "mnist.pidns": _pid_namespace(),
+            "mnist.pid": str(pid), "mnist.pid_started": _started(pid)}  # fmt: skip
 
 
 def _alive(tags: dict[str, str]) -> bool:
@@ -270,18 +281,20 @@ def stale_runs(experiment_ids: list[str] | None = None) -> list[StaleRun]:
         return []
     runs = call(client().search_runs, experiment_ids, "attributes.status = 'RUNNING'",
                 max_results=10000)  # fmt: skip
-    host = socket.gethostname()
+    host, pidns = socket.gethostname(), _pid_namespace()
     return [
         StaleRun(r.info.run_id, r.info.experiment_id, r.info.run_name or "",
                  r.data.tags.get("mnist.pid", ""), r.data.tags.get("prefect.flow_run_id", ""))
         for r in runs
-        if r.data.tags.get("mnist.host") == host and not _alive(r.data.tags)
+        if r.data.tags.get("mnist.host") == host and r.data.tags.get("mnist.pidns") == pidns
+        and not _alive(r.data.tags)
     ]  # fmt: skip
 
 
-def fail_stale_runs(experiment_ids: list[str] | None = None) -> list[StaleRun]:
-    """Mark every stale run FAILED, saying why; returns them."""
-    stale = stale_runs(experiment_ids)
+def fail_stale_runs(stale: list[StaleRun] | None = None) -> list[StaleRun]:
+    """Mark stale runs (by default every one, `stale_runs()`) FAILED, saying why; returns
+    them. Close their Prefect flow runs first: their ids are not looked for again."""
+    stale = stale_runs() if stale is None else stale
     for run in stale:
         reason = f"its process (pid {run.pid}) ended without closing it; marked by mnist"
         call(client().set_tag, run.run_id, "mnist.failure", reason)
@@ -304,13 +317,15 @@ def pip_requirements() -> list[str]:
 
 
 KERAS_MODULES = ("keras", "tensorflow.keras")
-"""The only Keras modules a logged model may name: MLflow imports whatever module it names."""
+"""The only Keras modules a logged model may name (MLflow would import any module named)."""
+PICKLES = ("*.pkl", "*.pickle", "*.cloudpickle")
 
 
-def check_logged_model(path: Path, ref: str) -> None:
-    """Refuse an MLflow model directory that this project did not log: it must have the
-    TensorFlow flavour loaded by `mlflow.tensorflow`, name a real Keras module and ship no code
-    (MLflow would put shipped code on `sys.path` and import the module the file names)."""
+def check_logged_model(path: Path, ref: str) -> Path:
+    """The Keras file of an MLflow model directory that this project logged, or an error: the
+    TensorFlow flavour (and the pyfunc one, loaded by `mlflow.tensorflow`) and no other, no
+    shipped code, a real Keras module, no pickled objects, a `.keras` file. Anything else
+    could run code of the directory's choosing when MLflow loads it."""
     from mlflow.models import Model
 
     try:
@@ -321,42 +336,58 @@ def check_logged_model(path: Path, ref: str) -> None:
     if not isinstance(flavor, dict):
         kinds = ", ".join(meta.flavors) or "none"
         raise MnistError(f"model {ref!r} has no TensorFlow flavour (flavours: {kinds})")
-    pyfunc = meta.flavors.get("python_function") or {}
     problems = []
-    if flavor.get("code") or pyfunc.get("code") or (path / "code").exists():
+    if others := sorted(set(meta.flavors) - {"tensorflow", "python_function"}):
+        problems.append(f"has the flavour(s) {', '.join(others)}")
+    if any(isinstance(conf, dict) and conf.get("code") for conf in meta.flavors.values()):
         problems.append("ships code")
-    if flavor.get("keras_module", "keras") not in KERAS_MODULES:
-        problems.append(f"names the module {flavor['keras_module']!r}")
+    named = path / str(flavor.get("data", "data")) / "keras_module.txt"
+    modules = {conf["keras_module"] for conf in meta.flavors.values()
+               if isinstance(conf, dict) and conf.get("keras_module")}  # fmt: skip
+    modules |= {named.read_text().strip()} if named.is_file() else set()
+    if bad := sorted(modules - set(KERAS_MODULES)):
+        problems.append(f"names the module {bad[0]!r}")
+    pyfunc = meta.flavors.get("python_function") or {}
     if pyfunc and pyfunc.get("loader_module") != "mlflow.tensorflow":
         problems.append(f"names the loader {pyfunc.get('loader_module')!r}")
+    if any(next(path.rglob(pattern), None) for pattern in PICKLES):
+        problems.append("holds pickled objects")
+    keras_file = path / str(flavor.get("data", "data")) / "model.keras"
+    if flavor.get("model_type", "keras") != "keras" or not keras_file.is_file():
+        problems.append("is not a Keras 3 model file")
     if problems:
         raise MnistError(
             f"refusing model {ref!r}: it {' and '.join(problems)}; only models logged by "
             "mnist-pipeline are loaded"
         )
+    return keras_file
 
 
 def load_model(ref: str) -> keras.Model:
-    """A raw-pixel Keras model from a `.keras` file (Keras' safe mode), an MLflow model
-    directory, or an MLflow URI (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `models:/m-ID`,
-    `runs:/ID/model`); MLflow models are checked with `check_logged_model` first."""
+    """A raw-pixel Keras model from a `.keras` file, an MLflow model directory, or an MLflow URI
+    (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `models:/m-ID`, `runs:/ID/model`). MLflow
+    models pass `check_logged_model`; Keras loads the file itself, in safe mode."""
+    import tempfile
+
     import keras
     import mlflow.artifacts
-    import mlflow.tensorflow
 
     path = Path(ref).expanduser()
     try:
-        if path.suffix == ".keras" and path.is_file():
+        with tempfile.TemporaryDirectory(prefix="mnist-model-") as scratch:
+            if not (path.is_file() and path.suffix == ".keras"):
+                if not (path.is_dir() and (path / "MLmodel").is_file()):
+                    if "://" not in ref and ":/" not in ref:
+                        raise MnistError(
+                            f"model {ref!r}: no such .keras file or MLflow model directory"
+                        )
+                    try:
+                        path = Path(call(mlflow.artifacts.download_artifacts,
+                                         artifact_uri=ref, dst_path=scratch))  # fmt: skip
+                    except MnistError as exc:
+                        raise MnistError(f"cannot load model {ref!r}: {exc}") from exc
+                path = check_logged_model(path, ref)
             return keras.saving.load_model(path, safe_mode=True)
-        if not (path.is_dir() and (path / "MLmodel").is_file()):
-            if "://" not in ref and ":/" not in ref:
-                raise MnistError(f"model {ref!r}: no such .keras file or MLflow model directory")
-            try:
-                path = Path(call(mlflow.artifacts.download_artifacts, artifact_uri=ref))
-            except MnistError as exc:
-                raise MnistError(f"cannot load model {ref!r}: {exc}") from exc
-        check_logged_model(path, ref)
-        return mlflow.tensorflow.load_model(str(path))
     except MnistError:
         raise
     except Exception as exc:  # a damaged or hostile file can fail anywhere inside Keras
