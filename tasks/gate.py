@@ -1,8 +1,15 @@
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_URL
 
 from mnist import promotion, registry
+from mnist.errors import MnistError
 from mnist.preprocess import Arrays
 from mnist.settings import GateSettings
 from mnist.tracking import Run
@@ -14,6 +21,28 @@ def register(model_uri: str, run_id: str, name: str, tags: dict[str, str]) -> re
     version = registry.register(model_uri, run_id, tags, name)
     get_run_logger().info("registered %s version %s", name, version.version)
     return version
+
+
+@contextmanager
+def _across_workers(name: str, settings: GateSettings) -> Iterator[None]:
+    """With a Prefect server, whose workers may sit on other machines than the lock file,
+    Prefect's global concurrency limit too. Its slot is leased: when a holder dies, the
+    server's repossessor frees it once the lease (60 s, renewed while the gate runs) ends.
+    Prefect's temporary API has no repossessor, and needs none: the lock file is enough."""
+    if not PREFECT_API_URL.value():
+        yield
+        return
+    limit = f"{name}-champion-gate"
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(limit, limit=1)
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(concurrency(limit, occupy=1, strict=True, lease_duration=60,
+                                            timeout_seconds=settings.wait_seconds))  # fmt: skip
+        except TimeoutError as exc:
+            raise MnistError(f"{limit} is held on the Prefect server at {PREFECT_API_URL.value()}"
+                             f"; gave up after {settings.wait_seconds:.0f} s") from exc  # fmt: skip
+        yield
 
 
 @task(
@@ -33,7 +62,10 @@ def gate(
                     holder or "another process", waited)  # fmt: skip
 
     what = f"flow run {flow_run.name} ({flow_run.id})"
-    with promotion.lock(challenger.name, settings, what, waiting):
+    with (
+        promotion.lock(challenger.name, settings, what, waiting),
+        _across_workers(challenger.name, settings),
+    ):
         outcome = promotion.judge(challenger, test, settings)
     decision = outcome.decision
     metrics = {"gate.challenger_test_accuracy": outcome.challenger_accuracy,
