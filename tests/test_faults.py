@@ -138,6 +138,7 @@ def test_the_server_keeps_serving_when_the_champion_cannot_load(store, tmp_path,
         stop_server(proc)
 
 
+@pytest.mark.slow  # a process of its own
 def test_serve_without_a_model_is_one_line(store, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}
     proc = subprocess.run(
@@ -250,6 +251,7 @@ registry.promote(sys.argv[1], sys.argv[2], "promoted just before a crash")
 """
 
 
+@pytest.mark.slow  # a process of its own
 def test_rollback_after_a_crash_between_moving_the_alias_and_recording_it(store, tmp_path):
     name = "crash-test"
     for _ in range(2):
@@ -316,6 +318,7 @@ def test_a_server_that_never_answers_fails_in_bounded_time(tmp_path):
     )
 
 
+@pytest.mark.slow  # a process of its own
 def test_a_corrupt_store_is_one_line(tmp_path):
     (tmp_path / "mlflow.db").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 40)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
