@@ -66,19 +66,25 @@ def start_early() -> Callable[[], None]:
 def crash_flow_runs(ids: list[str]) -> list[str]:
     """Mark flow runs that are not over as CRASHED (their process died without saying so);
     returns those it marked. Runs this Prefect API does not know are left alone."""
+    import httpx
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
     from prefect.states import Crashed
 
+    from mnist.errors import MnistError
+
     marked = []
-    with get_client(sync_client=True) as client:
-        for run_id in ids:
-            try:
-                state = client.read_flow_run(run_id).state
-            except (ObjectNotFound, ValueError):
-                continue
-            if state is None or not state.is_final():
-                message = "its process died without reporting (found by mnist)"
-                client.set_flow_run_state(run_id, Crashed(message=message), force=True)
-                marked.append(run_id)
+    try:
+        with get_client(sync_client=True) as client:
+            for run_id in ids:
+                try:
+                    state = client.read_flow_run(run_id).state
+                except (ObjectNotFound, ValueError):
+                    continue
+                if state is None or not state.is_final():
+                    message = "its process died without reporting (found by mnist)"
+                    client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+                    marked.append(run_id)
+    except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
+        raise MnistError(f"Prefect API: cannot mark flow runs crashed ({exc})") from exc
     return marked
