@@ -33,6 +33,7 @@ from app.schemas import (
     predict_request,
 )
 from mnist import digits, inference, registry, tracking
+from mnist.batching import MicroBatcher
 from mnist.errors import MnistError
 from mnist.evaluation import predict_proba
 from mnist.preprocess import RAW_RANGE, Arrays
@@ -107,13 +108,27 @@ class ModelHolder:
             return self._current
 
 
-def _pixels(payload: object) -> np.ndarray:
+def _holds_a_boolean(value: object) -> bool:
+    """Whether nested lists hold a `true` or `false` (numpy would take them as 1 and 0)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool):
+            return True
+        if isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _pixels(payload: object, booleans_possible: bool = True) -> np.ndarray:
     """JSON `{"pixels": ...}` / `{"inputs": ...}` / a bare array -> (N, 28, 28) float32."""
     if isinstance(payload, dict):
         keys = [k for k in ("pixels", "inputs", "instances") if k in payload]
         if not keys:
             raise RequestError('JSON body needs a "pixels" (or "inputs") array')
         payload = payload[keys[0]]
+    if booleans_possible and _holds_a_boolean(payload):
+        raise RequestError("pixels must be numbers, not true or false")
     try:
         arr = np.asarray(payload, dtype=np.float32)
     except (ValueError, TypeError) as exc:
@@ -178,7 +193,7 @@ def _json_pixels(body: bytes) -> np.ndarray:
         raise RequestError(f"body is not valid JSON ({exc})", 400) from exc
     except RecursionError as exc:
         raise RequestError("body is not valid JSON (nested too deeply)", 400) from exc
-    return _pixels(payload)
+    return _pixels(payload, booleans_possible=b"true" in body or b"false" in body)
 
 
 _DECODING = threading.BoundedSemaphore(2)  # at most two images or bodies decoded at once
@@ -208,12 +223,20 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings()
     holder, poll_seconds, limits = ModelHolder(settings.model), settings.poll_seconds, settings
 
+    def _predict(images: np.ndarray) -> tuple[np.ndarray, ModelInfo]:
+        model, info = holder.current()
+        return predict_proba(model, images), info
+
+    batcher = MicroBatcher(_predict, settings.batch_images, settings.batch_wait_ms / 1000)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if not holder.loaded:
             await run_in_threadpool(holder.refresh)
         poller = asyncio.create_task(_poll()) if poll_seconds > 0 else None
+        batcher.start()
         yield
+        await batcher.stop()
         if poller:
             poller.cancel()
 
@@ -249,8 +272,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             validate({"request": Arrays(images[..., None], None)}, "fail", RAW_RANGE)
         except ValidationError as exc:
             raise RequestError(exc.report.summary().replace("request: ", "")) from exc
-        model, info = holder.current()
-        probabilities = await run_in_threadpool(predict_proba, model, images)
+        probabilities, info = await batcher(images)  # one model call for concurrent requests
         return {
             "model": info,
             "predictions": [

@@ -197,6 +197,16 @@ class ServeSettings(BaseSettings):
         30.0, ge=0, description="how often to check whether the alias moved; 0: only on /reload"
     )
     max_images: int = Field(1000, ge=1, description="most images in one request")
+    batch_images: int = Field(
+        256, ge=1, description="most images in one model call shared by concurrent requests"
+    )
+    batch_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="how long a model call waits for more requests when it has room (0: it "
+        "takes what is queued; requests that arrive while the model runs form the next call)",
+    )
     max_bytes: int = Field(8 * 1024 * 1024, ge=1, description="largest request body in bytes")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "warning", description="uvicorn log level"

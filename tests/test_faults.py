@@ -448,8 +448,9 @@ def test_the_api_keeps_its_openapi_document_under_schemathesis(hostile_api, tmp_
          "--max-time", "40", "--seed", "1"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    assert "5 passed" in proc.stdout
+    failures = proc.stdout[proc.stdout.find("FAILURES") :]
+    assert proc.returncode == 0, failures[:6000]
+    assert "Failures:" not in proc.stdout
 
 
 @pytest.mark.slow

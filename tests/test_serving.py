@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -109,6 +110,7 @@ BAD = [
     ("wrong shape", dict(json={"pixels": np.zeros((2, 27, 27)).tolist()}), 422,
      "shape (2, 27, 27)"),
     ("non-numeric", dict(json={"pixels": [["a"] * 784]}), 422, "regular array of numbers"),
+    ("booleans", dict(json={"pixels": [[False] * 784]}), 422, "not true or false"),
     ("ragged", dict(json={"pixels": [[0] * 784, [0] * 10]}), 422, "regular array of numbers"),
     ("no pixels key", dict(json={"image": []}), 422, '"pixels"'),
     ("empty body", dict(content=b"", headers={"Content-Type": "application/json"}), 400, "empty"),
@@ -230,3 +232,23 @@ def test_drawing_page_predicts_a_drawn_digit(api, mnist_data, index):
         browser.close()
     assert shown == str(label)
     assert bars == 10 and cleared == ""
+
+
+def test_concurrent_requests_each_get_their_own_answer(api, mnist_data):
+    """100 labelled digits sent one per request from 32 threads at once: micro-batching
+    shares model calls, and every answer is that image's own."""
+    images = mnist_data.test.images[:100]
+    together = httpx.post(f"{api}/predict", json={"pixels": images.tolist()}).json()
+
+    def one(i: int) -> dict:
+        return httpx.post(f"{api}/predict", json={"pixels": images[i].tolist()}, timeout=60).json()
+
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(one, range(len(images))))
+    for i, answer in enumerate(answers):
+        (alone,) = answer["predictions"]
+        expected = together["predictions"][i]
+        assert alone["digit"] == expected["digit"], i
+        np.testing.assert_allclose(alone["probabilities"], expected["probabilities"], atol=1e-4)
+    digits = np.array([a["predictions"][0]["digit"] for a in answers])
+    assert np.mean(digits == mnist_data.test.labels[:100]) >= 0.98
