@@ -37,8 +37,8 @@ from mnist.settings import (
 )
 
 
-def _flag(field: str, cls: type[BaseSettings] | None = None) -> str:
-    info = cls.model_fields.get(field) if cls else None
+def _flag(field: str, cls: type[BaseSettings]) -> str:
+    info = cls.model_fields.get(field)
     extra = (info.json_schema_extra if info else None) or {}
     return extra.get("flag") or "--" + field.replace("_", "-")
 
@@ -65,10 +65,12 @@ def _add_options(parser: argparse.ArgumentParser, cls: type[BaseSettings]) -> No
 def _add_option(group, cls, name: str, prefix: str, from_recipe: bool) -> None:
     info = cls.model_fields[name]
     extra = info.json_schema_extra or {}
-    shown = "none" if info.default is None else info.default
-    default = "from the recipe" if from_recipe else f"default {shown}"
-    if info.is_required() and not from_recipe:
+    if from_recipe:
+        default = "from the recipe"
+    elif info.is_required():
         default = "required"
+    else:
+        default = f"default {'none' if info.default is None else info.default}"
     choices = get_args(info.annotation) if get_origin(info.annotation) is Literal else ()
     one_of = f"; one of {', '.join(choices)}" if choices else ""
     help = f"{info.description} [env {prefix}{name.upper()}; {default}{one_of}]"
