@@ -229,17 +229,14 @@ def _models(args: argparse.Namespace) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> None:
+    from flows.api import close_stale_runs
     from mnist import locks, registry, tracking
 
     print(f"store: {tracking.store_uri()}")
-    stale = tracking.stale_runs()
-    if flow_runs := [run.flow_run_id for run in stale if run.flow_run_id]:
-        _start_prefect()()
-        from flows.api import crash_flow_runs
-
-        for flow_run in crash_flow_runs(flow_runs):
-            print(f"marked CRASHED: Prefect flow run {flow_run}")
-    for run in tracking.fail_stale_runs(stale):
+    stale, crashed = close_stale_runs(api_needed=lambda: _start_prefect()())
+    for flow_run in crashed:
+        print(f"marked CRASHED: Prefect flow run {flow_run}")
+    for run in stale:
         print(f"marked FAILED: MLflow run {run.run_id} ({run.name}): its process {run.pid} is gone")
     for model in tracking.call(tracking.client().search_registered_models):
         if registry.repair_history(model.name):

@@ -34,7 +34,7 @@ from app.schemas import (
 )
 from mnist import digits, inference, registry, tracking
 from mnist.batching import MicroBatcher
-from mnist.errors import MnistError
+from mnist.errors import MnistError, first_line
 from mnist.evaluation import predict_proba
 from mnist.preprocess import RAW_RANGE, Arrays
 from mnist.settings import ServeSettings
@@ -93,8 +93,10 @@ class ModelHolder:
                 return False
             model = tracking.load_model(info.uri)
         except Exception as exc:  # whatever a bad version or a sick store throws
-            message = str(exc) if isinstance(exc, MnistError) else f"{type(exc).__name__}: {exc}"
-            self.last_error = message.strip().splitlines()[0] if message.strip() else message
+            mine = isinstance(exc, MnistError)
+            self.last_error = (
+                first_line(exc) if mine else f"{type(exc).__name__}: {first_line(exc)}"
+            )
             raise MnistError(self.last_error) from exc
         with self._lock:
             self._current = (model, info)

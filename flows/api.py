@@ -1,4 +1,5 @@
-"""Start Prefect's temporary API early, so that it boots while TensorFlow loads.
+"""Prefect's temporary API, started early and dying with its parent; closing the flow runs
+that killed processes left open.
 
 With no PREFECT_API_URL, Prefect starts a temporary API server in a subprocess when the first
 flow runs: 7-10 s on a 2-core machine, during which nothing else happens. A command that is
@@ -11,6 +12,10 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mnist.tracking import StaleRun
 
 
 def temporary_api():
@@ -88,3 +93,19 @@ def crash_flow_runs(ids: list[str]) -> list[str]:
     except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
         raise MnistError(f"Prefect API: cannot mark flow runs crashed ({exc})") from exc
     return marked
+
+
+def close_stale_runs(
+    api_needed: Callable[[], None] = lambda: None,
+) -> tuple[list[StaleRun], list[str]]:
+    """Close the runs that killed processes on this host left open: their Prefect flow runs
+    CRASHED first (`api_needed` is called before Prefect is asked), then the MLflow runs
+    FAILED. Returns the MLflow runs and the flow run ids it closed."""
+    from mnist import tracking
+
+    stale = tracking.stale_runs()
+    crashed = []
+    if flow_runs := [run.flow_run_id for run in stale if run.flow_run_id]:
+        api_needed()
+        crashed = crash_flow_runs(flow_runs)
+    return tracking.fail_stale_runs(stale), crashed

@@ -12,8 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 import tasks
-from flows.api import crash_flow_runs
-from mnist import tracking
+from flows.api import close_stale_runs
 from mnist.preprocess import Arrays
 from mnist.settings import TrainConfig
 from mnist.tracking import Run
@@ -51,9 +50,7 @@ def mlflow_run(config: TrainConfig, name: str) -> Iterator[Run]:
     RUNNING by killed processes on this host are closed first (MLflow and Prefect)."""
     logger = get_run_logger()
     try:
-        stale = tracking.stale_runs()
-        crashed = crash_flow_runs([s.flow_run_id for s in stale if s.flow_run_id])
-        tracking.fail_stale_runs(stale)
+        stale, crashed = close_stale_runs()
     except Exception as exc:  # tidying up after others must not stop this run
         logger.warning("could not close runs left open by killed processes: %s", exc)
     else:

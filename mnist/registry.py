@@ -160,8 +160,8 @@ def set_champion(name: str, version: str, action: str, reason: str,
     replaces, why, when), then the alias moves, then the history gets its event. A crash after
     the first step leaves the alias where it was; after the second, `repair_history` (run
     before every move and by `mnist doctor`) writes the missing event from the tags."""
-    repair_history(name)
     previous = champion(name)
+    repair_history(name, previous)
     held_by = previous.version if previous else ""
     move = {"champion.action": action, "champion.from": held_by, "champion.reason": reason,
             "champion.time_ns": str(time.time_ns())}  # fmt: skip
@@ -173,10 +173,10 @@ def set_champion(name: str, version: str, action: str, reason: str,
     return previous
 
 
-def repair_history(name: str = MODEL_NAME) -> bool:
-    """Append the event of the current champion's promotion if a crash kept it out of the
-    history; True if it did."""
-    current = champion(name)
+def repair_history(name: str = MODEL_NAME, current: Version | None = None) -> bool:
+    """Append the event of the current champion's promotion (`current`, looked up unless
+    given) if a crash kept it out of the history; True if it did."""
+    current = current or champion(name)
     if current is None or "champion.time_ns" not in current.tags:
         return False
     tags, events = current.tags, history(name)

@@ -29,7 +29,7 @@ from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
 
 import mnist
-from mnist.errors import MnistError
+from mnist.errors import MnistError, first_line
 
 if TYPE_CHECKING:
     import keras
@@ -61,7 +61,7 @@ def call(fn: Callable[..., T], *args: Any, missing: str | None = None, **kwargs:
     except MlflowException as exc:
         if missing and exc.error_code in NOT_FOUND:
             raise NotFound(missing) from exc
-        message = exc.message.splitlines()[0] if exc.message else str(exc)
+        message = first_line(exc)
         if "Max retries exceeded" in message or "Failed to establish" in message:
             raise MnistError(f"cannot reach the MLflow tracking server at {store_uri()}") from exc
         raise MnistError(f"MLflow at {store_uri()}: {message}") from exc
@@ -74,12 +74,16 @@ def call(fn: Callable[..., T], *args: Any, missing: str | None = None, **kwargs:
 def state_dir() -> Path:
     """Where this machine keeps state that goes with the store (its locks): beside a SQLite
     store, else the per-user state directory."""
-    uri = store_uri()
-    if uri.startswith("sqlite:///"):
-        return Path(uri.removeprefix("sqlite:///")).resolve().parent
+    if (path := _sqlite_path(store_uri())) is not None:
+        return path.resolve().parent
     import platformdirs
 
     return Path(platformdirs.user_state_dir("mnist-pipeline"))
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a SQLite store, else None."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def client() -> MlflowClient:
@@ -92,9 +96,8 @@ def _initialise(uri: str) -> None:
     """Create a new SQLite store once, under a file lock beside it: two first runs at once
     would both run MLflow's schema migrations, and one of them would fail. A store that
     cannot be opened (corrupt, read-only, a missing directory) is one line."""
-    if not uri.startswith("sqlite:///"):
+    if (path := _sqlite_path(uri)) is None:
         return
-    path = Path(uri.removeprefix("sqlite:///"))
     with contextlib.ExitStack() as stack:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,8 +110,7 @@ def _initialise(uri: str) -> None:
         try:
             MlflowClient(uri).search_registered_models(max_results=1)
         except Exception as exc:  # a corrupt or unwritable database fails deep in SQLAlchemy
-            detail = (getattr(exc, "message", None) or str(exc)).strip().splitlines()[0]
-            raise MnistError(f"MLflow store {uri} cannot be opened: {detail}") from exc
+            raise MnistError(f"MLflow store {uri} cannot be opened: {first_line(exc)}") from exc
 
 
 def code_version() -> str:
@@ -391,5 +393,5 @@ def load_model(ref: str) -> keras.Model:
     except MnistError:
         raise
     except Exception as exc:  # a damaged or hostile file can fail anywhere inside Keras
-        detail = (str(exc).strip().splitlines() or [""])[0]
-        raise MnistError(f"cannot load model {ref!r}: {type(exc).__name__}: {detail}") from exc
+        detail = f"{type(exc).__name__}: {first_line(exc)}"
+        raise MnistError(f"cannot load model {ref!r}: {detail}") from exc
