@@ -123,7 +123,8 @@ def _holds_a_boolean(value: object) -> bool:
 
 
 def _pixels(payload: object, booleans_possible: bool = True) -> np.ndarray:
-    """JSON `{"pixels": ...}` / `{"inputs": ...}` / a bare array -> (N, 28, 28) float32."""
+    """JSON `{"pixels": ...}` / `{"inputs": ...}` / a bare array -> (N, 28, 28) float64, so that
+    the range check sees the numbers as sent."""
     if isinstance(payload, dict):
         keys = [k for k in ("pixels", "inputs", "instances") if k in payload]
         if not keys:
@@ -132,7 +133,7 @@ def _pixels(payload: object, booleans_possible: bool = True) -> np.ndarray:
     if booleans_possible and _holds_a_boolean(payload):
         raise RequestError("pixels must be numbers, not true or false")
     try:
-        arr = np.asarray(payload, dtype=np.float32)
+        arr = np.asarray(payload, dtype=np.float64)
     except (ValueError, TypeError) as exc:
         raise RequestError(f"pixels must be a regular array of numbers ({exc})") from exc
     except RecursionError as exc:
@@ -274,7 +275,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             validate({"request": Arrays(images[..., None], None)}, "fail", RAW_RANGE)
         except ValidationError as exc:
             raise RequestError(exc.report.summary().replace("request: ", "")) from exc
-        probabilities, info = await batcher(images)  # one model call for concurrent requests
+        # one model call for concurrent requests
+        probabilities, info = await batcher(images.astype(np.float32))
         return {
             "model": info,
             "predictions": [

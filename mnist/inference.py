@@ -28,13 +28,15 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
 def as_images(arr: np.ndarray, source: str) -> np.ndarray:
+    """Numbers in any accepted shape -> (N, 28, 28), float32 or wider: a value just past 255 in
+    float64 must not round into range before it is validated."""
     arr = np.asarray(arr)
     if arr.dtype.kind not in "uif":
         raise MnistError(f"{source}: expected numbers, found dtype {arr.dtype}")
     if arr.shape in ((IMAGE_SIZE, IMAGE_SIZE), (PIXELS,)):
         arr = arr[None]
     if arr.ndim >= 2 and arr[0].size == PIXELS:
-        return arr.reshape(-1, IMAGE_SIZE, IMAGE_SIZE).astype(np.float32)
+        return arr.reshape(-1, IMAGE_SIZE, IMAGE_SIZE).astype(np.result_type(arr, np.float32))
     raise MnistError(f"{source}: shape {arr.shape} is not (N, 28, 28), (N, 784) or (28, 28)")
 
 
@@ -48,7 +50,7 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def read_inputs(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
-    """Raw pixels (N, 28, 28) float32 and a name per image (`file`, `file[row]`)."""
+    """Raw pixels (N, 28, 28), float32 or wider, and a name per image (`file`, `file[row]`)."""
     images, names = [], []
     for path in paths:
         if not path.is_file():
@@ -96,7 +98,7 @@ def _load_csv(path: Path) -> np.ndarray:
             width = f.readline(1 << 20).count(b",") + 1
     except OSError as exc:
         raise MnistError(f"{path}: cannot read file ({exc.strerror})") from exc
-    return read_csv(path, labelled=width == PIXELS + 1).images.astype(np.float32)
+    return as_images(read_csv(path, labelled=width == PIXELS + 1).images, str(path))
 
 
 @dataclass(frozen=True)
@@ -109,9 +111,9 @@ def predict(
     model: keras.Model, images: np.ndarray, names: list[str], policy: NanPolicy = "fail"
 ) -> Predictions:
     """Validate raw pixels under `policy`, then predict a digit and its probability for each."""
-    x = images.astype(np.float32).reshape(len(images), IMAGE_SIZE, IMAGE_SIZE, 1)
+    x = images.reshape(len(images), IMAGE_SIZE, IMAGE_SIZE, 1)  # validated before any narrowing
     cleaned, report = validate({"input": Arrays(x, None)}, policy, RAW_RANGE)
-    kept = cleaned["input"].x
+    kept = cleaned["input"].x.astype(np.float32)
     rows = report.splits["input"].kept
     rows = np.arange(len(x)) if rows is None else rows
     probabilities = predict_proba(model, kept.reshape(-1, IMAGE_SIZE, IMAGE_SIZE))

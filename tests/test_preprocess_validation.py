@@ -116,3 +116,19 @@ def test_everything_dropped_is_an_error():
 def test_unknown_policy():
     with pytest.raises(MnistError, match="unknown NaN policy 'skip'"):
         validate({"train": _arrays()}, "skip")
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".csv"])
+def test_pixels_just_past_255_stay_out_of_range_until_validated(tmp_path, suffix):
+    """255.00000000000003 is 255.0 in float32: inputs keep their width until validation."""
+    from mnist import inference
+
+    path = tmp_path / f"inputs{suffix}"
+    pixels = np.full((1, 784), 255.00000000000003)
+    if suffix == ".npy":
+        np.save(path, pixels)
+    else:
+        path.write_text(",".join(["255.00000000000003"] * 784) + "\n")
+    images, _ = inference.read_inputs([path])
+    with pytest.raises(ValidationError, match="784 pixel"):
+        validate({"input": Arrays(images[..., None], None)}, "fail", preprocess.RAW_RANGE)

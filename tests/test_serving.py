@@ -107,6 +107,8 @@ BAD = [
     ("Infinity", dict(content='{"pixels": [' + ",".join(["Infinity"] + ["0"] * 783) + "]}",
                       headers={"Content-Type": "application/json"}), 422, "+Inf pixel(s)"),
     ("out of range", dict(json={"pixels": [[300.0] * 784]}), 422, "outside [0.0, 255.0]"),
+    ("just past 255", dict(json={"pixels": [[255.00000000000003] * 784]}), 422,
+     "outside [0.0, 255.0]"),  # rounds to 255 in float32: found by schemathesis
     ("wrong shape", dict(json={"pixels": np.zeros((2, 27, 27)).tolist()}), 422,
      "shape (2, 27, 27)"),
     ("non-numeric", dict(json={"pixels": [["a"] * 784]}), 422, "regular array of numbers"),
