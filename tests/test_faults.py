@@ -47,7 +47,7 @@ class _NotKeras(mlflow.pyfunc.PythonModel):
 def _ship_code(model_dir: Path, marker: Path, flavor: str) -> None:
     """Make an MLflow model directory ship a module that leaves `marker` when imported, named
     by the given flavour (MLflow reads a `keras` flavour before the `tensorflow` one)."""
-    (model_dir / "code").mkdir()
+    (model_dir / "code").mkdir(exist_ok=True)
     (model_dir / "code" / "evil.py").write_text(
         f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
     )
@@ -67,6 +67,16 @@ class _Marker:
         return (Path.write_text, (Path(self.path), "ran"))
 
 
+def _pyfunc_loader(model_dir: Path, marker: Path) -> None:
+    """Make MLflow's pyfunc loader of the directory a module of its own."""
+    (model_dir / "code" / "evil.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+    )
+    meta = yaml.safe_load((model_dir / "MLmodel").read_text())
+    meta["flavors"]["python_function"]["loader_module"] = "evil"
+    (model_dir / "MLmodel").write_text(yaml.safe_dump(meta))
+
+
 def _pickle(model_dir: Path, marker: Path) -> None:
     payload = pickle.dumps(_Marker(str(marker)))
     (model_dir / "data" / "custom_objects.cloudpickle").write_bytes(payload)
@@ -78,9 +88,10 @@ def _pickle(model_dir: Path, marker: Path) -> None:
         (lambda d, m: _ship_code(d, m, "tensorflow"), "ships code and names the module 'evil'"),
         (lambda d, m: _ship_code(d, m, "keras"),
          "has the flavour(s) keras and ships code and names the module 'evil'"),
+        (_pyfunc_loader, "ships code and names the loader 'evil'"),
         (_pickle, "holds pickled objects"),
     ],
-    ids=["tensorflow flavour", "keras flavour", "pickled custom objects"],
+    ids=["tensorflow flavour", "keras flavour", "pyfunc loader", "pickled custom objects"],
 )  # fmt: skip
 def test_a_model_directory_cannot_run_code(store, tmp_path, capsys, tamper, problem):
     uri = _log_untrained()
