@@ -2,70 +2,107 @@
 that killed processes left open.
 
 With no PREFECT_API_URL, Prefect starts a temporary API server in a subprocess when the first
-flow runs: 7-10 s on a 2-core machine, during which nothing else happens. A command that is
-about to run a flow calls `start_early()` before its heavy imports; the flow then finds the
-server running (Prefect keeps one per process) instead of starting it.
+flow runs (`SubprocessASGIServer`): 5-10 s on a 2-core machine during which nothing else
+happens, after importing Prefect's whole server (2-3 s) into the flow's own process. Here a
+command that is about to run a flow calls `start_early()` first: Prefect's own server command
+starts in a child at once, without that import, while the caller imports TensorFlow; the flows
+then use it as a configured API.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable
+from importlib.util import find_spec
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from mnist.env import TEMPORARY_PREFECT_API
+from mnist.errors import MnistError
 
 if TYPE_CHECKING:
     from mnist.tracking import StaleRun
 
+_settings = contextlib.ExitStack()  # the process's Prefect settings, pointing at the server
 
-def temporary_api():
-    """Prefect's temporary API server, started as a child that dies with this process (even
-    by `kill -9`) and that a Ctrl-C at the terminal does not stop before this process is done
-    with it (`flows/api_server.py`). Prefect keeps one per process: flows use this one."""
-    import os
-    import subprocess
-    import sys
 
-    import prefect
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import get_current_settings
+class TemporaryAPI:
+    """Prefect's temporary API server (its own uvicorn command, as `SubprocessASGIServer` runs
+    it: no UI, no background services) as a child that dies with this process, even by
+    `kill -9`, and that a Ctrl-C at the terminal does not stop before this process is done
+    with it (`flows/api_server.py`)."""
 
-    class TemporaryAPI(SubprocessASGIServer):
-        def _run_uvicorn_command(self) -> subprocess.Popen:
-            # Prefect's own command (prefect/server/api/server.py), through the watchdog.
-            args = ["--app-dir", str(prefect.__module_path__.parent), "--factory",
-                    "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port",
-                    str(self.port), "--log-level", "error", "--lifespan", "on"]  # fmt: skip
-            settings = get_current_settings().to_environment_variables(exclude_unset=True)
-            env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-                   "PREFECT__SERVER_FINAL": "1", **settings}  # fmt: skip
-            # -P: the working directory (maybe another project's `flows/`) stays off sys.path
-            command = [sys.executable, "-P", "-m", "flows.api_server", str(os.getpid()), *args]
-            return subprocess.Popen(command, env=env, start_new_session=True)
+    _current: TemporaryAPI | None = None
 
-    return TemporaryAPI()
+    def __init__(self) -> None:
+        self.process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        prefect_dir = Path(find_spec("prefect").origin).parent  # no import of Prefect here
+        args = ["--app-dir", str(prefect_dir.parent), "--factory",
+                "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port",
+                str(self.port), "--log-level", "error", "--lifespan", "on"]  # fmt: skip
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+               "PREFECT__SERVER_FINAL": "1"}  # fmt: skip
+        # -P: the working directory (maybe another project's `flows/`) stays off sys.path
+        command = [sys.executable, "-P", "-m", "flows.api_server", str(os.getpid()), *args]
+        return subprocess.Popen(command, env=env, start_new_session=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def wait(self, timeout: float) -> None:
+        """Until the server answers; a child that lost its port to another process is started
+        again on another one."""
+        import httpx
+
+        deadline, tries = time.monotonic() + timeout, 1
+        while time.monotonic() < deadline:
+            if (code := self.process.poll()) is not None:
+                if tries == 3:
+                    raise MnistError(f"Prefect's temporary API exited with code {code} at start")
+                self.process, tries = self._spawn(), tries + 1
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise MnistError(f"Prefect's temporary API did not answer within {timeout:.0f} s")
 
 
 def start_early() -> Callable[[], None]:
-    """Start the temporary API in a background thread if flows will need one; returns a
-    function that waits for the start. A failed start is left to the flow, which retries it
-    and reports Prefect's own error."""
+    """Start the temporary API if flows will need one; returns the function that waits for it
+    and points this process's Prefect settings at it. One server per process."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
         return lambda: None
+    server = TemporaryAPI._current = TemporaryAPI._current or TemporaryAPI()
 
-    # Made here, not in the thread: importing Prefect's server there would contend for the
-    # GIL with the caller's imports, while the thread itself mostly waits for the subprocess.
-    server = temporary_api()
+    def started() -> None:
+        from prefect.settings import (
+            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+            PREFECT_UI_URL,
+            temporary_settings,
+        )
 
-    def start() -> None:
-        with contextlib.suppress(Exception):  # the flow's own start retries and reports it
-            server.start()
+        if PREFECT_API_URL.value() == server.url:
+            return
+        server.wait(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        os.environ[TEMPORARY_PREFECT_API] = server.url
+        # no UI to link to: it is off, and the server ends with this process
+        updates = {PREFECT_API_URL: server.url, PREFECT_UI_URL: ""}
+        _settings.enter_context(temporary_settings(updates=updates))
 
-    thread = threading.Thread(target=start, name="prefect-api-start", daemon=True)
-    thread.start()
-    return thread.join
+    return started
 
 
 def crash_flow_runs(ids: list[str]) -> list[str]:

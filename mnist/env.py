@@ -6,6 +6,10 @@ the user has set wins.
 
 import os
 
+TEMPORARY_PREFECT_API = "MNIST_TEMPORARY_PREFECT_API"
+"""Set to the URL of the Prefect API that this process started for itself (`flows.api`): a
+server of its own, not one shared with other machines."""
+
 DEFAULTS = {
     # No telemetry to the internet unless asked for.
     "MLFLOW_DISABLE_TELEMETRY": "true",

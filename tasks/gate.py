@@ -1,3 +1,4 @@
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
@@ -9,6 +10,7 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_URL
 
 from mnist import promotion, registry
+from mnist.env import TEMPORARY_PREFECT_API
 from mnist.errors import MnistError
 from mnist.preprocess import Arrays
 from mnist.settings import GateSettings
@@ -29,7 +31,7 @@ def _across_workers(name: str, settings: GateSettings) -> Iterator[None]:
     Prefect's global concurrency limit too. Its slot is leased: when a holder dies, the
     server's repossessor frees it once the lease (60 s, renewed while the gate runs) ends.
     Prefect's temporary API has no repossessor, and needs none: the lock file is enough."""
-    if not PREFECT_API_URL.value():
+    if PREFECT_API_URL.value() in (None, "", os.environ.get(TEMPORARY_PREFECT_API)):
         yield
         return
     limit = f"{name}-champion-gate"

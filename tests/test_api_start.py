@@ -4,6 +4,8 @@ Prefect home, as `mnist train` starts it."""
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -12,14 +14,13 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow  # real servers and processes: the full suite only
 
 PROBE = """
-import json, time
-from flows.api import start_early
-from prefect.server.api.server import SubprocessASGIServer
+import json, sys, time
+from flows.api import TemporaryAPI, start_early
 started = time.perf_counter()
 wait = start_early()
 returned = time.perf_counter() - started
 wait()
-server = SubprocessASGIServer()
+server = TemporaryAPI._current
 import httpx
 from prefect import flow
 
@@ -28,9 +29,11 @@ def hello():
     from prefect.client.orchestration import get_client
     return str(get_client(sync_client=True).api_url)
 
-health = httpx.get(server.api_url + "/health").status_code if server.running else None
-print(json.dumps({"returned_s": returned, "running": server.running, "health": health,
-                  "flow_api": hello(), "api": server.api_url if server.running else None}))
+health = httpx.get(server.url + "/health").status_code if server else None
+print(json.dumps({"returned_s": returned, "running": bool(server), "health": health,
+                  "flow_api": hello(), "api": server.url if server else None,
+                  "pid": server.process.pid if server else None,
+                  "server_imported": "prefect.server.api.server" in sys.modules}))
 """
 
 
@@ -48,6 +51,11 @@ def test_no_api_url_starts_the_temporary_api_in_the_background(tmp_path):
     assert result["running"] and result["health"] == 200
     assert result["returned_s"] < 1.0  # the caller goes on while the server boots
     assert result["flow_api"].rstrip("/") == result["api"]  # the flow used that server
+    assert not result["server_imported"]  # Prefect's server code stays out of the caller
+    deadline = time.monotonic() + 15  # the server ends with its parent
+    while Path(f"/proc/{result['pid']}").exists():
+        assert time.monotonic() < deadline, "the temporary API outlived its parent"
+        time.sleep(0.2)
 
 
 def test_a_configured_api_is_left_alone(tmp_path, prefect_server):
