@@ -49,7 +49,9 @@ def to_gray(data: bytes, name: str = "image") -> np.ndarray:
             return np.asarray(img.convert("L"), dtype=np.float32)
     except Image.DecompressionBombError as exc:  # PIL's own refusal, from 2 x MAX_PIXELS on
         raise ImageTooLarge(f"{name}: {exc}") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError as exc:  # its message names an in-memory buffer object
+        raise MnistError(f"{name}: not a readable PNG or JPEG image") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         raise MnistError(f"{name}: not a readable PNG or JPEG image ({exc})") from exc
 
 

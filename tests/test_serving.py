@@ -137,6 +137,7 @@ def test_bad_requests_get_a_clear_4xx(api, what, request_, status, message):
     response = httpx.post(f"{api}/predict", **request_)
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
+    assert " at 0x" not in response.json()["error"]  # no Python object's repr reaches a client
 
 
 def test_still_serving_after_bad_requests(api, mnist_data):
