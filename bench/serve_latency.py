@@ -90,8 +90,10 @@ def plot(rows: list[dict], path: Path) -> None:
         lat.plot(c, [r["p99_ms"] for r in mine], "s--", color=line.get_color(),
                  label=f"{name} p99")  # fmt: skip
         rps.plot(c, [r["requests_per_s"] for r in mine], "o-", label=name)
+    levels = sorted({r["concurrency"] for r in rows})
     for ax in (lat, rps):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(levels, [str(c) for c in levels])
         ax.set_xlabel("concurrent clients (hey)")
         ax.grid(alpha=0.3, which="both")
     lat.set_yscale("log")
