@@ -59,8 +59,9 @@ def one(recipe: str, seed: int, overrides: dict | None = None) -> dict:
 
     settings = {"profile": recipe, **(overrides or {})}
     config = TrainConfig(**settings, seed=seed, data_dir=data_dir())
-    prepared = preprocess.prepare(data.load(config.data_dir), config.validation_split, seed,
-                                  config.train_limit)
+    prepared = preprocess.prepare(
+        data.load(config.data_dir), config.validation_split, seed, config.train_limit
+    )
     x_test, labels = prepared.test.x, prepared.test.labels
     steps_per_epoch = -(-len(prepared.train) // config.batch_size)
     every = max(1, steps_per_epoch // CHECKS_PER_EPOCH.get(recipe, 1))

@@ -1,8 +1,10 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
-from sklearn.metrics import confusion_matrix
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from mnist import evaluation, models, plots, preprocess
 from mnist.errors import MnistError
@@ -54,6 +56,22 @@ def test_per_class_metrics():
     assert table.loc[1, "recall"] == pytest.approx(1.0)
     assert table.loc[2, "recall"] == pytest.approx(round(2 / 3, 4))
     assert table.loc[2, "support"] == 3 and table.loc[9, "support"] == 0
+
+
+digits = st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9)), min_size=1, max_size=200)
+
+
+@given(digits)
+def test_metrics_agree_with_scikit_learn(pairs):
+    labels, predicted = (np.array(column) for column in zip(*pairs, strict=True))
+    mine = evaluation.confusion_matrix(labels, predicted)
+    np.testing.assert_array_equal(mine, confusion_matrix(labels, predicted, labels=range(10)))
+    table = _evaluation(labels, predicted).per_class()
+    p, r, f, s = precision_recall_fscore_support(labels, predicted, labels=range(10),
+                                                 zero_division=0)  # fmt: skip
+    np.testing.assert_allclose(table[["precision", "recall", "f1"]].to_numpy(),
+                               np.round(np.stack([p, r, f], axis=1), 4), atol=1e-12)  # fmt: skip
+    np.testing.assert_array_equal(table["support"], s)
 
 
 def test_evaluate_a_model_on_real_images(mnist_data):
