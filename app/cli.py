@@ -13,7 +13,6 @@ import mnist.env  # noqa: F401  (first: env defaults before Prefect, MLflow, Ten
 # isort: on
 import argparse
 import atexit
-import contextlib
 import logging
 import os
 import signal
@@ -364,13 +363,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> NoReturn:
     """The `mnist` command: `main`, then an exit without the interpreter's teardown of
-    TensorFlow (about 2 s), once everything is written: the exit handlers (Prefect's log and
-    event workers, logging) run first and the standard streams are flushed."""
+    TensorFlow (about 2 s), once everything is written, in CPython's own order: threads'
+    exit hooks (Prefect's event worker drains there), then the exit handlers (logging,
+    Prefect's log worker), then the standard streams."""
     code = main()
+    threading._shutdown()
     atexit._run_exitfuncs()
-    with contextlib.suppress(OSError):  # a reader that went away (`| head`)
+    try:
         sys.stdout.flush()
         sys.stderr.flush()
+    except BrokenPipeError:  # the reader went away (`| head`)
+        code = code or 128 + signal.SIGPIPE
+    except OSError:
+        code = code or 1
     os._exit(code)
 
 

@@ -61,7 +61,8 @@ def _settle() -> None:
     """Collect what a model swap left behind once, then freeze every live object (TensorFlow,
     MLflow, the model: over a million) out of the garbage collector's sight. Otherwise each
     full collection walks them all for about 0.3 s, holding every request in flight: 2% of
-    requests at 64 clients waited that long (bench/serve_latency.py)."""
+    requests at 64 clients waited that long (bench/serve_latency.py). An old model that a
+    request still held at the swap stays frozen, in memory, until the next swap."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()
@@ -146,7 +147,7 @@ def _pixels(payload: object, booleans_possible: bool = True) -> np.ndarray:
         raise RequestError("pixels must be numbers, not true or false")
     try:
         arr = np.asarray(payload, dtype=np.float64)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:  # ragged, text, or past float range
         raise RequestError(f"pixels must be a regular array of numbers ({exc})") from exc
     except RecursionError as exc:
         raise RequestError("pixels must be a regular array of numbers (nested too deeply)") from exc

@@ -50,8 +50,11 @@ class TemporaryAPI:
         args = ["--app-dir", str(prefect_dir.parent), "--factory",
                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port",
                 str(self.port), "--log-level", "error", "--lifespan", "on"]  # fmt: skip
+        from prefect.settings import get_current_settings  # light: no server code
+
+        settings = get_current_settings().to_environment_variables(exclude_unset=True)
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-               "PREFECT__SERVER_FINAL": "1"}  # fmt: skip
+               "PREFECT__SERVER_FINAL": "1", **settings}  # fmt: skip
         # -P: the working directory (maybe another project's `flows/`) stays off sys.path
         command = [sys.executable, "-P", "-m", "flows.api_server", str(os.getpid()), *args]
         return subprocess.Popen(command, env=env, start_new_session=True)
@@ -62,7 +65,7 @@ class TemporaryAPI:
 
     def wait(self, timeout: float) -> None:
         """Until the server answers; a child that lost its port to another process is started
-        again on another one."""
+        again on another one. One that never answers is stopped."""
         import httpx
 
         deadline, tries = time.monotonic() + timeout, 1
@@ -75,7 +78,15 @@ class TemporaryAPI:
                 if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return
             time.sleep(0.05)
+        self.stop()
         raise MnistError(f"Prefect's temporary API did not answer within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+        self.process.kill()
+        self.process.wait()
 
 
 def start_early() -> Callable[[], None]:
@@ -96,7 +107,11 @@ def start_early() -> Callable[[], None]:
 
         if PREFECT_API_URL.value() == server.url:
             return
-        server.wait(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        try:
+            server.wait(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        except MnistError:
+            TemporaryAPI._current = None  # the next command starts another
+            raise
         os.environ[TEMPORARY_PREFECT_API] = server.url
         # no UI to link to: it is off, and the server ends with this process
         updates = {PREFECT_API_URL: server.url, PREFECT_UI_URL: ""}

@@ -78,12 +78,11 @@ def pipeline(config: TrainConfig, run: Run) -> tuple[TrainingResult, Arrays]:
     prepared = tasks.preprocess(dataset, config)
     prepared = tasks.validate(prepared, config.nan_policy, sources, run)
     net, history = tasks.train(config, prepared, run)
-    # Saving the model (about 2 s) overlaps evaluating and plotting; all finish before
-    # registering.
-    saved = tasks.log_model.submit(net, prepared.test.x[:5], run)
+    # Evaluated first: MLflow gives the logged model the run's metrics at logging time.
     evaluation = tasks.evaluate(net, prepared.test, run)
+    # Drawing the plots overlaps saving the model; both finish before registering.
     plotted = tasks.plot.submit(history, prepared.test.x, evaluation, run)
-    model_uri = saved.result()
+    model_uri = tasks.log_model(net, prepared.test.x[:5], run)
     plotted.result()
     version = None
     if config.register_model:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 MODEL_ARTIFACT = "model"
 PYFUNC_LOADER = mnist_pyfunc.__name__.rpartition(".")[2]
 """The pyfunc loader module, shipped with each model as `code/mnist_pyfunc.py`."""
+PYFUNC_LOADER_DIGESTS = {hashlib.sha256(Path(mnist_pyfunc.__file__).read_bytes()).hexdigest()}
+"""SHA-256 of each `mnist_pyfunc.py` this project has shipped: when the file changes, add the
+old digest here, or models logged before stop loading."""
 # MLflow logs a store error with its traceback before raising it; `call` turns it into one line.
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
@@ -362,9 +366,8 @@ def check_logged_model(path: Path, ref: str) -> Path:
     problems = []
     if others := sorted(set(meta.flavors) - {"tensorflow", "python_function"}):
         problems.append(f"has the flavour(s) {', '.join(others)}")
-    shipped = {p.relative_to(path).as_posix() for p in (path / "code").rglob("*") if p.is_file()}
     codes = {conf.get("code") for conf in meta.flavors.values() if isinstance(conf, dict)}
-    if (codes - {None, "code"}) or (shipped - {f"code/{PYFUNC_LOADER}.py"}):
+    if (codes - {None, "code"}) or not _only_our_loader(path / "code"):
         problems.append("ships code")
     named = path / str(flavor.get("data", "data")) / "keras_module.txt"
     modules = {conf["keras_module"] for conf in meta.flavors.values()
@@ -386,6 +389,23 @@ def check_logged_model(path: Path, ref: str) -> Path:
             "mnist-pipeline are loaded"
         )
     return keras_file
+
+
+def _only_our_loader(code: Path) -> bool:
+    """Nothing in `code/` but a loader this project shipped (and the bytecode cache that
+    MLflow's pyfunc leaves beside it when it loads a model in place); no links."""
+    for item in code.rglob("*") if code.is_dir() else ():
+        if item.is_symlink():
+            return False
+        if item.is_dir() and item.name == "__pycache__" and item.parent == code:
+            continue
+        if item.parent == code / "__pycache__" and item.name.startswith(f"{PYFUNC_LOADER}."):
+            continue  # never read here: nothing in a model directory is imported by us
+        if item != code / f"{PYFUNC_LOADER}.py":
+            return False
+        if hashlib.sha256(item.read_bytes()).hexdigest() not in PYFUNC_LOADER_DIGESTS:
+            return False
+    return True
 
 
 def load_model(ref: str) -> keras.Model:

@@ -1,8 +1,10 @@
 """Fault injection on real processes and real stores: each test reproduces one way the pipeline
 was broken (a crash, a hostile file or request, a sick store) and checks that it now holds."""
 
+import importlib.util
 import os
 import pickle
+import py_compile
 import signal
 import socket
 import sqlite3
@@ -77,6 +79,16 @@ def _pyfunc_loader(model_dir: Path, marker: Path) -> None:
     (model_dir / "MLmodel").write_text(yaml.safe_dump(meta))
 
 
+def _edit_loader(model_dir: Path, marker: Path) -> None:
+    """Make the shipped loader (run by `mlflow.pyfunc`, never by mnist) do more."""
+    loader = model_dir / "code" / "mnist_pyfunc.py"
+    loader.write_text(loader.read_text() + f"\nopen({str(marker)!r}, 'w').write('ran')\n")
+
+
+def _link_code(model_dir: Path, marker: Path) -> None:
+    (model_dir / "code" / "more").symlink_to(marker.parent)
+
+
 def _pickle(model_dir: Path, marker: Path) -> None:
     payload = pickle.dumps(_Marker(str(marker)))
     (model_dir / "data" / "custom_objects.cloudpickle").write_bytes(payload)
@@ -89,9 +101,12 @@ def _pickle(model_dir: Path, marker: Path) -> None:
         (lambda d, m: _ship_code(d, m, "keras"),
          "has the flavour(s) keras and ships code and names the module 'evil'"),
         (_pyfunc_loader, "ships code and names the loader 'evil'"),
+        (_edit_loader, "ships code"),
+        (_link_code, "ships code"),
         (_pickle, "holds pickled objects"),
     ],
-    ids=["tensorflow flavour", "keras flavour", "pyfunc loader", "pickled custom objects"],
+    ids=["tensorflow flavour", "keras flavour", "pyfunc loader", "edited loader", "linked code",
+         "pickled custom objects"],
 )  # fmt: skip
 def test_a_model_directory_cannot_run_code(store, tmp_path, capsys, tamper, problem):
     uri = _log_untrained()
@@ -107,6 +122,19 @@ def test_a_model_directory_cannot_run_code(store, tmp_path, capsys, tamper, prob
         "mnist-pipeline are loaded"
     )
     assert not marker.exists()
+
+
+def test_a_model_loaded_in_place_by_mlflow_pyfunc_still_loads(store, tmp_path):
+    """MLflow's pyfunc imports the shipped loader from the store itself, which can leave its
+    bytecode cache in the model's `code/`: that is not code the model ships."""
+    uri = _log_untrained()
+    model_dir = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "m")))
+    pyfunc = mlflow.pyfunc.load_model(str(model_dir))
+    assert pyfunc.predict(np.zeros((1, 28, 28), np.float32)).shape == (1, 10)
+    loader = model_dir / "code" / "mnist_pyfunc.py"
+    py_compile.compile(str(loader), cfile=importlib.util.cache_from_source(str(loader)))
+    assert list((model_dir / "code" / "__pycache__").glob("mnist_pyfunc.*.pyc"))
+    load_model(str(model_dir))
 
 
 @pytest.mark.slow

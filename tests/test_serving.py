@@ -112,6 +112,8 @@ BAD = [
     ("wrong shape", dict(json={"pixels": np.zeros((2, 27, 27)).tolist()}), 422,
      "shape (2, 27, 27)"),
     ("non-numeric", dict(json={"pixels": [["a"] * 784]}), 422, "regular array of numbers"),
+    ("past float range", dict(json={"pixels": [[10**400] + [0] * 783]}), 422,
+     "regular array of numbers"),
     ("booleans", dict(json={"pixels": [[False] * 784]}), 422, "not true or false"),
     ("ragged", dict(json={"pixels": [[0] * 784, [0] * 10]}), 422, "regular array of numbers"),
     ("no pixels key", dict(json={"image": []}), 422, '"pixels"'),
