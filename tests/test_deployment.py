@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -99,3 +100,26 @@ def test_predict_with_the_champion_from_another_directory(deployed_run, mnist_da
                 *map(str, paths)], env, cwd=tmp_path)  # fmt: skip
     predicted = [int(line.split()[1]) for line in out.splitlines()[1:]]
     assert sum(p == t for p, t in zip(predicted, mnist_data.test.labels[:5], strict=True)) >= 4
+
+
+@pytest.mark.slow
+def test_mnist_train_against_the_server_reports_every_task_run(deployed_run):
+    """`mnist train` against a real Prefect server ends without the interpreter's teardown
+    (`app.cli.run`): the flow run and every task run still end COMPLETED on the server."""
+    api, _, env = deployed_run
+    out = _run([str(BIN / "mnist"), "train", "--model", "small", "--epochs", "1",
+                "--train-limit", "2000", "--test-limit", "500", "--experiment", "cli",
+                "--no-register"], env)  # fmt: skip
+    assert "test accuracy:" in out
+    flows = httpx.post(f"{api}/flow_runs/filter", json={
+        "flow_runs": {"tags": {"all_": ["train"]}}}).json()  # fmt: skip
+    assert len(flows) == 1 and flows[0]["state"]["type"] == "COMPLETED", flows
+    deadline = time.monotonic() + 10  # the server files events a moment after receiving them
+    while True:
+        tasks = httpx.post(f"{api}/task_runs/filter", json={
+            "flow_runs": {"id": {"any_": [flows[0]["id"]]}}}).json()  # fmt: skip
+        states = {t["name"]: t["state"]["type"] if t["state"] else None for t in tasks}
+        if len(tasks) >= 6 and set(states.values()) == {"COMPLETED"}:
+            break
+        assert time.monotonic() < deadline, states
+        time.sleep(0.5)
