@@ -42,9 +42,14 @@ if TYPE_CHECKING:
 MODEL_ARTIFACT = "model"
 PYFUNC_LOADER = mnist_pyfunc.__name__.rpartition(".")[2]
 """The pyfunc loader module, shipped with each model as `code/mnist_pyfunc.py`."""
-PYFUNC_LOADER_DIGESTS = {hashlib.sha256(Path(mnist_pyfunc.__file__).read_bytes()).hexdigest()}
-"""SHA-256 of each `mnist_pyfunc.py` this project has shipped: when the file changes, add the
-old digest here, or models logged before stop loading."""
+_EARLIER_LOADERS: tuple[str, ...] = ()
+"""SHA-256 of earlier `mnist_pyfunc.py` files: when the file changes, add its old digest here,
+or the models logged with it stop loading (tests/test_tracking.py pins every shipped one)."""
+PYFUNC_LOADER_DIGESTS = {
+    hashlib.sha256(Path(mnist_pyfunc.__file__).read_bytes()).hexdigest(),
+    *_EARLIER_LOADERS,
+}
+"""The loaders a logged model may ship: this one and every earlier one."""
 # MLflow logs a store error with its traceback before raising it; `call` turns it into one line.
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")

@@ -52,3 +52,16 @@ def test_an_unreachable_server_is_one_line(monkeypatch):
     finally:
         mlflow.set_tracking_uri(None)
     assert str(err.value) == "cannot reach the MLflow tracking server at http://127.0.0.1:9"
+
+
+SHIPPED_LOADERS = {  # every mnist_pyfunc.py that logged models carry: never remove one
+    "bdaaf96a443c3d8c45ed4833cc313c29ba8b9785168dab4729aa5e3d80d21926",
+}
+
+
+def test_models_logged_with_any_shipped_loader_still_load():
+    """Editing mnist/mnist_pyfunc.py must keep the old digest in `_EARLIER_LOADERS` (and add
+    the new one above), or every model logged before the edit would be refused."""
+    from mnist.tracking import PYFUNC_LOADER_DIGESTS
+
+    assert SHIPPED_LOADERS <= PYFUNC_LOADER_DIGESTS
