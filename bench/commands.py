@@ -26,9 +26,9 @@ import mnist.env  # noqa: F401  (first: env defaults)
 import numpy as np
 from PIL import Image
 
+from bench import machine, save
 from mnist import data, registry
 
-RESULTS = Path(__file__).with_name("results")
 MNIST = str(Path(sys.executable).parent / "mnist")
 
 
@@ -66,19 +66,14 @@ def main() -> None:
         times = timed(argv, args.repeats)
         rows.append({"command": name, "median_s": statistics.median(times), "times_s": times})
         print(json.dumps(rows[-1]), flush=True)
-    RESULTS.mkdir(exist_ok=True)
     report = {"model": args.model, "load_average_at_start": load, "results": rows}
-    (RESULTS / "commands.json").write_text(json.dumps(report, indent=2))
     table = "| command | median s | min-max s |\n|---|---|---|\n" + "".join(
         f"| `{r['command']}` | {r['median_s']:.2f} | {min(r['times_s']):.2f}-"
         f"{max(r['times_s']):.2f} |\n"
         for r in rows
     )
-    loads = ", ".join(f"{v:.2f}" for v in load)
-    table += (f"\n{args.repeats} runs each after an untimed one; load average at start {loads} "
-              f"on {os.cpu_count()} cores.\n")  # fmt: skip
-    (RESULTS / "commands.md").write_text(table)
-    print("\n" + table)
+    table += f"\n{args.repeats} runs each after an untimed one; {machine(load)}.\n"
+    save("commands", report, table)
 
 
 if __name__ == "__main__":

@@ -31,10 +31,10 @@ import mnist.env  # noqa: F401  (first: env defaults)
 import httpx
 
 from app.serve import ModelHolder
+from bench import RESULTS, machine, save
 from mnist import data, registry
 from tests.servers import free_port, start_server, stop_server
 
-RESULTS = Path(__file__).with_name("results")
 BIN = Path(sys.executable).parent
 PERCENTILES = (50, 90, 99)
 
@@ -140,10 +140,8 @@ def main() -> None:
         finally:
             stop_server(proc)
 
-    RESULTS.mkdir(exist_ok=True)
     meta = {"model": pinned, "seconds": args.seconds, "load_average_at_start": load,
             "cores": os.cpu_count()}  # fmt: skip
-    (RESULTS / "serve_latency.json").write_text(json.dumps({**meta, "results": rows}, indent=2))
     table = (
         "| server | clients | req/s | p50 ms | p90 ms | p99 ms | errors |\n"
         "|---|---|---|---|---|---|---|\n"
@@ -152,12 +150,10 @@ def main() -> None:
         f"{r['p90_ms']} | {r['p99_ms']} | {r['errors']} |\n"
         for r in rows
     )
-    loads = ", ".join(f"{v:.2f}" for v in load)
-    table += (f"\n`hey -z {args.seconds:g}s`, one-image JSON requests, model {pinned}; load "
-              f"average at start {loads} on {os.cpu_count()} cores.\n")  # fmt: skip
-    (RESULTS / "serve_latency.md").write_text(table)
+    table += (f"\n`hey -z {args.seconds:g}s`, one-image JSON requests, model {pinned}; "
+              f"{machine(load)}.\n")  # fmt: skip
+    save("serve_latency", {**meta, "results": rows}, table)
     plot(rows, RESULTS / "serve_latency.png")
-    print("\n" + table)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,8 @@ from pathlib import Path
 import mnist.env  # noqa: F401  (first: env defaults)
 
 # isort: on
+from bench import RESULTS, machine, save
 
-RESULTS = Path(__file__).with_name("results")
 TARGET = 0.99  # the race is to 99% test accuracy (not the promotion gate's floor)
 # Recipe files (mnist/recipes/): `reference` is the Keras "simple MNIST convnet" as published.
 RECIPES = ("reference", "fast", "default", "best")
@@ -391,13 +391,9 @@ def main() -> None:
             f"one image {flow['single_image_ms_p50']} ms (p50), {flow['single_image_ms_p99']} ms "
             "(p99).\n"
         )
-    loads = ", ".join(f"{v:.2f}" for v in load)
-    md += f"\nLoad average at start: {loads} on {os.cpu_count()} cores.\n"
-    RESULTS.mkdir(exist_ok=True)
+    md += f"\n{machine(load).capitalize()}.\n"
+    save("training", report, md)
     draw_race(runs, commands, RESULTS / "race_to_99.png")
-    (RESULTS / "training.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / "training.md").write_text(md)
-    print("\n" + md)
 
 
 if __name__ == "__main__":
