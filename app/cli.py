@@ -213,12 +213,11 @@ def _serve(args: argparse.Namespace) -> None:
 
     app = create_app(settings)
     app.state.holder.refresh()  # no model, no server: one line, before uvicorn starts
-    for signum in _INTERRUPTS:  # uvicorn's own graceful stop, then death by the signal
-        signal.signal(
-            signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler
-        )
     print(f"serving {settings.model} on http://{settings.host}:{settings.port}/", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    # On Ctrl-C or SIGTERM uvicorn stops gracefully, then raises the signal again: `main`
+    # reports it in one line (`uvicorn.run` would swallow a Ctrl-C and exit 0).
+    config = uvicorn.Config(app, settings.host, settings.port, log_level=settings.log_level)
+    uvicorn.Server(config).run()
 
 
 def _models(args: argparse.Namespace) -> None:

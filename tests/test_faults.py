@@ -423,6 +423,21 @@ def test_ctrl_c_and_sigterm_end_a_training_in_seconds(tmp_path, mnist_path, sig,
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_stop_the_server_in_one_line(store, tmp_path, sig, code):
+    uri, port, log = _log_untrained(), free_port(), tmp_path / "serve.log"
+    command = [str(BIN / "mnist"), "serve", "--model", uri, "--port", str(port)]
+    proc = start_server(command, f"http://127.0.0.1:{port}/healthz", log, {})
+    started = time.monotonic()
+    os.killpg(proc.pid, sig)  # after uvicorn's graceful stop, the signal reaches `main`
+    proc.wait(timeout=30)
+    output = log.read_text()
+    assert proc.returncode == code, output
+    assert time.monotonic() - started < 10, output
+    assert output.strip().splitlines()[-1] == "mnist: interrupted" and "Traceback" not in output
+
+
+@pytest.mark.slow
 def test_kill_9_leaves_no_orphan_and_doctor_closes_the_runs(tmp_path, mnist_path):
     proc = _start_training(tmp_path, mnist_path)
     server = _api_servers_of(proc.pid)
