@@ -29,13 +29,16 @@ from mnist.errors import MnistError
 from mnist.settings import (
     CHAMPION,
     DataSettings,
+    DatastoreSettings,
     GateSettings,
+    NanPolicy,
     PredictSettings,
     Recipe,
     RegistrySettings,
     ServeSettings,
     TrackingSettings,
     TrainConfig,
+    WarmStartSettings,
 )
 
 
@@ -49,7 +52,8 @@ def _add_options(parser: argparse.ArgumentParser, cls: type[BaseSettings]) -> No
     """One option per field of `cls`, grouped by the concern that declares it. An option left
     out is None here, so that the settings class applies its variable, recipe or default."""
     prefix = cls.model_config.get("env_prefix", "")
-    concerns = [c for c in (Recipe, DataSettings, TrackingSettings) if issubclass(cls, c)]
+    kinds = (Recipe, DataSettings, WarmStartSettings, TrackingSettings)
+    concerns = [c for c in kinds if issubclass(cls, c)]
     concerns = concerns or [cls]
     own = [n for n in cls.model_fields if not any(n in c.model_fields for c in concerns)]
     for i, concern in enumerate(concerns):
@@ -93,7 +97,11 @@ def _settings(args: argparse.Namespace, cls: type[BaseSettings]) -> Any:
         raise _OptionError(exc, cls) from None
 
 
-class _OptionError(Exception):
+class _UsageError(Exception):
+    """A bad option, found after parsing: one line and exit status 2."""
+
+
+class _OptionError(_UsageError):
     def __init__(self, exc: pydantic.ValidationError, cls: type[BaseSettings]):
         errors = [
             f"{_flag(str(e['loc'][0]), cls) if e['loc'] else 'options'}: {e['msg']}"
@@ -104,9 +112,12 @@ class _OptionError(Exception):
 
 def _print_training(result) -> None:
     version = f"v{result.model_version}" if result.model_version else "not registered"
+    holdout = (f"holdout:        {result.holdout_accuracy:.4f} on {result.holdout_samples} added "
+               "images\n" if result.holdout_accuracy is not None else "")  # fmt: skip
     print(
         f"\nMLflow run:     {result.run_id}\n"
         f"test accuracy:  {result.test_accuracy:.4f} on {result.test_samples} images\n"
+        f"{holdout}"
         f"test loss:      {result.test_loss:.4f}\n"
         f"model:          {result.model_uri} ({version})\n"
         f"plots:          {result.plots}"
@@ -144,6 +155,12 @@ def _retrain(args: argparse.Namespace) -> None:
     api_started()
     with tags("mnist", "retrain", f"model:{config.model}"):
         result = retrain_flow(config, gate)
+    if result.unchanged is not None:
+        print(f"nothing new since v{result.unchanged.version}: the data, recipe and code are "
+              "those it was made from; nothing trained or registered (--retrain-unchanged "
+              "to train anyway)")  # fmt: skip
+        print(f"champion:       v{result.champion_version or '-'}")
+        return
     _print_training(result.training)
     print(f"decision:       {result.decision.verdict}: {result.decision.reason}")
     print(f"champion:       v{result.champion_version or '-'}")
@@ -203,6 +220,58 @@ def _predict(args: argparse.Namespace) -> None:
         print(f"wrote {len(out.table)} predictions to {args.output}")
     else:
         print(out.table.to_string(index=False))
+
+
+def _data(args: argparse.Namespace) -> None:
+    from mnist import datastore
+
+    store = datastore.Store(_settings(args, DatastoreSettings).datastore)
+    if args.action == "add":
+        from mnist import intake
+
+        paths = [Path(p) for p in args.paths]
+        source = datastore.check_source(args.source or _source_name(paths[0]))
+        label = _label(args.label)
+        found = intake.read(paths, label, args.nan_policy or "fail")
+        for what, why in found.rejected:
+            print(f"rejected {what}: {why}")
+        if not len(found.labels):
+            raise MnistError("nothing to add: every sample was rejected")
+        batch = store.add(found.images, found.labels, source, " ".join(args.paths))
+        per_digit = ", ".join(f"{d}: {n}" for d, n in batch.counts.items() if n)
+        print(f"added batch {batch.id} ({source}): {batch.samples} samples ({per_digit}); "
+              f"{batch.holdout} held out for evaluation\ndigest {batch.digest}")  # fmt: skip
+    elif args.action == "list":
+        import pandas as pd
+
+        rows = [
+            {"batch": b.id, "source": b.source, "samples": b.samples,
+             **{str(d): n for d, n in b.counts.items()}, "holdout": b.holdout,
+             "digest": b.digest[:12], "added": f"{b.created:%Y-%m-%d %H:%M}",
+             "status": f"removed {b.removed:%Y-%m-%d %H:%M}" if b.removed else "active"}
+            for b in store.batches()
+        ]  # fmt: skip
+        print(pd.DataFrame(rows).to_string(index=False) if rows else f"{store}: no batches")
+    elif args.action == "remove":
+        batch = store.remove(args.batch)
+        print(f"removed batch {batch.id} ({batch.source}, {batch.samples} samples) from future "
+              "training; it stays in the store's history")  # fmt: skip
+
+
+def _source_name(path: Path) -> str:
+    """A source name from a path: its stem, reduced to the characters a source name allows."""
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.resolve().stem if path.is_dir() else path.stem)
+    return name.strip("-.")[:64] or "added"
+
+
+def _label(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if value not in {str(d) for d in range(10)}:
+        raise _UsageError(f"--label: expected a digit 0-9, got {value!r}")
+    return int(value)
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -294,7 +363,27 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     predict.add_argument("--output", metavar="CSV", help="write predictions here instead")
 
-    command("serve", _serve, "serve a model: REST API and a draw-a-digit page", ServeSettings)
+    data = command("data", _data, "labelled data added to MNIST for training: add, list, "
+                   "remove batches")  # fmt: skip
+    data_actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = data_actions.add_parser(
+        "add", help="add a batch: PNG/JPEG files (with --label), a folder of 0/..9/ folders, "
+        "a CSV label,pixel0..pixel783, or .npz with x and y",
+    )  # fmt: skip
+    add.add_argument("paths", nargs="+", metavar="PATH")
+    add.add_argument("--label", help="the digit (0-9) of the image files given")
+    add.add_argument("--source", help="where the samples come from (default: the first "
+                     "PATH's name); the holdout is reported per source")  # fmt: skip
+    add.add_argument("--nan-policy", choices=get_args(NanPolicy), help="invalid samples: fail "
+                     "(add nothing), drop them, or impute pixels (default fail)")  # fmt: skip
+    data_actions.add_parser("list", help="every batch: source, counts per digit, digest, status")
+    remove = data_actions.add_parser("remove", help="retract BATCH from future training")
+    remove.add_argument("batch", type=int, metavar="BATCH")
+    for action in data_actions.choices.values():
+        _add_options(action, DatastoreSettings)
+
+    command("serve", _serve, "serve a model: REST API and a draw-a-digit page", ServeSettings,
+            DatastoreSettings)  # fmt: skip
     command("models", _models, "list the model architectures")
     command("recipes", _recipes, "list the training recipes (--profile NAME)")
     command("doctor", _doctor, "close runs left open by killed processes; show the gate locks")
@@ -343,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = {s: signal.signal(s, _interrupt) for s in _INTERRUPTS} if in_main_thread else {}
     try:
         args.func(args)
-    except _OptionError as exc:
+    except _UsageError as exc:
         print(f"mnist: error: {exc}", file=sys.stderr)
         return 2
     except MnistError as exc:

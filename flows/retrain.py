@@ -13,7 +13,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 import tasks
-from flows.training import TrainingResult, mlflow_run, pipeline, run_name, summary
+from flows.training import TrainingResult, gather, mlflow_run, pipeline, run_name, summary
 from mnist import registry
 from mnist.errors import MnistError
 from mnist.promotion import Decision, Outcome
@@ -22,20 +22,44 @@ from mnist.settings import GateSettings, TrainConfig
 
 @dataclass(frozen=True)
 class RetrainResult:
-    training: TrainingResult
-    outcome: Outcome
+    """A challenger trained and judged, or (`unchanged`) the version that was already made from
+    the same inputs, when the run ended early."""
+
+    training: TrainingResult | None
+    outcome: Outcome | None
+    unchanged: registry.Version | None = None
 
     @property
-    def decision(self) -> Decision:
-        return self.outcome.decision
+    def decision(self) -> Decision | None:
+        return self.outcome.decision if self.outcome else None
 
     @property
     def champion_version(self) -> str | None:
-        return self.outcome.champion_version
+        if self.outcome:
+            return self.outcome.champion_version
+        champion = registry.champion(self.unchanged.name) if self.unchanged else None
+        return champion.version if champion else None
+
+
+def _nothing_new(config: TrainConfig, same: registry.Version, digest: str) -> str:
+    return f"""# Retraining: nothing new since {config.registered_model} v{same.version}
+
+The data (MNIST and the added-data snapshot), the recipe and the code are those that made
+v{same.version} (inputs digest `{digest[:16]}`), so this run trained nothing and registered
+nothing. Add data (`mnist data add`), change the recipe, or pass `--retrain-unchanged`.
+
+| | |
+| --- | --- |
+| v{same.version} test accuracy | {same.tags.get("test_accuracy", "-")} |
+| v{same.version} holdout accuracy | {same.tags.get("holdout_accuracy", "-")} |
+| v{same.version} decision | {same.tags.get("decision", "-")} |
+| added data | `{same.tags.get("added_data_digest", "-")[:16]}` |
+"""
 
 
 def _report(config: TrainConfig, result: RetrainResult) -> str:
     d = result.decision
+    assert d is not None and result.training is not None
     verdict = "**promoted** to champion" if d.promote else "**rejected**; the champion stays"
     rows = "\n".join(f"| {k.replace('_', ' ')} | {v} |" for k, v in d.details.items())
     return f"""# Retraining: {config.registered_model} v{result.training.model_version} {verdict}
@@ -55,15 +79,27 @@ def retrain_flow(
     config: TrainConfig | None = None, gate: GateSettings | None = None
 ) -> RetrainResult:
     """Train a challenger and promote it to `champion` only if it passes the gate
-    (`mnist.promotion`): test accuracy at least the floor and more than the margin above the
-    champion's, on the same images."""
+    (`mnist.promotion`): MNIST test accuracy at least the floor, no loss to the champion on the
+    added data's holdout, and more than the margin above it on one of them, on the same images.
+    Ends early, registering nothing, when a version was made from the same inputs."""
     config, gate = config or TrainConfig(), gate or GateSettings()
     if not config.register_model:
         raise MnistError("retraining registers its challenger: drop --no-register")
+    inputs = gather(config)
+    same = None if gate.retrain_unchanged else tasks.same_inputs(config.registered_model,
+                                                                 inputs.digest)  # fmt: skip
+    if same is not None:
+        create_markdown_artifact(
+            key="retrain-decision",
+            markdown=_nothing_new(config, same, inputs.digest),
+            description=f"Nothing new since v{same.version}: nothing trained or registered",
+        )
+        return RetrainResult(None, None, same)
     with mlflow_run(config, run_name("retrain")) as run:
-        training, test = pipeline(config, run)
+        training, prepared = pipeline(config, run, inputs)
         challenger = registry.get(config.registered_model, training.model_version)
-        result = RetrainResult(training, tasks.gate(challenger, test, gate, run))
+        outcome = tasks.gate(challenger, prepared.test, prepared.holdout, gate, run)
+        result = RetrainResult(training, outcome)
         create_markdown_artifact(
             key="retrain-decision",
             markdown=_report(config, result),

@@ -13,9 +13,10 @@ from prefect.runtime import flow_run
 
 import tasks
 from flows.api import close_stale_runs
-from mnist.preprocess import Arrays
+from mnist.data import Added, Dataset, digest
+from mnist.preprocess import Prepared
 from mnist.settings import TrainConfig
-from mnist.tracking import Run
+from mnist.tracking import Input, Run, code_version
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,42 @@ class TrainingResult:
     plots: str  # where the PNGs are: a local directory or an artifact URI
     dataset_digest: str
     mlflow_link: str
+    holdout_accuracy: float | None = None  # on the added data's holdout, when there is one
+    holdout_samples: int = 0
+    added_data_digest: str = ""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a run is made from: MNIST, the added-data snapshot, and the digest that names
+    them with the recipe and the code (`TrainConfig.inputs_digest`)."""
+
+    dataset: Dataset
+    added: Added
+    digest: str
+
+
+def gather(config: TrainConfig) -> Inputs:
+    """Read MNIST and the added-data snapshot."""
+    dataset = tasks.ingest(config.data_dir)
+    added = tasks.added_data(config.datastore) if config.added_data else Added.nothing()
+    digest = config.inputs_digest(dataset.digest, added.digest, code_version())
+    return Inputs(dataset, added, digest)
+
+
+def _lineage(config: TrainConfig, inputs: Inputs) -> list[Input]:
+    """The datasets the run trains and is judged on, for MLflow's dataset tracking."""
+    train, test, added = inputs.dataset.train, inputs.dataset.test, inputs.added
+    tr = (train.images[: config.train_limit], train.labels[: config.train_limit])
+    te = (test.images[: config.test_limit], test.labels[: config.test_limit])
+    found = [Input("mnist-train", *tr, train.source, digest(*tr), "training"),
+             Input("mnist-test", *te, test.source, digest(*te), "evaluation")]  # fmt: skip
+    for split, context in ((added.train, "training"), (added.holdout, "evaluation")):
+        if len(split):
+            name = f"added-{'train' if context == 'training' else 'holdout'}"
+            found.append(Input(name, split.images, split.labels, split.source, added.digest,
+                               context, added.batches))  # fmt: skip
+    return found
 
 
 def config_of(parameters: dict) -> TrainConfig:
@@ -68,26 +105,35 @@ def mlflow_run(config: TrainConfig, name: str) -> Iterator[Run]:
         run.end(ok)
 
 
-def pipeline(config: TrainConfig, run: Run) -> tuple[TrainingResult, Arrays]:
-    """Every stage, logging to `run`; returns the result and the test split it was judged on."""
+def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingResult, Prepared]:
+    """Every stage, logging to `run`; returns the result and the splits it was judged on."""
     run.log_params(config.params())
-    dataset = tasks.ingest(config.data_dir)
-    run.set_tags({"dataset_digest": dataset.digest, "data_source": dataset.train.source})
+    dataset, added = inputs.dataset, inputs.added
+    run.set_tags({"dataset_digest": dataset.digest, "data_source": dataset.train.source,
+                  "added_data_digest": added.digest or "none", "inputs_digest": inputs.digest,
+                  "added_batches": ",".join(map(str, added.batches)) or "none"})  # fmt: skip
+    run.log_inputs(_lineage(config, inputs))
     sources = {"train": dataset.train.source, "val": dataset.train.source,
-               "test": dataset.test.source}  # fmt: skip
-    prepared = tasks.preprocess(dataset, config)
+               "test": dataset.test.source, "holdout": added.holdout.source}  # fmt: skip
+    prepared = tasks.preprocess(dataset, added, config)
     prepared = tasks.validate(prepared, config.nan_policy, sources, run)
-    net, history = tasks.train(config, prepared, run)
+    net, history = tasks.train(config, prepared, run, tasks.warm_start(config, run))
     # Evaluated first: MLflow gives the logged model the run's metrics at logging time.
     evaluation = tasks.evaluate(net, prepared.test, run)
+    holdout = (
+        tasks.evaluate(net, prepared.holdout, run, "holdout") if len(prepared.holdout) else None
+    )
     # Drawing the plots overlaps saving the model; both finish before registering.
-    plotted = tasks.plot.submit(history, prepared.test.x, evaluation, run)
+    plotted = tasks.plot.submit(history, prepared.test.x, evaluation, run, holdout)
     model_uri = tasks.log_model(net, prepared.test.x[:5], run)
     plotted.result()
     version = None
     if config.register_model:
         lineage = {"test_accuracy": f"{evaluation.accuracy:.4f}", "git_commit": run.code_version,
-                   "dataset_digest": dataset.digest}  # fmt: skip
+                   "dataset_digest": dataset.digest, "added_data_digest": added.digest or "none",
+                   "inputs_digest": inputs.digest}  # fmt: skip
+        if holdout is not None:
+            lineage["holdout_accuracy"] = f"{holdout.accuracy:.4f}"
         version = tasks.register(model_uri, run.run_id, config.registered_model, lineage).version
         run.set_tags({"registered_version": version})
     result = TrainingResult(
@@ -100,12 +146,18 @@ def pipeline(config: TrainConfig, run: Run) -> tuple[TrainingResult, Arrays]:
         plots=run.artifact_location("plots"),
         dataset_digest=dataset.digest,
         mlflow_link=run.link(),
+        holdout_accuracy=holdout.accuracy if holdout is not None else None,
+        holdout_samples=holdout.samples if holdout is not None else 0,
+        added_data_digest=added.digest,
     )
-    return result, prepared.test
+    return result, prepared
 
 
 def summary(config: TrainConfig, result: TrainingResult) -> str:
     version = f"{config.registered_model} v{result.model_version}" if result.model_version else "-"
+    holdout = (f"{result.holdout_accuracy:.4f} on {result.holdout_samples} images"
+               if result.holdout_accuracy is not None else "-")  # fmt: skip
+    added = f"snapshot `{result.added_data_digest[:16]}`" if result.added_data_digest else "none"
     return f"""# MNIST training run `{result.run_id}`
 
 | metric | value |
@@ -113,6 +165,8 @@ def summary(config: TrainConfig, result: TrainingResult) -> str:
 | test accuracy | {result.test_accuracy:.4f} |
 | test loss | {result.test_loss:.4f} |
 | test images | {result.test_samples} |
+| added-data holdout accuracy | {holdout} |
+| added data | {added} |
 | model | {config.model}, {config.epochs} epochs, batch {config.batch_size}, seed {config.seed} |
 | registered | {version} |
 | dataset digest | `{result.dataset_digest[:16]}` |
@@ -127,8 +181,9 @@ Model: `{result.model_uri}`; plots: `{result.plots}`
 def training_flow(config: TrainConfig | None = None) -> TrainingResult:
     """Train and evaluate a CNN on MNIST, logging everything to one MLflow run."""
     config = config or TrainConfig()
+    inputs = gather(config)
     with mlflow_run(config, run_name("train")) as run:
-        result, _ = pipeline(config, run)
+        result, _ = pipeline(config, run, inputs)
         create_markdown_artifact(
             key="training-summary",
             markdown=summary(config, result),

@@ -68,13 +68,37 @@ class Dataset:
     @cached_property
     def digest(self) -> str:
         """SHA-256 over every array, identifying exactly which data a model saw."""
-        h = hashlib.sha256()
-        for split in (self.train, self.test):
-            for arr in (split.images, split.labels):
-                a = np.ascontiguousarray(arr)
-                h.update(f"{a.dtype.str}{a.shape}".encode())
-                h.update(a.tobytes())
-        return h.hexdigest()
+        return digest(self.train.images, self.train.labels, self.test.images, self.test.labels)
+
+
+def digest(*arrays: np.ndarray) -> str:
+    """SHA-256 over arrays: their dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for arr in arrays:
+        a = np.ascontiguousarray(arr)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Added:
+    """Labelled samples added by users (`mnist.datastore`): the training part, the holdout
+    (with each sample's source) and the digest that names this snapshot exactly."""
+
+    train: Split
+    holdout: Split
+    holdout_sources: np.ndarray
+    digest: str  # "" when nothing was added
+    batches: tuple[int, ...]
+
+    @classmethod
+    def nothing(cls) -> Added:
+        empty = Split(np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8), np.zeros(0, np.uint8), "")
+        return cls(empty, empty, np.zeros(0, object), "", ())
+
+    def __len__(self) -> int:
+        return len(self.train) + len(self.holdout)
 
 
 def default_cache_dir() -> Path:

@@ -25,6 +25,7 @@ class Evaluation:
     probabilities: np.ndarray  # (N, 10)
     labels: np.ndarray  # (N,) true digits
     confusion: np.ndarray  # (10, 10): rows true, columns predicted
+    groups: np.ndarray | None = None  # (N,) each sample's source, where a split mixes several
 
     @property
     def predicted(self) -> np.ndarray:
@@ -44,11 +45,22 @@ class Evaluation:
         )
         return table.round({"precision": 4, "recall": 4, "f1": 4})
 
-    def metrics(self) -> dict[str, float]:
+    def group_accuracy(self) -> dict[str, float]:
+        """Accuracy per source, where the split has several."""
+        if self.groups is None or len(set(self.groups)) < 2:
+            return {}
+        hits = self.predicted == self.labels
+        return {str(g): float(hits[self.groups == g].mean()) for g in sorted(set(self.groups))}
+
+    def metrics(self, split: str = "test") -> dict[str, float]:
+        """`test_loss`, `test_accuracy`, `test_samples` (for split `test`), and the accuracy of
+        each source: `holdout_accuracy.SOURCE`."""
+        by_group = {f"{split}_accuracy.{g}": a for g, a in self.group_accuracy().items()}
         return {
-            "test_loss": self.loss,
-            "test_accuracy": self.accuracy,
-            "test_samples": float(self.samples),
+            f"{split}_loss": self.loss,
+            f"{split}_accuracy": self.accuracy,
+            f"{split}_samples": float(self.samples),
+            **by_group,
         }
 
 
@@ -72,4 +84,4 @@ def evaluate(model: keras.Model, data: Arrays) -> Evaluation:
     loss = float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], eps, 1))))
     accuracy = float(np.mean(probabilities.argmax(axis=1) == labels))
     confusion = confusion_matrix(labels, probabilities.argmax(axis=1))
-    return Evaluation(loss, accuracy, len(labels), probabilities, labels, confusion)
+    return Evaluation(loss, accuracy, len(labels), probabilities, labels, confusion, data.groups)

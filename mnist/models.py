@@ -134,6 +134,11 @@ def build(name: str, augment: bool = False) -> keras.Sequential:
     return keras.Sequential([keras.Input(INPUT_SHAPE), augmentation(), net], name=f"{name}_aug")
 
 
+def core(net: keras.Model) -> keras.Model:
+    """The named architecture inside `net` (behind augmentation, if `build` put it there)."""
+    return net.layers[-1] if net.name.endswith("_aug") else net
+
+
 def for_raw_pixels(net: keras.Model) -> keras.Sequential:
     """Wrap a trained network so it takes raw 0-255 pixels shaped (N, 28, 28)."""
     return keras.Sequential(

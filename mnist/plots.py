@@ -59,7 +59,7 @@ def prediction_grid(images: np.ndarray, result: Evaluation, count: int = 25) -> 
     return fig
 
 
-def confusion_matrix(result: Evaluation) -> Figure:
+def confusion_matrix(result: Evaluation, what: str = "test images") -> Figure:
     """Counts of true (rows) against predicted (columns) digits, on a log colour scale."""
     cm = result.confusion
     fig, ax = plt.subplots(figsize=(7, 6), constrained_layout=True)
@@ -81,15 +81,20 @@ def confusion_matrix(result: Evaluation) -> Figure:
         yticks=range(10),
         xlabel="predicted digit",
         ylabel="true digit",
-        title=f"Confusion matrix ({result.samples} test images, accuracy {result.accuracy:.2%})",
+        title=f"Confusion matrix ({result.samples} {what}, accuracy {result.accuracy:.2%})",
     )
     return fig
 
 
-def all_figures(history: pd.DataFrame, images: np.ndarray, result: Evaluation) -> dict[str, Figure]:
-    """Every figure of a run, by file name."""
-    return {
+def all_figures(
+    history: pd.DataFrame, images: np.ndarray, result: Evaluation, holdout: Evaluation | None = None
+) -> dict[str, Figure]:
+    """Every figure of a run, by file name; the added data's holdout has its own matrix."""
+    figures = {
         "training_curves.png": training_curves(history),
         "predictions.png": prediction_grid(images, result),
         "confusion_matrix.png": confusion_matrix(result),
     }
+    if holdout is not None:
+        figures["confusion_matrix_holdout.png"] = confusion_matrix(holdout, "added holdout images")
+    return figures

@@ -7,11 +7,12 @@ through (invalid labels as all-zero rows) so that `mnist.validation` can count a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from mnist.data import IMAGE_SIZE, PIXELS, Dataset
+from mnist.data import IMAGE_SIZE, PIXELS, Added, Dataset
 
 NUM_CLASSES = 10
 MAX_PIXEL = np.float32(255.0)
@@ -21,10 +22,12 @@ RAW_RANGE = (0.0, float(MAX_PIXEL))
 
 @dataclass(frozen=True)
 class Arrays:
-    """Model-ready arrays of one split; `y` is one-hot (N, 10) or None for unlabelled input."""
+    """Model-ready arrays of one split; `y` is one-hot (N, 10) or None for unlabelled input;
+    `groups` names each sample's source where a split mixes several (the holdout)."""
 
     x: np.ndarray
     y: np.ndarray | None
+    groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -35,19 +38,28 @@ class Arrays:
         return self.y.argmax(axis=1)
 
     def take(self, index: np.ndarray) -> Arrays:
-        return Arrays(self.x[index], None if self.y is None else self.y[index])
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[index]
+
+        return Arrays(self.x[index], pick(self.y), pick(self.groups))
+
+    def with_x(self, x: np.ndarray) -> Arrays:
+        return replace(self, x=x)
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """The three splits a training run uses."""
+    """The splits a training run uses: MNIST's test, and the added data's holdout (empty
+    when nothing was added), on which it is judged."""
 
     train: Arrays
     val: Arrays
     test: Arrays
+    holdout: Arrays
+    added_repeats: int = 0  # how often each added training sample is in the training split
 
     def splits(self) -> dict[str, Arrays]:
-        return {"train": self.train, "val": self.val, "test": self.test}
+        return {"train": self.train, "val": self.val, "test": self.test, "holdout": self.holdout}
 
 
 def scale(images: np.ndarray) -> np.ndarray:
@@ -86,20 +98,44 @@ def stratified_split(
     return rng.permutation(train_idx), val_idx
 
 
+def repeats(added: int, base: int, share: float) -> int:
+    """How many times each of `added` samples appears in an epoch beside `base` others so that
+    they make up about `share` of it (at least once each)."""
+    if not added or share <= 0:
+        return 1
+    return max(1, math.ceil(share / (1 - share) * base / added - 1e-9))
+
+
 def prepare(
     data: Dataset,
     validation_split: float,
     seed: int,
     train_limit: int | None = None,
     test_limit: int | None = None,
+    added: Added | None = None,
+    added_share: float = 0.0,
 ) -> Prepared:
-    """Scale, reshape and one-hot every split, and hold out a seeded stratified validation set."""
+    """Scale, reshape and one-hot every split, and hold out a seeded stratified validation set
+    of MNIST. Added training samples join the training split, repeated to make up about
+    `added_share` of it (a few hundred would otherwise drown among 54,000); the added holdout
+    becomes its own split."""
+    added = added or Added.nothing()
     tr, te = data.train, data.test
     train = Arrays(scale(tr.images[:train_limit]), one_hot(tr.labels[:train_limit]))
     test = Arrays(scale(te.images[:test_limit]), one_hot(te.labels[:test_limit]))
+    holdout = Arrays(scale(added.holdout.images), one_hot(added.holdout.labels),
+                     added.holdout_sources)  # fmt: skip
     if len(train.x) != len(train.y):  # counts differ: leave it whole for validation to report
-        return Prepared(train, Arrays(train.x[:0], train.y[:0]), test)
+        return Prepared(train, Arrays(train.x[:0], train.y[:0]), test, holdout)
     train_idx, val_idx = stratified_split(
         np.asarray(tr.labels[:train_limit]), validation_split, seed
     )
-    return Prepared(train.take(train_idx), train.take(val_idx), test)
+    train, val = train.take(train_idx), train.take(val_idx)
+    times = repeats(len(added.train), len(train), added_share) if len(added.train) else 0
+    if times:
+        extra = Arrays(scale(np.tile(added.train.images, (times, 1, 1))),
+                       one_hot(np.tile(added.train.labels, times)))  # fmt: skip
+        order = np.random.default_rng(seed).permutation(len(train) + len(extra))
+        train = Arrays(np.concatenate([train.x, extra.x])[order],
+                       np.concatenate([train.y, extra.y])[order])  # fmt: skip
+    return Prepared(train, val, test, holdout, times)

@@ -1,5 +1,6 @@
-"""The champion/challenger rule: score both on the same raw test pixels, decide, then tag the
-challenger's version, move the `champion` alias and append the decision to the history.
+"""The champion/challenger rule: score both on the same raw pixels (MNIST test, and the added
+data's holdout when there is one), decide, then tag the challenger's version, move the
+`champion` alias and append the decision to the history.
 
 Gates of one model run one at a time: the caller holds `lock` around `judge`.
 """
@@ -37,6 +38,8 @@ class Outcome:
     challenger_accuracy: float
     incumbent: registry.Version | None  # the champion the challenger was judged against
     incumbent_accuracy: float | None
+    challenger_holdout: float | None = None  # accuracy on the added data's holdout
+    incumbent_holdout: float | None = None
 
     @property
     def compared_to(self) -> str:
@@ -49,33 +52,59 @@ class Outcome:
         return self.incumbent.version if self.incumbent else None
 
 
-def decide(challenger: float, incumbent: float | None, gate: GateSettings) -> Decision:
-    """Promote when the challenger reaches the floor and beats the champion by more than the
-    margin (a tie keeps the champion); with no champion, reaching the floor suffices."""
+def decide(
+    challenger: float,
+    incumbent: float | None,
+    gate: GateSettings,
+    challenger_holdout: float | None = None,
+    incumbent_holdout: float | None = None,
+) -> Decision:
+    """Promote when the challenger keeps MNIST test at the floor or above, does not lose to the
+    champion on the added data's holdout, and beats it by more than the margin on the test or
+    on the holdout (a tie on both keeps the champion); with no champion, the floor suffices.
+    Every reason names both scores."""
     floor, margin = gate.floor, gate.margin
     details = {"challenger_accuracy": f"{challenger:.4f}", "floor": str(floor),
                "margin": str(margin)}  # fmt: skip
+    if challenger_holdout is not None:
+        details["challenger_holdout_accuracy"] = f"{challenger_holdout:.4f}"
     if incumbent is not None:
         details["champion_accuracy"] = f"{incumbent:.4f}"
-    if challenger < floor:
-        reason = f"test accuracy {challenger:.4f} is below the floor {floor}"
-        return Decision(False, reason, details)
-    if incumbent is None:
-        return Decision(
-            True, f"no champion yet; {challenger:.4f} reaches the floor {floor}", details
+    holdout = challenger_holdout is not None and incumbent_holdout is not None
+    if holdout:
+        details["champion_holdout_accuracy"] = f"{incumbent_holdout:.4f}"
+    scores = f"test {challenger:.4f}" + (
+        f", holdout {challenger_holdout:.4f}" if challenger_holdout is not None else ""
+    )
+    if incumbent is not None:
+        scores += f" against the champion's test {incumbent:.4f}" + (
+            f", holdout {incumbent_holdout:.4f}" if holdout else ""
         )
-    if challenger - incumbent > margin:
-        reason = f"{challenger:.4f} beats the champion's {incumbent:.4f} by more than {margin}"
+    if challenger < floor:
+        return Decision(False, f"test accuracy {challenger:.4f} is below the floor {floor} "
+                        f"({scores})", details)  # fmt: skip
+    if incumbent is None:
+        return Decision(True, f"no champion yet; {scores}: the test reaches the floor {floor}",
+                        details)  # fmt: skip
+    if holdout and challenger_holdout < incumbent_holdout:  # type: ignore[operator]
+        return Decision(False, f"loses to the champion on the holdout ({scores})", details)
+    better = [what for what, gain in (
+        ("test", challenger - incumbent),
+        ("holdout", (challenger_holdout - incumbent_holdout) if holdout else 0.0),  # type: ignore[operator]
+    ) if gain > margin]  # fmt: skip
+    if better:
+        reason = (
+            f"beats the champion on the {' and '.join(better)} by more than {margin} ({scores})"
+        )
         return Decision(True, reason, details)
-    reason = f"{challenger:.4f} does not beat the champion's {incumbent:.4f} by more than {margin}"
-    return Decision(False, reason, details)
+    return Decision(False, f"does not beat the champion by more than {margin} ({scores})", details)
 
 
-def score(model_uri: str, test: Arrays) -> float:
-    """Test accuracy of a registered (raw-pixel) model on the raw pixels of `test`."""
+def score(model_uri: str, splits: list[Arrays]) -> list[float]:
+    """Accuracies of a registered (raw-pixel) model on the raw pixels of each split."""
     model = tracking.load_model(model_uri)
-    raw = Arrays(preprocess.unscale(test.x), test.y)
-    return evaluation.evaluate(model, raw).accuracy
+    raws = [Arrays(preprocess.unscale(data.x), data.y) for data in splits]
+    return [evaluation.evaluate(model, raw).accuracy for raw in raws]
 
 
 def lock(
@@ -87,15 +116,19 @@ def lock(
     return locks.hold(path, what, gate.wait_seconds, on_wait)
 
 
-def judge(challenger: registry.Version, test: Arrays, gate: GateSettings) -> Outcome:
-    """Score the challenger and the current champion on the same images, decide, and record
-    the decision: tags on the challenger's version, the alias moved or not, the history."""
+def judge(
+    challenger: registry.Version, test: Arrays, gate: GateSettings, holdout: Arrays | None = None
+) -> Outcome:
+    """Score the challenger and the current champion on the same images (MNIST test, and the
+    added holdout when it has any), decide, and record the decision: tags on the challenger's
+    version, the alias moved or not, the history."""
     name = challenger.name
     incumbent = registry.champion(name)
-    challenger_accuracy = score(challenger.uri, test)
-    incumbent_accuracy = score(incumbent.uri, test) if incumbent else None
-    decision = decide(challenger_accuracy, incumbent_accuracy, gate)
-    outcome = Outcome(decision, challenger, challenger_accuracy, incumbent, incumbent_accuracy)
+    judged = [test, *([holdout] if holdout is not None and len(holdout) else [])]
+    mine: list[float | None] = [*score(challenger.uri, judged), None]
+    theirs: list[float | None] = [*score(incumbent.uri, judged), None] if incumbent else [None] * 2
+    decision = decide(mine[0], theirs[0], gate, mine[1], theirs[1])
+    outcome = Outcome(decision, challenger, mine[0], incumbent, theirs[0], mine[1], theirs[1])
     tags = {"decision": decision.verdict, "decision_reason": decision.reason,
             "compared_to_version": outcome.compared_to, **decision.details}  # fmt: skip
     registry.tag_version(name, challenger.version, tags)

@@ -8,6 +8,7 @@ client of the same tracking store, that `rollback` and `history` read back.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, replace
 
@@ -105,6 +106,31 @@ def champion(name: str = MODEL_NAME) -> Version | None:
         return Version.of(call(client().get_model_version_by_alias, name, CHAMPION, missing="-"))
     except NotFound:
         return None
+
+
+def with_inputs(name: str, digest: str) -> Version | None:
+    """The newest version of `name` made from exactly these inputs (data, added-data snapshot,
+    recipe, code: the tag `inputs_digest`) and judged by the gate, or None. A version whose
+    gate never ended (a crash, a timeout) does not count: it was never judged."""
+    try:
+        _require_model(name)
+    except NotFound:
+        return None
+    found = call(client().search_model_versions,
+                 f"name = '{name}' and tags.inputs_digest = '{digest}'")  # fmt: skip
+    judged = [v for v in map(Version.of, found) if "decision" in v.tags]
+    return max(judged, key=lambda v: int(v.version), default=None)
+
+
+_ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)$")
+
+
+def resolve(ref: str) -> str:
+    """`models:/NAME@ALIAS` as the version it points at now (`models:/NAME/VERSION`), so that
+    what is loaded and what is recorded are the same; any other reference as it is."""
+    if match := _ALIAS_URI.match(ref):
+        return get(match["name"], alias=match["alias"]).uri
+    return ref
 
 
 def _history_experiment(name: str) -> str:

@@ -14,6 +14,8 @@ options from these classes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -90,7 +92,20 @@ def _env(prefix: str) -> SettingsConfigDict:
     return SettingsConfigDict(env_prefix=prefix, extra="forbid", frozen=True)
 
 
-class DataSettings(BaseSettings):
+class DatastoreSettings(BaseSettings):
+    """Added data: the store of labelled samples from users (`mnist data`)"""
+
+    model_config = _env("MNIST_")
+
+    datastore: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the added-data store (default: mnist-data.db beside a "
+        "SQLite MLflow store, else in the per-user state directory)",
+        json_schema_extra={"metavar": "URL"},
+    )
+
+
+class DataSettings(DatastoreSettings):
     """Data: where it comes from, how it is split and checked"""
 
     model_config = _env("MNIST_")
@@ -107,6 +122,18 @@ class DataSettings(BaseSettings):
         None, ge=1, description="use only the first N training images (quick runs)"
     )
     test_limit: int | None = Field(None, ge=1, description="use only the first N test images")
+    added_data: bool = Field(
+        True,
+        description="train on MNIST plus every active batch of added data (`mnist data list`)",
+        json_schema_extra={"flag": "--added-data"},
+    )
+    added_share: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="share of each epoch's training images that come from added data, by "
+        "repeating its samples (never less than once each); 0: each sample once",
+    )
 
 
 class TrackingSettings(BaseSettings):
@@ -131,7 +158,24 @@ def _knobs_come_from_the_recipe(schema: dict[str, Any]) -> None:
     schema["required"] = [n for n in schema.get("required", []) if n not in Recipe.model_fields]
 
 
-class TrainConfig(Recipe, DataSettings, TrackingSettings):
+class WarmStartSettings(BaseSettings):
+    """Warm start: fine-tune an existing model instead of training from scratch"""
+
+    model_config = _env("MNIST_")
+
+    init_from: str | None = Field(
+        None,
+        description="start from this model's weights (e.g. models:/mnist-cnn@champion) when its "
+        "architecture is the recipe's; else train from scratch",
+        json_schema_extra={"metavar": "REF"},
+    )
+    finetune_epochs: int = Field(1, ge=1, le=1000, description="epochs of a warm start")
+    finetune_learning_rate: float = Field(
+        1e-3, gt=0, le=1, description="peak learning rate of a warm start"
+    )
+
+
+class TrainConfig(Recipe, DataSettings, WarmStartSettings, TrackingSettings):
     """Every setting of a training run: a recipe, the data, the tracking."""
 
     model_config = _env("MNIST_") | {"json_schema_extra": _knobs_come_from_the_recipe}
@@ -165,6 +209,15 @@ class TrainConfig(Recipe, DataSettings, TrackingSettings):
         """The whole config, flattened to strings for MLflow params."""
         return {k: str(v) for k, v in self.model_dump().items()}
 
+    def inputs_digest(self, *digests: str) -> str:
+        """SHA-256 naming what a model is made from: the given digests (data, added-data
+        snapshot, code) and every setting that changes the model; not where things are
+        (paths, stores, experiment) nor the profile's name, whose knobs are all here."""
+        where = {"profile", "data_dir", "datastore", "experiment", "register_model"}
+        settings = self.model_dump(mode="json", exclude=where)
+        text = json.dumps({"inputs": digests, "settings": settings}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
 
 class GateSettings(BaseSettings):
     """Gate: when a challenger replaces the champion"""
@@ -177,6 +230,12 @@ class GateSettings(BaseSettings):
     )
     wait_seconds: float = Field(
         1800, ge=0, description="longest wait for another gate of the same model to finish"
+    )
+    retrain_unchanged: bool = Field(
+        False,
+        description="retrain even when the data, recipe and code are those of a registered "
+        "version (otherwise the run ends early: nothing new)",
+        json_schema_extra={"flag": "--retrain-unchanged"},
     )
 
 
@@ -208,6 +267,12 @@ class ServeSettings(BaseSettings):
         "takes what is queued; requests that arrive while the model runs form the next call)",
     )
     max_bytes: int = Field(8 * 1024 * 1024, ge=1, description="largest request body in bytes")
+    feedback: bool = Field(
+        True,
+        description="accept corrected labels at POST /feedback (and on the page) into the "
+        "added-data store",
+        json_schema_extra={"flag": "--feedback"},
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "warning", description="uvicorn log level"
     )

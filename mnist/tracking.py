@@ -128,8 +128,8 @@ def _initialise(uri: str) -> None:
 
 
 def code_version() -> str:
-    """The git commit of this checkout (with `-dirty` for uncommitted changes), else the
-    package version."""
+    """The git commit of this checkout, with `-dirty.` and a digest of the uncommitted changes
+    to tracked files when there are any, else the package version."""
     root = Path(mnist.__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
@@ -139,10 +139,12 @@ def code_version() -> str:
 
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        diff = git("diff", "HEAD", "--no-ext-diff", "--binary")
     except (OSError, subprocess.CalledProcessError):
         return f"mnist-pipeline=={mnist.__version__}"
-    return f"{commit}-dirty" if dirty else commit
+    if not diff:
+        return commit
+    return f"{commit}-dirty.{hashlib.sha256(diff.encode()).hexdigest()[:12]}"
 
 
 def experiment_id(name: str) -> str:
@@ -156,6 +158,19 @@ def experiment_id(name: str) -> str:
         if (exp := call(mlflow.get_experiment_by_name, name)) is None:
             raise
         return exp.experiment_id
+
+
+@dataclass(frozen=True)
+class Input:
+    """A dataset a run trained or was judged on, for MLflow's dataset tracking."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    source: str  # a file, or the added-data store's URL (no password)
+    digest: str  # SHA-256 of the arrays, in full
+    context: str  # "training" or "evaluation"
+    batches: tuple[int, ...] = ()  # of the added-data store
 
 
 @dataclass(frozen=True)
@@ -188,6 +203,24 @@ class Run:
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         call(mlflow.log_metrics, metrics, step=step, run_id=self.run_id, synchronous=True)
+
+    def log_inputs(self, inputs: list[Input]) -> None:
+        """Record the datasets with MLflow's dataset tracking (`mlflow.log_input`), each with
+        its digest: MLflow keeps 32 characters of it, the input's `digest` tag all of it."""
+        import mlflow.data
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+
+        entities = []
+        for i in inputs:
+            source = i.source if not i.batches else CodeDatasetSource(
+                {"datastore": i.source, "batches": ",".join(map(str, i.batches))}
+            )  # fmt: skip
+            dataset = mlflow.data.from_numpy(i.images, source=source, targets=i.labels,
+                                             name=i.name, digest=i.digest[:32])  # fmt: skip
+            tags = [InputTag("mlflow.data.context", i.context), InputTag("digest", i.digest)]
+            entities.append(DatasetInput(dataset._to_mlflow_entity(), tags))
+        call(client().log_inputs, self.run_id, entities)
 
     def log_json(self, data: dict, artifact_file: str) -> None:
         text = json.dumps(data, indent=2, default=str)

@@ -73,17 +73,41 @@ def compile_model(
     return net
 
 
+def warm_start(config: TrainConfig, model: keras.Model) -> keras.Model | None:
+    """`config.model` built with the weights of a logged raw-pixel model, or None when that
+    model's architecture is another."""
+    keras.utils.set_random_seed(config.seed)
+    net = models.build(config.model, augment=config.augment)
+    source = models.core(model.layers[-1])
+    if source.name != config.model:
+        return None
+    try:
+        models.core(net).set_weights(source.get_weights())
+    except ValueError:  # same name, other shapes: an architecture changed since
+        return None
+    return net
+
+
 def train(
     config: TrainConfig,
     data: Prepared,
     on_epoch: EpochHook | None = None,
     callbacks: list[keras.callbacks.Callback] = (),
+    init: keras.Model | None = None,
 ) -> tuple[keras.Model, pd.DataFrame]:
-    """Build and fit `config.model` on data.train, monitoring data.val each epoch."""
+    """Build and fit `config.model` on data.train, monitoring data.val each epoch; from `init`
+    (made by `warm_start`), the fine-tuning recipe: `finetune_epochs` epochs at a peak
+    learning rate of `finetune_learning_rate`."""
     keras.utils.set_random_seed(config.seed)
-    net = models.build(config.model, augment=config.augment)
-    steps = math.ceil(len(data.train) / config.batch_size) * config.epochs
-    lr = config.learning_rate
+    if init is None:
+        net, epochs, lr = (
+            models.build(config.model, config.augment),
+            config.epochs,
+            config.learning_rate,
+        )
+    else:
+        net, epochs, lr = init, config.finetune_epochs, config.finetune_learning_rate
+    steps = math.ceil(len(data.train) / config.batch_size) * epochs
     compile_model(net, one_cycle(lr, steps) if config.schedule == "one-cycle" else lr,
                   config.label_smoothing, (config.adam_beta_1, config.adam_beta_2))  # fmt: skip
     callbacks = [*callbacks, _SafePoints(), *([_EpochReporter(on_epoch)] if on_epoch else [])]
@@ -93,7 +117,7 @@ def train(
             data.train.x,
             data.train.y,
             batch_size=config.batch_size,
-            epochs=config.epochs,
+            epochs=epochs,
             validation_data=validation,
             callbacks=callbacks,
             verbose=0,

@@ -168,7 +168,7 @@ def validate(
         drop = bad_labels | (bad_pixels if policy == "drop" else False)
         split_report.dropped = int(drop.sum())
         split_report.kept = np.flatnonzero(~drop)
-        cleaned[name] = Arrays(x, arrays.y).take(split_report.kept)
+        cleaned[name] = arrays.with_x(x).take(split_report.kept)
     if any(r.fatal for r in report.splits.values()):
         raise ValidationError(f"invalid data: {report.summary()}", report)
     if policy == "fail" and report.problems:

@@ -7,20 +7,26 @@ from mnist import evaluation
 from mnist.preprocess import Arrays
 from mnist.tracking import Run
 
+WHAT = {"test": "MNIST test images", "holdout": "added holdout images"}
 
-@task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate(net: keras.Model, test: Arrays, run: Run) -> evaluation.Evaluation:
-    """Test loss and accuracy, per-class metrics and confusion matrix, logged to MLflow."""
-    result = evaluation.evaluate(net, test)
+
+@task(name="evaluate", task_run_name="evaluate-{split}", cache_policy=NO_CACHE)
+def evaluate(
+    net: keras.Model, data: Arrays, run: Run, split: str = "test"
+) -> evaluation.Evaluation:
+    """Loss and accuracy (per source too), per-class metrics and the confusion matrix of one
+    split, logged to MLflow as `<split>_accuracy` etc. and to Prefect."""
+    result = evaluation.evaluate(net, data)
     per_class = result.per_class()
-    run.log_metrics(result.metrics())
-    run.log_frame(per_class, "classification_report.csv")
+    run.log_metrics(result.metrics(split))
+    run.log_frame(per_class, "classification_report.csv" if split == "test"
+                  else f"classification_report_{split}.csv")  # fmt: skip
     create_table_artifact(
-        key="per-class-metrics",
+        key="per-class-metrics" if split == "test" else f"{split}-per-class-metrics",
         table=per_class.to_dict(orient="records"),
-        description=f"Per-class precision, recall and F1 on {result.samples} test images",
+        description=f"Per-class precision, recall and F1 on {result.samples} {WHAT[split]}",
     )
-    get_run_logger().info(
-        "test loss %.4f, accuracy %.4f on %d images", result.loss, result.accuracy, result.samples
-    )
+    sources = "".join(f", {g} {a:.4f}" for g, a in result.group_accuracy().items())
+    get_run_logger().info("%s loss %.4f, accuracy %.4f on %d images%s", split, result.loss,
+                          result.accuracy, result.samples, sources)  # fmt: skip
     return result

@@ -25,6 +25,20 @@ def register(model_uri: str, run_id: str, name: str, tags: dict[str, str]) -> re
     return version
 
 
+@task(name="same-inputs", task_run_name="same-inputs-{name}", cache_policy=NO_CACHE)
+def same_inputs(name: str, digest: str) -> registry.Version | None:
+    """The version of `name` already made from these inputs (data, added data, recipe, code),
+    if any: a retraining would only register a duplicate of it."""
+    same = registry.with_inputs(name, digest)
+    logger = get_run_logger()
+    if same is None:
+        logger.info("no version of %s was made from these inputs (%s)", name, digest[:12])
+    else:
+        logger.info("nothing new since %s v%s: same data, recipe and code (%s)", name,
+                    same.version, digest[:12])  # fmt: skip
+    return same
+
+
 @contextmanager
 def _across_workers(name: str, settings: GateSettings) -> Iterator[None]:
     """With a Prefect server, whose workers may sit on other machines than the lock file,
@@ -53,10 +67,10 @@ def _across_workers(name: str, settings: GateSettings) -> Iterator[None]:
     cache_policy=NO_CACHE,
 )
 def gate(
-    challenger: registry.Version, test: Arrays, settings: GateSettings, run: Run
+    challenger: registry.Version, test: Arrays, holdout: Arrays, settings: GateSettings, run: Run
 ) -> promotion.Outcome:
-    """The champion/challenger rule (`mnist.promotion`), one gate at a time per model; its
-    outcome goes to the run's metrics and tags."""
+    """The champion/challenger rule (`mnist.promotion`) on MNIST test and the added holdout,
+    one gate at a time per model; its outcome goes to the run's metrics and tags."""
     logger = get_run_logger()
 
     def waiting(holder, waited: float) -> None:
@@ -68,12 +82,15 @@ def gate(
         promotion.lock(challenger.name, settings, what, waiting),
         _across_workers(challenger.name, settings),
     ):
-        outcome = promotion.judge(challenger, test, settings)
+        outcome = promotion.judge(challenger, test, settings, holdout)
     decision = outcome.decision
     metrics = {"gate.challenger_test_accuracy": outcome.challenger_accuracy,
-               "gate.promoted": decision.promote}  # fmt: skip
-    if outcome.incumbent_accuracy is not None:
-        metrics["gate.champion_test_accuracy"] = outcome.incumbent_accuracy
+               "gate.champion_test_accuracy": outcome.incumbent_accuracy,
+               "gate.challenger_holdout_accuracy": outcome.challenger_holdout,
+               "gate.champion_holdout_accuracy": outcome.incumbent_holdout}  # fmt: skip
+    metrics = {k: v for k, v in metrics.items() if v is not None} | {
+        "gate.promoted": decision.promote
+    }
     run.log_metrics(metrics)
     run.set_tags({"gate.decision": decision.verdict, "gate.compared_to": outcome.compared_to})
     logger.info("v%s %s: %s", challenger.version, decision.verdict, decision.reason)

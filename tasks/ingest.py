@@ -3,7 +3,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from mnist import data
+from mnist import data, datastore
 from mnist.errors import DownloadError
 
 
@@ -37,3 +37,18 @@ def ingest(data_dir: Path | None) -> data.Dataset:
         dataset.digest[:12],
     )
     return dataset
+
+
+@task(name="added-data", cache_policy=NO_CACHE)
+def added_data(url: str | None) -> data.Added:
+    """The snapshot of every active batch of added data (`mnist data list`)."""
+    store = datastore.Store(url)
+    snapshot = store.snapshot()
+    logger = get_run_logger()
+    if not len(snapshot):
+        logger.info("no added data in %s", store)
+    else:
+        logger.info("added data from %s: %d training and %d holdout samples in batches %s; "
+                    "digest %s", store, len(snapshot.train), len(snapshot.holdout),
+                    ",".join(map(str, snapshot.batches)), snapshot.digest[:12])  # fmt: skip
+    return snapshot

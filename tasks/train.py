@@ -4,7 +4,8 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from mnist import models, training
+from mnist import models, registry, tracking, training
+from mnist.errors import MnistError
 from mnist.preprocess import Prepared, unscale
 from mnist.settings import TrainConfig
 from mnist.tracking import Run
@@ -15,28 +16,55 @@ from mnist.tracking import Run
     task_run_name="train-{config.model}-e{config.epochs}-s{config.seed}",
     cache_policy=NO_CACHE,
 )
-def train(config: TrainConfig, prepared: Prepared, run: Run) -> tuple[keras.Model, pd.DataFrame]:
-    """Fit the model, logging each epoch to the Prefect log and to MLflow (step = epoch)."""
+def train(
+    config: TrainConfig, prepared: Prepared, run: Run, init: keras.Model | None = None
+) -> tuple[keras.Model, pd.DataFrame]:
+    """Fit the model (from `init`'s weights when given), logging each epoch to the Prefect log
+    and to MLflow (step = epoch)."""
     logger = get_run_logger()
-    logger.info(
-        "training %s for %d epochs on %d images (batch %d, peak lr %g, seed %d)",
-        config.model,
-        config.epochs,
-        len(prepared.train),
-        config.batch_size,
-        config.learning_rate,
-        config.seed,
+    epochs, lr = (
+        (config.epochs, config.learning_rate)
+        if init is None
+        else (config.finetune_epochs, config.finetune_learning_rate)
     )
+    logger.info("%s %s for %d epochs on %d images (batch %d, peak lr %g, seed %d)",
+                "training" if init is None else "fine-tuning", config.model, epochs,
+                len(prepared.train), config.batch_size, lr, config.seed)  # fmt: skip
 
     def on_epoch(epoch: int, metrics: dict[str, float], seconds: float) -> None:
         run.log_metrics(metrics | {"epoch_seconds": seconds}, step=epoch)
         shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        logger.info("epoch %d/%d  %s  (%.1f s)", epoch, config.epochs, shown, seconds)
+        logger.info("epoch %d/%d  %s  (%.1f s)", epoch, epochs, shown, seconds)
 
-    net, history = training.train(config, prepared, on_epoch)
+    net, history = training.train(config, prepared, on_epoch, init=init)
     run.log_frame(history, "history.csv")
     run.log_metrics({"parameters": float(net.count_params())})
     return net, history
+
+
+@task(name="warm-start", cache_policy=NO_CACHE)
+def warm_start(config: TrainConfig, run: Run) -> keras.Model | None:
+    """The network to fine-tune from `config.init_from`, or None (train from scratch) when
+    there is none or its architecture is not the recipe's; the run's tag `warm_start` says
+    which, and why."""
+    if not config.init_from:
+        return None
+    logger = get_run_logger()
+    try:
+        ref = registry.resolve(config.init_from)
+        model = tracking.load_model(ref)
+    except MnistError as exc:
+        why = f"none: {exc}"
+    else:
+        if (net := training.warm_start(config, model)) is not None:
+            run.set_tags({"warm_start": ref})
+            logger.info("warm start from %s (%s)", ref, config.init_from)
+            return net
+        found = models.core(model.layers[-1]).name
+        why = f"none: {ref} is a {found!r} network, the recipe's is {config.model!r}"
+    run.set_tags({"warm_start": why})
+    logger.warning("warm start %s; training from scratch", why)
+    return None
 
 
 @task(name="log-model", cache_policy=NO_CACHE)

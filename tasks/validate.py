@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -36,4 +38,4 @@ def validate(prepared: Prepared, policy: NanPolicy, sources: dict[str, str], run
         )
     else:
         logger.info("validation: no NaN, Inf, out-of-range pixels or invalid labels")
-    return Prepared(**splits)
+    return replace(prepared, **splits)

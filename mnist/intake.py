@@ -1,0 +1,122 @@
+"""Labelled samples for `mnist data add`: read, prepared like `mnist predict`'s inputs, and
+checked like training data.
+
+Accepted inputs: PNG/JPEG files (all of one digit, given with `label`), a folder with
+sub-folders `0/`..`9/` of images (the image-folder convention of Keras and torchvision), a CSV
+`label,pixel0..pixel783`, and `.npz` with arrays `x` and `y`. Images of any size are prepared
+MNIST-style (`mnist.digits`); every sample then goes through `mnist.validation` under the NaN
+policy, so a blank, unreadable or invalid sample is named and never stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mnist import inference
+from mnist.data import IMAGE_SIZE, read_csv
+from mnist.errors import MnistError
+from mnist.preprocess import RAW_RANGE, Arrays, one_hot
+from mnist.settings import NanPolicy
+from mnist.validation import ValidationReport, validate
+
+DIGITS = [str(d) for d in range(10)]
+
+
+@dataclass
+class Intake:
+    """What `read` accepted (raw pixels and labels), what it rejected and why."""
+
+    images: np.ndarray  # (N, 28, 28) float32 in 0-255, validated
+    labels: np.ndarray  # (N,) int 0-9
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
+    report: ValidationReport | None = None
+
+    def counts(self) -> dict[int, int]:
+        return {d: int((self.labels == d).sum()) for d in range(10)}
+
+
+def _images(files: list[Path], label: int, read: list, rejected: list) -> None:
+    for path in files:
+        try:
+            read.append((inference.read_image(path), label, str(path)))
+        except MnistError as exc:
+            rejected.append((str(path), str(exc).removeprefix(f"{path}: ")))
+
+
+def _folder(path: Path, read: list, rejected: list) -> None:
+    found = False
+    for item in sorted(path.iterdir()):
+        if item.is_dir() and item.name in DIGITS:
+            files = sorted(p for p in item.iterdir() if p.is_file())
+            _images([p for p in files if p.suffix.lower() in inference.IMAGE_SUFFIXES],
+                    int(item.name), read, rejected)  # fmt: skip
+            rejected += [(str(p), "not a PNG or JPEG file") for p in files
+                         if p.suffix.lower() not in inference.IMAGE_SUFFIXES]  # fmt: skip
+            found = True
+        elif not item.name.startswith("."):
+            rejected.append((str(item), "not a digit folder 0-9"))
+    if not found:
+        raise MnistError(f"{path}: no sub-folders named 0 to 9 (one per digit, holding images)")
+
+
+def _arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels from a labelled CSV or an .npz with `x` and `y`."""
+    if path.suffix.lower() == ".csv":
+        split = read_csv(path, labelled=True)
+        return inference.as_images(split.images, str(path)), np.asarray(split.labels)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "x" not in z or "y" not in z:
+                raise MnistError(f"{path}: expected arrays 'x' and 'y', found {sorted(z.keys())}")
+            x, y = z["x"], z["y"]
+    except (OSError, ValueError, EOFError) as exc:
+        raise MnistError(f"{path}: not a readable .npz file ({exc})") from exc
+    images = inference.as_images(x, f"{path}:x")
+    if y.dtype.kind not in "uif" or y.shape != (len(images),):
+        raise MnistError(
+            f"{path}: 'y' must hold one number per image ({len(images)}), found shape {y.shape}"
+        )
+    return images, y
+
+
+def read(paths: list[Path], label: int | None = None, policy: NanPolicy = "fail") -> Intake:
+    """Read, prepare and validate labelled samples; `label` is the digit of image files."""
+    read_: list[tuple[np.ndarray, float, str]] = []
+    arrays: list[tuple[np.ndarray, np.ndarray]] = []
+    rejected: list[tuple[str, str]] = []
+    images = [p for p in paths if p.suffix.lower() in inference.IMAGE_SUFFIXES]
+    if images and label is None:
+        raise MnistError(f"{images[0]}: give the digit of image files with --label")
+    if label is not None and len(images) != len(paths):
+        raise MnistError("--label is for image files; folders, CSV and .npz carry their labels")
+    for path in paths:
+        if path.is_dir():
+            _folder(path, read_, rejected)
+        elif not path.is_file():
+            raise MnistError(f"{path}: no such file or folder")
+        elif path.suffix.lower() in inference.IMAGE_SUFFIXES:
+            _images([path], label, read_, rejected)  # type: ignore[arg-type]
+        elif path.suffix.lower() in (".csv", ".npz"):
+            arrays.append(_arrays(path))
+        else:
+            raise MnistError(f"{path}: unsupported type (use PNG/JPEG, a folder, .csv or .npz)")
+    if read_:
+        arrays.append((np.stack([r[0] for r in read_]), np.array([r[1] for r in read_])))
+    if rejected and policy == "fail":
+        what, why = rejected[0]
+        raise MnistError(f"{len(rejected)} input(s) rejected, first {what}: {why}; nothing was "
+                         "added (rerun with --nan-policy drop to add the rest)")  # fmt: skip
+    if not arrays:
+        raise MnistError("no samples found in " + ", ".join(map(str, paths)))
+    x = np.concatenate([a[0] for a in arrays]).astype(np.float64)
+    y = np.concatenate([np.asarray(a[1], np.float64) for a in arrays])
+    whole = np.isfinite(y) & (y == np.round(y))  # 3.5 or NaN: an invalid label
+    labelled = Arrays(x.reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1), one_hot(np.where(whole, y, -1)))
+    cleaned, report = validate({"added": labelled}, policy, RAW_RANGE)
+    if report.problems:
+        rejected.append((f"{report.splits['added'].bad_samples} sample(s)", report.summary()))
+    kept = cleaned["added"]
+    return Intake(kept.x.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), kept.labels, rejected, report)
