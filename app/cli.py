@@ -280,7 +280,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     from app.serve import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, _settings(args, DatastoreSettings).datastore)
     app.state.holder.refresh()  # no model, no server: one line, before uvicorn starts
     print(f"serving {settings.model} on http://{settings.host}:{settings.port}/", flush=True)
     # On Ctrl-C or SIGTERM uvicorn stops gracefully, then raises the signal again: `main`

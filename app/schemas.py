@@ -40,6 +40,13 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     version: str | None
     refresh_error: str | None = Field(description="why the last model refresh failed")
+    feedback: bool = Field(False, description="whether POST /feedback takes samples")
+
+
+class FeedbackStored(BaseModel):
+    id: int = Field(description="the sample's id in the added-data store")
+    batch: int = Field(description="the batch it joined (`mnist data list`)")
+    label: int = Field(ge=0, le=9)
 
 
 class Reloaded(BaseModel):
@@ -74,6 +81,21 @@ def predict_request(max_images: int) -> dict[str, Any]:
     content = {"application/json": {"schema": pixels}, "multipart/form-data": {"schema": upload}}
     content |= {kind: {"schema": binary} for kind in IMAGE_TYPES}
     return {"required": True, "content": content}
+
+
+def feedback_request() -> dict[str, Any]:
+    """The OpenAPI requestBody of POST /feedback: one image's pixels (JSON) or an image file
+    (multipart), and the digit it shows."""
+    one = _pixels_schema(1)["oneOf"][:2]
+    label = {"type": "integer", "minimum": 0, "maximum": 9}
+    sample = {"type": "object", "required": ["pixels", "label"],
+              "properties": {"pixels": {"oneOf": one}, "label": label}}  # fmt: skip
+    digit = {"type": "string", "enum": [str(d) for d in range(10)]}
+    binary = {"type": "string", "format": "binary"}
+    upload = {"type": "object", "required": ["file", "label"],
+              "properties": {"file": binary, "label": digit}}  # fmt: skip
+    return {"required": True, "content": {"application/json": {"schema": sample},
+                                          "multipart/form-data": {"schema": upload}}}  # fmt: skip
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -26,15 +26,18 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app.schemas import (
     IMAGE_TYPES,
+    FeedbackStored,
     Health,
     ModelInfo,
     PredictResponse,
     Reloaded,
     errors,
+    feedback_request,
     predict_request,
 )
 from mnist import digits, inference, registry, tracking
 from mnist.batching import MicroBatcher
+from mnist.datastore import Store
 from mnist.errors import MnistError, first_line
 from mnist.evaluation import predict_proba
 from mnist.preprocess import RAW_RANGE, Arrays
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("web") / "index.html"
+DIGITS = {str(d) for d in range(10)}
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -170,8 +174,9 @@ async def _body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _upload(request: Request, body: bytes) -> tuple[bytes, str]:
-    """The `file` field of a multipart body that was already read within the byte limit."""
+async def _upload(request: Request, body: bytes) -> tuple[bytes, str, str | None]:
+    """The `file` field of a multipart body that was already read within the byte limit, its
+    name, and the `label` field if there is one."""
 
     async def chunks():
         yield body
@@ -188,11 +193,12 @@ async def _upload(request: Request, body: bytes) -> tuple[bytes, str]:
         if upload is None or isinstance(upload, str):
             raise RequestError('multipart upload needs a "file" field', 400)
         data = await upload.read()
+        label = form.get("label")
     finally:
         await form.close()
     if not data:
         raise RequestError("empty upload", 400)
-    return data, upload.filename or "upload"
+    return data, upload.filename or "upload", label if isinstance(label, str) else None
 
 
 def _image(data: bytes, name: str) -> np.ndarray:
@@ -202,14 +208,33 @@ def _image(data: bytes, name: str) -> np.ndarray:
         raise RequestError(str(exc), 413) from exc
 
 
-def _json_pixels(body: bytes) -> np.ndarray:
+def _json(body: bytes) -> object:
     try:
-        payload = json.loads(body)  # NaN and Infinity parse, and are then reported
+        return json.loads(body)  # NaN and Infinity parse, and are then reported
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(f"body is not valid JSON ({exc})", 400) from exc
     except RecursionError as exc:
         raise RequestError("body is not valid JSON (nested too deeply)", 400) from exc
-    return _pixels(payload, booleans_possible=b"true" in body or b"false" in body)
+
+
+def _json_pixels(body: bytes) -> np.ndarray:
+    return _pixels(_json(body), booleans_possible=b"true" in body or b"false" in body)
+
+
+def _json_sample(body: bytes) -> tuple[np.ndarray, object]:
+    """`{"pixels": one image, "label": 0-9}` -> (1, 28, 28) float64 pixels and the label."""
+    payload = _json(body)
+    if not isinstance(payload, dict) or "label" not in payload:
+        raise RequestError('JSON body needs "pixels" and "label"')
+    return _pixels(payload, b"true" in body or b"false" in body), payload["label"]
+
+
+def _label(value: object) -> int:
+    """The digit a sample shows: 0-9, a JSON integer (or the text of a form field)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 9:
+        return value
+    shown = json.dumps(value) if not isinstance(value, str) else repr(value)
+    raise RequestError(f"label must be a digit 0-9, got {shown[:40]}")
 
 
 _DECODING = threading.BoundedSemaphore(2)  # at most two images or bodies decoded at once
@@ -228,15 +253,49 @@ async def _images(request: Request, limits: ServeSettings) -> np.ndarray:
         raise RequestError(f"unsupported content type {kind!r}: send JSON or PNG/JPEG", 415)
     body = await _body(request, limits.max_bytes)
     if kind == "multipart/form-data":
-        return await run_in_threadpool(_decode, _image, *(await _upload(request, body)))
+        data, name, _ = await _upload(request, body)
+        return await run_in_threadpool(_decode, _image, data, name)
     if kind in IMAGE_TYPES:
         return await run_in_threadpool(_decode, _image, body, "upload")
     return await run_in_threadpool(_decode, _json_pixels, body)
 
 
-def create_app(settings: ServeSettings | None = None) -> FastAPI:
-    """The FastAPI app serving `settings.model`."""
+async def _sample(request: Request, limits: ServeSettings) -> tuple[np.ndarray, int]:
+    """One labelled image from JSON `{"pixels", "label"}` or a multipart `file` and `label`,
+    read within the byte limit and decoded off the event loop."""
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if kind not in ("multipart/form-data", "application/json"):
+        raise RequestError(f"unsupported content type {kind!r}: send JSON with pixels and a "
+                           "label, or a multipart file and label", 415)  # fmt: skip
+    body = await _body(request, limits.max_bytes)
+    if kind == "multipart/form-data":
+        data, name, label = await _upload(request, body)
+        if label is None:
+            raise RequestError('multipart feedback needs a "label" field')
+        label = _label(int(label) if label in DIGITS else label)  # before the image is decoded
+        images = await run_in_threadpool(_decode, _image, data, name)
+    else:
+        images, label = await run_in_threadpool(_decode, _json_sample, body)
+        label = _label(label)
+    if len(images) != 1:
+        raise RequestError(f"feedback takes one image, got {len(images)}")
+    return images, label
+
+
+def _check(images: np.ndarray) -> None:
+    """The checks every request's pixels pass: NaN, Inf, the 0-255 range."""
+    try:
+        validate({"request": Arrays(images[..., None], None)}, "fail", RAW_RANGE)
+    except ValidationError as exc:
+        raise RequestError(exc.report.summary().replace("request: ", "")) from exc
+
+
+def create_app(settings: ServeSettings | None = None, datastore: str | None = None) -> FastAPI:
+    """The FastAPI app serving `settings.model`; with `settings.feedback`, POST /feedback
+    stores corrected labels in the added-data store at `datastore` (default: beside the
+    MLflow store)."""
     settings = settings or ServeSettings()
+    store = Store(datastore) if settings.feedback else None
     holder, poll_seconds, limits = ModelHolder(settings.model), settings.poll_seconds, settings
 
     def _predict(images: np.ndarray) -> tuple[np.ndarray, ModelInfo]:
@@ -284,10 +343,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         images = await _images(request, limits)
         if len(images) > limits.max_images:
             raise RequestError(f"{len(images)} images exceed the limit of {limits.max_images}", 413)
-        try:
-            validate({"request": Arrays(images[..., None], None)}, "fail", RAW_RANGE)
-        except ValidationError as exc:
-            raise RequestError(exc.report.summary().replace("request: ", "")) from exc
+        _check(images)
         # one model call for concurrent requests
         probabilities, info = await batcher(images.astype(np.float32))
         return {
@@ -308,7 +364,26 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         """`ok`, or `degraded` with the reason the last refresh of the model failed."""
         _, info = holder.current()
         status = "degraded" if holder.last_error else "ok"
-        return Health(status=status, version=info.version, refresh_error=holder.last_error)
+        return Health(status=status, version=info.version, refresh_error=holder.last_error,
+                      feedback=store is not None)  # fmt: skip
+
+    if store is not None:
+
+        @app.post("/feedback", status_code=201, response_model=FeedbackStored,
+                  responses=errors(400, 413, 415, 422, 503),
+                  openapi_extra={"requestBody": feedback_request()})  # fmt: skip
+        async def feedback(request: Request) -> FeedbackStored:
+            """Store a sample the model got wrong with its true label, for the next retraining:
+            stored durably (committed) before the answer; a bad one is refused, unstored."""
+            images, label = await _sample(request, limits)
+            _check(images)
+            if images.max() < 1:
+                raise RequestError("the image is blank (no digit found)")
+            try:
+                sample, batch = await run_in_threadpool(store.feedback, images[0], label)
+            except MnistError as exc:
+                raise RequestError(f"cannot store the sample: {exc}", 503) from exc
+            return FeedbackStored(id=sample, batch=batch, label=label)
 
     @app.post("/reload", response_model=Reloaded, responses=errors(503))
     async def reload() -> Reloaded:

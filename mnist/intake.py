@@ -23,6 +23,7 @@ from mnist.settings import NanPolicy
 from mnist.validation import ValidationReport, validate
 
 DIGITS = [str(d) for d in range(10)]
+BLANK = "the image is blank (no digit found)"
 
 
 @dataclass
@@ -41,9 +42,14 @@ class Intake:
 def _images(files: list[Path], label: int, read: list, rejected: list) -> None:
     for path in files:
         try:
-            read.append((inference.read_image(path), label, str(path)))
+            image = inference.read_image(path)
         except MnistError as exc:
             rejected.append((str(path), str(exc).removeprefix(f"{path}: ")))
+            continue
+        if image.max() < 1:  # a 28x28 image is taken as it is, unprepared: check it here
+            rejected.append((str(path), BLANK))
+        else:
+            read.append((image, label, str(path)))
 
 
 def _folder(path: Path, read: list, rejected: list) -> None:
@@ -119,4 +125,11 @@ def read(paths: list[Path], label: int | None = None, policy: NanPolicy = "fail"
     if report.problems:
         rejected.append((f"{report.splits['added'].bad_samples} sample(s)", report.summary()))
     kept = cleaned["added"]
+    blank = kept.x.reshape(len(kept), -1).max(axis=1, initial=0) < 1
+    if blank.any():
+        if policy == "fail":
+            raise MnistError(f"{int(blank.sum())} blank sample(s) (no digit), first at index "
+                             f"{int(np.flatnonzero(blank)[0])}; nothing was added")  # fmt: skip
+        rejected.append((f"{int(blank.sum())} sample(s)", BLANK))
+        kept = kept.take(np.flatnonzero(~blank))
     return Intake(kept.x.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), kept.labels, rejected, report)
