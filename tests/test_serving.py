@@ -31,11 +31,13 @@ def _register_champion(name: str, model_uri: str) -> None:
     registry.promote("1", name)
 
 
-def _serve(name: str, log: Path):
+def _serve(name: str, log: Path, *options: str):
+    """`mnist serve` of `name`'s champion; its feedback goes to a store beside the log."""
     port = free_port()
     proc = start_server(
         [str(BIN / "mnist"), "serve", "--model", f"models:/{name}@champion", "--port", str(port),
-         "--poll-seconds", "1", "--max-images", "100", "--max-bytes", "2000000"],
+         "--poll-seconds", "1", "--max-images", "100", "--max-bytes", "2000000",
+         "--datastore", f"sqlite:///{log.parent / 'feedback.db'}", *options],
         f"http://127.0.0.1:{port}/healthz", log, {},
     )  # fmt: skip
     return proc, f"http://127.0.0.1:{port}"
@@ -50,10 +52,17 @@ def champion(full_run):
 
 
 @pytest.fixture(scope="module")
-def api(champion, workdir, tmp_path_factory):
-    proc, url = _serve(NAME, tmp_path_factory.mktemp("serve") / "serve.log")
-    yield url
+def served(champion, workdir, tmp_path_factory):
+    """The server, and the URL of the added-data store its feedback goes to."""
+    root = tmp_path_factory.mktemp("serve")
+    proc, url = _serve(NAME, root / "serve.log")
+    yield url, f"sqlite:///{root / 'feedback.db'}"
     stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def api(served):
+    return served[0]
 
 
 def _png(pixels: np.ndarray, scale: int = 1) -> bytes:
@@ -93,7 +102,7 @@ def test_model_and_health(api, champion):
     assert info["run_id"] == champion.run_id
     assert info["test_accuracy"] == pytest.approx(champion.test_accuracy, abs=1e-4)
     assert httpx.get(f"{api}/healthz").json() == {
-        "status": "ok", "version": "1", "refresh_error": None,
+        "status": "ok", "version": "1", "refresh_error": None, "feedback": True,
     }  # fmt: skip
 
 
@@ -209,6 +218,15 @@ def _strokes(image: np.ndarray, scale: int = 10) -> list[tuple[float, float, flo
     return out
 
 
+def _draw(page, image: np.ndarray) -> None:
+    box = page.locator("#pad").bounding_box()
+    for x0, y0, x1, y1 in _strokes(image):
+        page.mouse.move(box["x"] + x0, box["y"] + y0)
+        page.mouse.down()
+        page.mouse.move(box["x"] + x1, box["y"] + y1, steps=2)
+        page.mouse.up()
+
+
 @pytest.mark.parametrize("index", [0, 1, 3])  # a 7, a 2 and a 0 from the test set
 def test_drawing_page_predicts_a_drawn_digit(api, mnist_data, index):
     from playwright.sync_api import sync_playwright
@@ -220,12 +238,7 @@ def test_drawing_page_predicts_a_drawn_digit(api, mnist_data, index):
         browser = p.chromium.launch(executable_path=_chromium(), args=args)
         page = browser.new_page(viewport={"width": 760, "height": 480})
         page.goto(api + "/")
-        box = page.locator("#pad").bounding_box()
-        for x0, y0, x1, y1 in _strokes(image):
-            page.mouse.move(box["x"] + x0, box["y"] + y0)
-            page.mouse.down()
-            page.mouse.move(box["x"] + x1, box["y"] + y1, steps=2)
-            page.mouse.up()
+        _draw(page, image)
         page.click("#predict")
         page.wait_for_function("document.getElementById('digit').textContent !== ''")
         shown = page.locator("#digit").inner_text()
@@ -237,6 +250,112 @@ def test_drawing_page_predicts_a_drawn_digit(api, mnist_data, index):
         browser.close()
     assert shown == str(label)
     assert bars == 10 and cleared == ""
+
+
+BAD_FEEDBACK = [
+    ("label 12", dict(json={"pixels": [[9] * 784], "label": 12}), 422, "label must be a digit 0-9"),
+    ("label as text", dict(json={"pixels": [[9] * 784], "label": "3"}), 422, "got '3'"),
+    ("no label", dict(json={"pixels": [[9] * 784]}), 422, '"pixels" and "label"'),
+    ("blank", dict(json={"pixels": [[0] * 784], "label": 3}), 422, "blank"),
+    ("NaN", dict(content=b'{"pixels": [' + b", ".join([b"NaN"] + [b"9"] * 783) + b'], "label": 3}',
+                 headers={"Content-Type": "application/json"}), 422, "1 NaN pixel(s)"),
+    ("wrong shape", dict(json={"pixels": [[9] * 27] * 28, "label": 3}), 422, "shape (28, 27)"),
+    ("two images", dict(json={"pixels": [[9] * 784] * 2, "label": 3}), 422, "one image, got 2"),
+    ("oversized", dict(content=b"0" * 2_100_000, headers={"Content-Type": "application/json"}),
+     413, "exceeds the 2000000-byte limit"),
+    ("file without a label", dict(files={"file": ("d.png", b"x", "image/png")}), 422,
+     '"label" field'),
+    ("raw image", dict(content=b"x", headers={"Content-Type": "image/png"}), 415, "multipart"),
+]  # fmt: skip
+
+
+def test_feedback_is_stored_before_the_answer_and_bad_samples_are_not(served, mnist_data):
+    from mnist.datastore import Store
+
+    api, url = served
+    store, image = Store(url), mnist_data.test.images[0]
+    stored_before = store.count()
+    for what, request_, status, message in BAD_FEEDBACK:
+        response = httpx.post(f"{api}/feedback", **request_)
+        assert response.status_code == status, (what, response.text)
+        assert message in response.json()["error"], what
+    assert store.count() == stored_before  # nothing of a refused sample is kept
+    good = httpx.post(f"{api}/feedback", json={"pixels": image.tolist(), "label": 7})
+    assert good.status_code == 201, good.text
+    upload = httpx.post(f"{api}/feedback", data={"label": "7"},
+                        files={"file": ("d.png", _png(image, 10), "image/png")})  # fmt: skip
+    assert upload.status_code == 201, upload.text
+    assert store.count() == stored_before + 2  # committed before the 201 was sent
+    snapshot = store.snapshot()
+    assert len(snapshot) == store.count() and (snapshot.train.images[-1] > 0).any()
+
+
+def test_two_servers_at_once_lose_no_feedback(served, champion, mnist_data, tmp_path):
+    """A second `mnist serve` on the same store; 200 samples from 16 threads to both."""
+    from mnist.datastore import Store
+
+    api, url = served
+    proc, other = _serve(NAME, tmp_path / "serve.log", "--datastore", url)
+    try:
+        stored_before = Store(url).count()
+        images, labels = mnist_data.test.images[:200], mnist_data.test.labels[:200]
+
+        def send(i: int) -> int:
+            target = (api, other)[i % 2]
+            body = {"pixels": images[i].tolist(), "label": int(labels[i])}
+            return httpx.post(f"{target}/feedback", json=body, timeout=60).json()["id"]
+
+        with ThreadPoolExecutor(16) as pool:
+            ids = list(pool.map(send, range(200)))
+    finally:
+        stop_server(proc)
+    assert len(set(ids)) == 200
+    assert Store(url).count() == stored_before + 200
+
+
+def test_no_feedback_turns_the_endpoint_off(champion, workdir, tmp_path):
+    proc, api = _serve(NAME, tmp_path / "serve.log", "--no-feedback")
+    try:
+        response = httpx.post(f"{api}/feedback", json={"pixels": [[9] * 784], "label": 1})
+        assert response.status_code == 404
+        assert httpx.get(f"{api}/healthz").json()["feedback"] is False
+        assert "/feedback" not in httpx.get(f"{api}/openapi.json").json()["paths"]
+    finally:
+        stop_server(proc)
+    assert not (tmp_path / "feedback.db").exists()
+
+
+def test_the_page_sends_a_correction_as_feedback(served, mnist_data):
+    """Draw a digit in Chromium, predict, and answer "wrong? it was: 4": the drawing is
+    stored with that label."""
+    from playwright.sync_api import sync_playwright
+
+    from mnist.datastore import Store
+
+    api, url = served
+    store = Store(url)
+    stored_before = store.count()
+    image = mnist_data.test.images[1]
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=args)
+        page = browser.new_page(viewport={"width": 760, "height": 560})
+        page.goto(api + "/")
+        page.wait_for_function("feedback === true")
+        _draw(page, image)
+        page.click("#predict")
+        page.wait_for_function("document.getElementById('digit').textContent !== ''")
+        assert page.locator("#wrong").is_visible()
+        page.click("#labels button[data-label='4']")
+        page.wait_for_function("document.getElementById('thanks').textContent !== ''")
+        thanks = page.locator("#thanks").inner_text()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "feedback-sent.png"))
+        browser.close()
+    assert "(a 4)" in thanks and store.count() == stored_before + 1
+    batch = store.batches()[-1]
+    assert batch.source == "feedback" and batch.counts[4] >= 1
 
 
 def test_concurrent_requests_each_get_their_own_answer(api, mnist_data):
