@@ -115,9 +115,10 @@ def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingRes
     run.log_inputs(_lineage(config, inputs))
     sources = {"train": dataset.train.source, "val": dataset.train.source,
                "test": dataset.test.source, "holdout": added.holdout.source}  # fmt: skip
-    prepared = tasks.preprocess(dataset, added, config)
+    init = tasks.warm_start(config, run)
+    prepared = tasks.preprocess(dataset, added, config, warm=init is not None)
     prepared = tasks.validate(prepared, config.nan_policy, sources, run)
-    net, history = tasks.train(config, prepared, run, tasks.warm_start(config, run))
+    net, history = tasks.train(config, prepared, run, init)
     # Evaluated first: MLflow gives the logged model the run's metrics at logging time.
     evaluation = tasks.evaluate(net, prepared.test, run)
     holdout = (

@@ -114,9 +114,11 @@ def prepare(
     test_limit: int | None = None,
     added: Added | None = None,
     added_share: float = 0.0,
+    rehearse: int | None = None,
 ) -> Prepared:
     """Scale, reshape and one-hot every split, and hold out a seeded stratified validation set
-    of MNIST. Added training samples join the training split, repeated to make up about
+    of MNIST; with `rehearse`, train on only that many of the rest (a seeded sample, for a
+    warm start). Added training samples join the training split, repeated to make up about
     `added_share` of it (a few hundred would otherwise drown among 54,000); the added holdout
     becomes its own split."""
     added = added or Added.nothing()
@@ -130,7 +132,7 @@ def prepare(
     train_idx, val_idx = stratified_split(
         np.asarray(tr.labels[:train_limit]), validation_split, seed
     )
-    train, val = train.take(train_idx), train.take(val_idx)
+    train, val = train.take(train_idx[:rehearse]), train.take(val_idx)
     times = repeats(len(added.train), len(train), added_share) if len(added.train) else 0
     if times:
         extra = Arrays(scale(np.tile(added.train.images, (times, 1, 1))),

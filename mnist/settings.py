@@ -169,9 +169,18 @@ class WarmStartSettings(BaseSettings):
         "architecture is the recipe's; else train from scratch",
         json_schema_extra={"metavar": "REF"},
     )
-    finetune_epochs: int = Field(1, ge=1, le=1000, description="epochs of a warm start")
+    finetune_epochs: int = Field(2, ge=1, le=1000, description="epochs of a warm start")
     finetune_learning_rate: float = Field(
-        1e-3, gt=0, le=1, description="peak learning rate of a warm start"
+        3e-3, gt=0, le=1, description="peak learning rate of a warm start"
+    )
+    finetune_mnist_images: int | None = Field(
+        30000,
+        ge=1,
+        description="MNIST training images a warm start rehearses (a seeded sample), beside "
+        "the added data; none: all",
+    )
+    finetune_added_share: float = Field(
+        0.3, ge=0, lt=1, description="--added-share of a warm start"
     )
 
 

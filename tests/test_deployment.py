@@ -32,7 +32,8 @@ def deployed_run(prefect_server, mlflow_server, mnist_path, tmp_path_factory):
     """Deploy from prefect.yaml, trigger mnist-retrain by hand, run a worker until it ends."""
     api, home = prefect_server
     env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(home),
-           "MLFLOW_TRACKING_URI": mlflow_server, "MNIST_DATA_DIR": str(mnist_path)}  # fmt: skip
+           "MLFLOW_TRACKING_URI": mlflow_server, "MNIST_DATA_DIR": str(mnist_path),
+           "MNIST_DATASTORE": f"sqlite:///{home / 'mnist-data.db'}"}  # fmt: skip
     env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
     prefect = str(BIN / "prefect")
     _run([prefect, "work-pool", "create", "mnist-process", "--type", "process"], env)
@@ -53,7 +54,9 @@ def test_deployment_has_the_weekly_schedule(deployed_run):
     deployment = httpx.get(f"{api}/deployments/name/mnist-retrain/mnist-retrain").json()
     assert deployment["work_pool_name"] == "mnist-process"
     assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 3 * * 1"]
-    assert deployment["parameters"] == {"config": {"profile": "default"}}
+    assert deployment["parameters"] == {
+        "config": {"profile": "default", "init_from": "models:/mnist-cnn@champion"}
+    }
     assert deployment["pull_steps"][0]["prefect.deployments.steps.set_working_directory"][
         "directory"] == str(ROOT)  # fmt: skip
 
