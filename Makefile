@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser train test test-fast lint bench clean
+.PHONY: install browser postgres train test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,14 @@ browser:  ## Debian's chromium, for the drawing page's browser test (Playwright 
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
 
+postgres:  ## Debian's PostgreSQL server, for the tests that run on it (started by the fixtures)
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql; }
+
 train: install  ## run the training flow end to end (ARGS="--epochs 3 ...")
 	$(BIN)/mnist train $(ARGS)
 
-test: lint browser  ## lint, then the whole test suite
+test: lint browser postgres  ## lint, then the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: install  ## the unit tests of every layer on small data (under a minute)

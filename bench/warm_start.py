@@ -7,7 +7,7 @@ mirror-written digits (tests/sources.py) added with `mnist data add`. Then, as w
 `mnist train` commands on MNIST plus the added data:
 - full retrain (`default`: 5 epochs from scratch) against warm start (`--init-from` the
   champion, with the fine-tuning defaults: 2 epochs at a peak learning rate of 3e-3 over
-  30,000 MNIST images and the added data at a share of 0.3), `--repeats` times each,
+  20,000 MNIST images and the added data at a share of 0.5), `--repeats` times each,
   alternating;
 - full retrains with each `--added-share` of `--shares` (once each): how much the added
   samples must weigh in an epoch to move the model.
@@ -120,7 +120,7 @@ def main() -> None:
         "|---|---|---|---|---|---|\n"
         f"| full retrain (`default`, 5 epochs) | {f['wall_s']:.1f} | {f['train_s']:.1f} | "
         f"{f['test_accuracy']:.4f} | {f['holdout_accuracy']:.4f} | {f['exam_accuracy']:.4f} |\n"
-        "| warm start (2 epochs over 30,000 MNIST + added at 0.3, lr 3e-3) | "
+        "| warm start (2 epochs over 20,000 MNIST + added at 0.5, lr 3e-3) | "
         f"{w['wall_s']:.1f} | {w['train_s']:.1f} | "
         f"{w['test_accuracy']:.4f} | {w['holdout_accuracy']:.4f} | {w['exam_accuracy']:.4f} |\n"
         f"| warm / full | {w['wall_s'] / f['wall_s']:.2f}x | {w['train_s'] / f['train_s']:.2f}x "

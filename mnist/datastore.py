@@ -143,7 +143,8 @@ def _engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _begin(connection):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
+    else:  # psycopg 3 for PostgreSQL, which SQLAlchemy takes for psycopg2 unless told
+        url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
         engine = create_engine(url, pool_pre_ping=True)
     return engine
 
@@ -218,11 +219,13 @@ class Store:
                              f"{labels.shape}")  # fmt: skip
         pixels = np.rint(images).clip(0, 255).astype(np.uint8)
         digests = [sample_digest(p, int(y)) for p, y in zip(pixels, labels, strict=True)]
-        known = dict(
-            session.execute(
-                select(Sample.digest, Sample.holdout).where(Sample.digest.in_(set(digests)))
-            ).all()
-        ) if digests else {}  # fmt: skip
+        known: dict[str, bool] = {}
+        unique = sorted(set(digests))
+        for start in range(0, len(unique), 5000):  # SQLite takes at most 32,766 parameters
+            chunk = unique[start : start + 5000]
+            known |= dict(session.execute(
+                select(Sample.digest, Sample.holdout).where(Sample.digest.in_(chunk))
+            ).all())  # fmt: skip
         counts = dict(
             session.execute(
                 select(Sample.label, func.count()).where(Sample.source == batch.source)

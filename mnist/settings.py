@@ -174,13 +174,13 @@ class WarmStartSettings(BaseSettings):
         3e-3, gt=0, le=1, description="peak learning rate of a warm start"
     )
     finetune_mnist_images: int | None = Field(
-        30000,
+        20000,
         ge=1,
         description="MNIST training images a warm start rehearses (a seeded sample), beside "
         "the added data; none: all",
     )
     finetune_added_share: float = Field(
-        0.3, ge=0, lt=1, description="--added-share of a warm start"
+        0.5, ge=0, lt=1, description="--added-share of a warm start"
     )
 
 

@@ -15,7 +15,7 @@ import mlflow
 import pytest
 
 from mnist import data
-from tests.servers import free_port, start_server, stop_server
+from tests.servers import Postgres, free_port, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -135,3 +135,11 @@ def prefect_server(tmp_path_factory):
     )  # fmt: skip
     yield f"http://127.0.0.1:{port}/api", root
     stop_server(proc)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A real PostgreSQL server for the session (Debian's package, on a free loopback port)."""
+    server = Postgres()
+    yield server
+    server.close()

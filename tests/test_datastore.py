@@ -16,9 +16,13 @@ from mnist.errors import MnistError
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture
-def url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'data.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path) -> str:
+    """A fresh store: a SQLite file, or a database on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data.db'}"
+    postgres = request.getfixturevalue("postgres")
+    return postgres.url(f"t{abs(hash(request.node.nodeid))}")
 
 
 def _digits(mnist_data, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +39,12 @@ def _split_of(store: Store) -> dict[str, bool]:
         for pixels, label in zip(split.images, split.labels, strict=True):
             out[datastore.sample_digest(pixels, int(label))] = held
     return out
+
+
+def test_a_big_batch_is_one_transaction(url, mnist_data):
+    images, labels = mnist_data.train.images[:40000], mnist_data.train.labels[:40000]
+    batch = Store(url).add(images, labels, "big", "mnist")  # more samples than SQLite parameters
+    assert batch.samples == 40000 and Store(url).count() == 40000
 
 
 def test_the_holdout_is_stratified_and_no_sample_ever_changes_split(url, mnist_data):
