@@ -307,7 +307,12 @@ def _doctor(args: argparse.Namespace) -> None:
     for flow_run in crashed:
         print(f"marked CRASHED: Prefect flow run {flow_run}")
     for run in stale:
-        print(f"marked FAILED: MLflow run {run.run_id} ({run.name}): its process {run.pid} is gone")
+        why = (
+            f"its Prefect flow run ended {run.flow_state}"
+            if run.flow_state
+            else (f"its process {run.pid} is gone")
+        )
+        print(f"closed: MLflow run {run.run_id} ({run.name}): {why}")
     for model in tracking.call(tracking.client().search_registered_models):
         if registry.repair_history(model.name):
             print(f"recorded the last champion move of {model.name}, lost in a crash")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import json
 import logging
 import re
+import secrets
 import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -290,11 +292,22 @@ def _check(images: np.ndarray) -> None:
         raise RequestError(exc.report.summary().replace("request: ", "")) from exc
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def create_app(settings: ServeSettings | None = None, datastore: str | None = None) -> FastAPI:
     """The FastAPI app serving `settings.model`; with `settings.feedback`, POST /feedback
     stores corrected labels in the added-data store at `datastore` (default: beside the
-    MLflow store)."""
+    MLflow store). Bound beyond loopback, POST /reload needs `settings.admin_token`."""
     settings = settings or ServeSettings()
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    if not token and not _loopback(settings.host):
+        raise MnistError(f"serving on {settings.host}, beyond this machine, needs an admin token "
+                         "for POST /reload: set MNIST_SERVE_ADMIN_TOKEN")  # fmt: skip
     store = Store(datastore) if settings.feedback else None
     holder, poll_seconds, limits = ModelHolder(settings.model), settings.poll_seconds, settings
 
@@ -385,9 +398,16 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
                 raise RequestError(f"cannot store the sample: {exc}", 503) from exc
             return FeedbackStored(id=sample, batch=batch, label=label)
 
-    @app.post("/reload", response_model=Reloaded, responses=errors(503))
-    async def reload() -> Reloaded:
-        """Look the model reference up now; load the new version if it moved."""
+    @app.post("/reload", response_model=Reloaded, responses=errors(401, 503))
+    async def reload(request: Request) -> Reloaded:
+        """Look the model reference up now; load the new version if it moved (with
+        `Authorization: Bearer TOKEN` when the server has an admin token)."""
+        if token:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            right = secrets.compare_digest(given.encode(), token.encode())
+            if scheme.lower() != "bearer" or not right:
+                raise RequestError("POST /reload needs the admin token (Authorization: Bearer)",
+                                   401)  # fmt: skip
         try:
             changed = await run_in_threadpool(holder.refresh)
         except MnistError as exc:

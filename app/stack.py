@@ -30,6 +30,8 @@ from pathlib import Path
 
 import httpx
 
+from flows.api import HEARTBEAT_SECONDS, ensure_zombie_detection
+
 ROOT = Path(__file__).resolve().parent.parent
 PROCFILE = ROOT / "stack" / "Procfile"
 BIN = Path(sys.executable).parent
@@ -123,6 +125,7 @@ class Stack:
             "PREFECT_API_DATABASE_CONNECTION_URL": self.database("prefect", "asyncpg"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true",
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         }  # fmt: skip
         if self.secured:
@@ -291,7 +294,15 @@ def up(stack: Stack, timeout: float = 300) -> float:
 
 
 def _deploy(stack: Stack, env: dict[str, str]) -> None:
-    """The work pool and the deployments of prefect.yaml (both idempotent)."""
+    """The work pool, the deployments of prefect.yaml (both idempotent), and the automation
+    that crashes flow runs whose heartbeats stopped (a worker or its machine died)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    settings = {PREFECT_API_URL: stack.prefect_api}
+    if stack.secured:
+        settings[PREFECT_API_AUTH_STRING] = env["PREFECT_API_AUTH_STRING"]
+    with temporary_settings(settings):
+        ensure_zombie_detection()
     prefect = str(BIN / "prefect")
     for args in (["work-pool", "create", "mnist-process", "--type", "process", "--overwrite"],
                  ["--no-prompt", "deploy", "--all"]):  # fmt: skip

@@ -147,17 +147,94 @@ def crash_flow_runs(ids: list[str]) -> list[str]:
     return marked
 
 
+def ended_flow_runs(ids: list[str]) -> dict[str, str]:
+    """The final states (COMPLETED, FAILED, CRASHED, CANCELLED) of those flow runs, among
+    `ids`, that are over; runs this Prefect API does not know are left out."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    over = {}
+    with get_client(sync_client=True) as client:
+        for run_id in ids:
+            try:
+                state = client.read_flow_run(run_id).state
+            except (ObjectNotFound, ValueError):
+                continue
+            if state is not None and state.is_final():
+                over[run_id] = state.type.value
+    return over
+
+
 def close_stale_runs(
     api_needed: Callable[[], None] = lambda: None,
 ) -> tuple[list[StaleRun], list[str]]:
-    """Close the runs that killed processes on this host left open: their Prefect flow runs
-    CRASHED first (`api_needed` is called before Prefect is asked), then the MLflow runs
-    FAILED. Returns the MLflow runs and the flow run ids it closed."""
+    """Close the runs that dead processes left open: on this host, those whose process is
+    gone, their Prefect flow runs CRASHED first; anywhere, those whose Prefect flow run is over
+    (crashed by the server's zombie detection, say). `api_needed` is called before Prefect is
+    asked. Returns the MLflow runs and the flow run ids it closed."""
     from mnist import tracking
 
-    stale = tracking.stale_runs()
+    asked = []
+
+    def api() -> None:
+        if not asked:
+            api_needed()
+            asked.append(True)
+
+    def ended(ids: list[str]) -> dict[str, str]:
+        api()
+        try:
+            return ended_flow_runs(ids)
+        except Exception:  # an unreachable Prefect API: those runs wait for the next look
+            return {}
+
+    stale = tracking.stale_runs(ended=ended)
     crashed = []
-    if flow_runs := [run.flow_run_id for run in stale if run.flow_run_id]:
-        api_needed()
+    if flow_runs := [run.flow_run_id for run in stale if run.here and run.flow_run_id]:
+        api()
         crashed = crash_flow_runs(flow_runs)
     return tracking.fail_stale_runs(stale), crashed
+
+
+ZOMBIES = "mnist: crash flow runs that stopped beating"
+HEARTBEAT_SECONDS = 30
+"""How often a flow run of a deployment says it lives (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, set
+for workers); after three missed beats the automation `ZOMBIES` crashes it."""
+
+
+def ensure_zombie_detection() -> bool:
+    """Create, on the configured Prefect server, the automation that marks flow runs CRASHED
+    when their heartbeats stop (a machine or worker died): Prefect's documented recipe for a
+    self-hosted server. True if it was created now, False if it was there."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    try:
+        Automation.read(name=ZOMBIES)
+        return False
+    except ValueError:
+        pass
+    over = ("Completed", "Failed", "Cancelled", "Crashed")
+    Automation(
+        name=ZOMBIES,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in over)},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=3 * HEARTBEAT_SECONDS),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED, message="no heartbeat for 90 s: its process died"
+            )
+        ],
+    ).create()
+    return True

@@ -121,7 +121,7 @@ def check_source(name: str) -> str:
     return name
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without its password, for messages."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
@@ -157,11 +157,11 @@ class Store:
         try:
             self.engine = _engine(self.url)
         except (SQLAlchemyError, ValueError, ImportError, OSError) as exc:
-            raise MnistError(f"added-data store {_safe(self.url)}: {first_line(exc)}") from exc
+            raise MnistError(f"added-data store {safe_url(self.url)}: {first_line(exc)}") from exc
         self._create()
 
     def __str__(self) -> str:
-        return _safe(self.url)
+        return safe_url(self.url)
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -311,6 +311,15 @@ class Store:
             digest=digest,
             batches=tuple(sorted({r.batch_id for r in rows})),
         )
+
+
+def snapshot(url: str | None = None) -> Added:
+    """The snapshot of the store at `url`; nothing, without creating it, where no SQLite
+    store exists yet (a training run only reads)."""
+    url = url or default_url()
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return Added.nothing()
+    return Store(url).snapshot()
 
 
 def _digest(items) -> str:

@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -260,6 +260,12 @@ class ServeSettings(BaseSettings):
         json_schema_extra={"metavar": "REF"},
     )
     host: str = Field("127.0.0.1", description="address to bind")
+    admin_token: SecretStr | None = Field(
+        None,
+        description="bearer token that POST /reload requires (required when --host is not a "
+        "loopback address; prefer the variable to the option, which `ps` shows)",
+        json_schema_extra={"metavar": "TOKEN"},
+    )
     port: int = Field(8000, ge=0, le=65535, description="port")
     poll_seconds: float = Field(
         30.0, ge=0, description="how often to check whether the alias moved; 0: only on /reload"

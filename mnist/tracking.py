@@ -18,8 +18,9 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
+log = logging.getLogger(__name__)
 MODEL_ARTIFACT = "model"
 PYFUNC_LOADER = mnist_pyfunc.__name__.rpartition(".")[2]
 """The pyfunc loader module, shipped with each model as `code/mnist_pyfunc.py`."""
@@ -66,23 +68,50 @@ def store_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
+RESTART_SECONDS = 30.0
+"""How long a call waits for a tracking server that refuses connections (one restarting) before
+it gives up: `MNIST_MLFLOW_RESTART_SECONDS`."""
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the server refused the connection: the request never reached it, so sending it
+    again cannot do anything twice."""
+    text = f"{exc} {exc.__cause__ or ''} {exc.__context__ or ''}"
+    return "Connection refused" in text or "Errno 111" in text
+
+
 def call(fn: Callable[..., T], *args: Any, missing: str | None = None, **kwargs: Any) -> T:
     """Run an MLflow call, turning its errors into one line naming the store; `missing` is
-    the message for something that does not exist."""
+    the message for something that does not exist. A tracking server that refuses connections
+    (restarting) is waited for, up to `MNIST_MLFLOW_RESTART_SECONDS` (30)."""
     _initialise(store_uri())
-    try:
-        return fn(*args, **kwargs)
-    except MlflowException as exc:
+    patience = float(os.environ.get("MNIST_MLFLOW_RESTART_SECONDS", RESTART_SECONDS))
+    deadline, warned = time.monotonic() + patience, False
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except (MlflowException, OSError) as exc:
+            remote = store_uri().startswith(("http://", "https://"))
+            if not (remote and _refused(exc) and time.monotonic() < deadline):
+                raise _one_line(exc, missing) from exc
+            if not warned:
+                log.warning("the MLflow tracking server at %s refuses connections; waiting up "
+                            "to %.0f s for it to come back", store_uri(), patience)  # fmt: skip
+                warned = True
+            time.sleep(2)
+
+
+def _one_line(exc: BaseException, missing: str | None) -> MnistError:
+    if isinstance(exc, MlflowException):
         if missing and exc.error_code in NOT_FOUND:
-            raise NotFound(missing) from exc
+            return NotFound(missing)
         message = first_line(exc)
         if "Max retries exceeded" in message or "Failed to establish" in message:
-            raise MnistError(f"cannot reach the MLflow tracking server at {store_uri()}") from exc
-        raise MnistError(f"MLflow at {store_uri()}: {message}") from exc
-    except OSError as exc:  # requests' ConnectionError is an OSError
-        if store_uri().startswith(("http://", "https://")):
-            raise MnistError(f"cannot reach the MLflow tracking server at {store_uri()}") from exc
-        raise MnistError(f"MLflow at {store_uri()}: {exc.strerror or exc}") from exc
+            return MnistError(f"cannot reach the MLflow tracking server at {store_uri()}")
+        return MnistError(f"MLflow at {store_uri()}: {message}")
+    if store_uri().startswith(("http://", "https://")):  # requests' ConnectionError: an OSError
+        return MnistError(f"cannot reach the MLflow tracking server at {store_uri()}")
+    return MnistError(f"MLflow at {store_uri()}: {getattr(exc, 'strerror', None) or exc}")
 
 
 def state_dir() -> Path:
@@ -332,15 +361,35 @@ def _alive(tags: dict[str, str]) -> bool:
 
 @dataclass(frozen=True)
 class StaleRun:
+    """A run left RUNNING by a process that is gone, and why we know it is."""
+
     run_id: str
     experiment_id: str
     name: str
     pid: str
     flow_run_id: str
+    flow_state: str = ""  # the final state of its Prefect flow run, when that told us
+
+    @property
+    def here(self) -> bool:
+        """Found by its process on this host, not by its flow run: that flow run (if any)
+        still needs closing."""
+        return not self.flow_state
+
+    @property
+    def reason(self) -> str:
+        if self.flow_state:
+            return f"its Prefect flow run ended {self.flow_state}; marked by mnist"
+        return f"its process (pid {self.pid}) ended without closing it; marked by mnist"
 
 
-def stale_runs(experiment_ids: list[str] | None = None) -> list[StaleRun]:
-    """RUNNING runs started on this host whose process is gone (killed, crashed)."""
+def stale_runs(
+    experiment_ids: list[str] | None = None,
+    ended: Callable[[list[str]], dict[str, str]] | None = None,
+) -> list[StaleRun]:
+    """RUNNING runs whose process is gone: started on this host by a process that no longer
+    runs, or, wherever they ran, whose Prefect flow run is over (`ended` maps the flow run ids
+    it is given to the final states of those that are over)."""
     if experiment_ids is None:
         experiment_ids = [e.experiment_id for e in call(client().search_experiments)]
     if not experiment_ids:
@@ -348,23 +397,32 @@ def stale_runs(experiment_ids: list[str] | None = None) -> list[StaleRun]:
     runs = call(client().search_runs, experiment_ids, "attributes.status = 'RUNNING'",
                 max_results=10000)  # fmt: skip
     host, pidns = socket.gethostname(), _pid_namespace()
-    return [
-        StaleRun(r.info.run_id, r.info.experiment_id, r.info.run_name or "",
-                 r.data.tags.get("mnist.pid", ""), r.data.tags.get("prefect.flow_run_id", ""))
-        for r in runs
-        if r.data.tags.get("mnist.host") == host and r.data.tags.get("mnist.pidns") == pidns
-        and not _alive(r.data.tags)
-    ]  # fmt: skip
+    stale, elsewhere = [], []
+    for r in runs:
+        tags = r.data.tags
+        run = StaleRun(r.info.run_id, r.info.experiment_id, r.info.run_name or "",
+                       tags.get("mnist.pid", ""), tags.get("prefect.flow_run_id", ""))  # fmt: skip
+        if tags.get("mnist.host") == host and tags.get("mnist.pidns") == pidns:
+            if not _alive(tags):
+                stale.append(run)
+        elif run.flow_run_id:
+            elsewhere.append(run)
+    if ended and elsewhere:
+        states = ended([run.flow_run_id for run in elsewhere])
+        stale += [replace(run, flow_state=states[run.flow_run_id]) for run in elsewhere
+                  if run.flow_run_id in states]  # fmt: skip
+    return stale
 
 
 def fail_stale_runs(stale: list[StaleRun] | None = None) -> list[StaleRun]:
-    """Mark stale runs (by default every one, `stale_runs()`) FAILED, saying why; returns
-    them. Close their Prefect flow runs first: their ids are not looked for again."""
+    """Close stale runs (by default every one, `stale_runs()`) saying why: FINISHED when their
+    flow run completed, else FAILED; returns them. Close their Prefect flow runs first: their
+    ids are not looked for again."""
     stale = stale_runs() if stale is None else stale
     for run in stale:
-        reason = f"its process (pid {run.pid}) ended without closing it; marked by mnist"
-        call(client().set_tag, run.run_id, "mnist.failure", reason)
-        call(client().set_terminated, run.run_id, "FAILED")
+        call(client().set_tag, run.run_id, "mnist.failure", run.reason)
+        status = "FINISHED" if run.flow_state == "COMPLETED" else "FAILED"
+        call(client().set_terminated, run.run_id, status)
     return stale
 
 

@@ -42,8 +42,8 @@ def ingest(data_dir: Path | None) -> data.Dataset:
 @task(name="added-data", cache_policy=NO_CACHE)
 def added_data(url: str | None) -> data.Added:
     """The snapshot of every active batch of added data (`mnist data list`)."""
-    store = datastore.Store(url)
-    snapshot = store.snapshot()
+    snapshot = datastore.snapshot(url)
+    store = datastore.safe_url(url or datastore.default_url())
     logger = get_run_logger()
     if not len(snapshot):
         logger.info("no added data in %s", store)

@@ -44,6 +44,7 @@ def test_an_mlflow_failure_is_one_line_naming_the_store(store):
 
 def test_an_unreachable_server_is_one_line(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MNIST_MLFLOW_RESTART_SECONDS", "0")  # no wait for a restart
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     mlflow.set_tracking_uri("http://127.0.0.1:9")
     try:

@@ -1,0 +1,165 @@
+"""The production stack as `make stack-up` brings it up (app/stack.py under honcho): a real
+PostgreSQL, `prefect server` and `mlflow server` on it with proxied artifacts, two process
+workers; bound to 0.0.0.0, so with authentication. End to end: deploy from prefect.yaml, a
+worker retrains, the registry and `mnist serve` from another directory with another HOME.
+Then `make stack-down`, and a second start that keeps the state."""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.servers import free_port, start_server, stop_server
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+PASSWORD = "stack-test-secret"
+
+
+def _stack(env: dict[str, str], action: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app.stack", action], env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def _exports(text: str) -> dict[str, str]:
+    return {k: v for line in text.splitlines() if line.startswith("export ")
+            for k, _, v in [shlex.split(line[7:])[0].partition("=")]}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack(mnist_path):
+    root = Path(tempfile.mkdtemp(prefix="mnist-stack-"))  # PostgreSQL's user must reach it
+    env = {**os.environ, "MNIST_STACK_DIR": str(root), "MNIST_STACK_HOST": "0.0.0.0",
+           "MNIST_STACK_PG_PORT": str(free_port()), "MNIST_STACK_PREFECT_PORT": str(free_port()),
+           "MNIST_STACK_MLFLOW_PORT": str(free_port()), "MNIST_STACK_WORKERS": "2",
+           "MNIST_STACK_PASSWORD": PASSWORD, "MNIST_DATA_DIR": str(mnist_path)}  # fmt: skip
+    for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+        env.pop(key, None)
+    started = time.monotonic()
+    up = _stack(env, "up")
+    seconds = time.monotonic() - started
+    assert up.returncode == 0, up.stderr[-3000:] + (root / "logs" / "stack.log").read_text()[-5000:]
+    print(f"\nstack up in {seconds:.1f} s (cold)")
+    yield root, env, _exports(up.stdout), seconds
+    _stack(env, "down")
+
+
+def _client(stack, tmp_path: Path) -> dict[str, str]:
+    """A client elsewhere: only the exports, its own HOME and working directory."""
+    _, env, exports, _ = stack
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
+    return {**keep, **exports, "HOME": str(home), "MNIST_DATA_DIR": env["MNIST_DATA_DIR"]}
+
+
+def _wait_run(api: str, run_id: str, timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = httpx.get(f"{api}/flow_runs/{run_id}", auth=("admin", PASSWORD)).json()
+        if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return run
+        assert time.monotonic() < deadline, run["state"]
+        time.sleep(2)
+
+
+def test_stack_up_prints_what_a_client_needs(stack):
+    _, _, exports, seconds = stack
+    assert set(exports) >= {"PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MNIST_DATASTORE",
+                            "PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_PASSWORD"}  # fmt: skip
+    assert exports["MLFLOW_TRACKING_PASSWORD"] == PASSWORD
+    assert seconds < 300
+
+
+def test_unauthenticated_requests_get_401(stack):
+    _, _, exports, _ = stack
+    mlflow, prefect = exports["MLFLOW_TRACKING_URI"], exports["PREFECT_API_URL"]
+    search = f"{mlflow}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert httpx.get(search).status_code == 401
+    assert httpx.get(search, auth=("admin", "wrong")).status_code == 401
+    assert httpx.get(search, auth=("admin", PASSWORD)).status_code == 200
+    assert httpx.post(f"{prefect}/flows/filter", json={}).status_code == 401
+    assert httpx.post(f"{prefect}/flows/filter", json={}, auth=("admin", "x")).status_code == 401
+    assert (
+        httpx.post(f"{prefect}/flows/filter", json={}, auth=("admin", PASSWORD)).status_code == 200
+    )
+
+
+def test_a_worker_retrains_and_a_client_elsewhere_serves_the_champion(stack, mnist_data, tmp_path):
+    root, _, exports, _ = stack
+    client = _client(stack, tmp_path)
+    config = {"model": "small", "epochs": 2, "train_limit": 4000, "test_limit": 1000,
+              "experiment": "stack"}  # fmt: skip
+    params = {"config": config, "gate": {"floor": 0.8}}
+    out = subprocess.run([str(BIN / "prefect"), "deployment", "run", "mnist-retrain/mnist-retrain",
+                          "--params", json.dumps(params)], env=client, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    run_id = next(line.split()[-1] for line in out.stdout.splitlines() if "UUID" in line)
+    run = _wait_run(exports["PREFECT_API_URL"], run_id)
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+
+    listed = subprocess.run([str(BIN / "mnist"), "registry", "list"], env=client, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert "champion" in listed.stdout.splitlines()[1]
+    # The artifacts went through the server into its directory, not into this client's.
+    assert list((root / "artifacts").rglob("MLmodel"))
+    assert not list(tmp_path.rglob("MLmodel"))
+
+    port = free_port()
+    server = start_server(
+        [str(BIN / "mnist"), "serve", "--port", str(port)],
+        f"http://127.0.0.1:{port}/healthz", tmp_path / "serve.log",
+        {k: v for k, v in client.items() if k not in os.environ or os.environ[k] != v},
+    )  # fmt: skip
+    try:
+        images = mnist_data.test.images[:50]
+        body = httpx.post(f"http://127.0.0.1:{port}/predict", json={"pixels": images.tolist()})
+        digits = [p["digit"] for p in body.json()["predictions"]]
+        assert np.mean(np.array(digits) == mnist_data.test.labels[:50]) >= 0.9
+        assert body.json()["model"]["version"] == "1"
+        sent = httpx.post(f"http://127.0.0.1:{port}/feedback",
+                          json={"pixels": images[0].tolist(), "label": 7})  # fmt: skip
+        assert sent.status_code == 201  # into the stack's PostgreSQL
+    finally:
+        stop_server(server)
+    data = subprocess.run([str(BIN / "mnist"), "data", "list"], env=client, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert "feedback" in data.stdout, data.stderr
+
+
+def test_serving_beyond_loopback_needs_an_admin_token(stack, tmp_path):
+    client = _client(stack, tmp_path)
+    refused = subprocess.run([str(BIN / "mnist"), "serve", "--host", "0.0.0.0", "--port",
+                              str(free_port())], env=client, cwd=tmp_path, capture_output=True,
+                             text=True, timeout=300)  # fmt: skip
+    assert refused.returncode == 1
+    assert refused.stderr.strip().endswith("needs an admin token for POST /reload: set "
+                                           "MNIST_SERVE_ADMIN_TOKEN")  # fmt: skip
+
+
+def test_stack_down_stops_everything_and_a_restart_keeps_the_state(stack):
+    root, env, exports, _ = stack
+    down = _stack(env, "down")
+    assert down.returncode == 0 and "stack stopped" in down.stderr
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{exports['MLFLOW_TRACKING_URI']}/health", timeout=2)
+    left = subprocess.run(["pgrep", "-f", str(root)], capture_output=True, text=True)
+    assert left.stdout.strip() == "", left.stdout  # no process of the stack is left
+    started = time.monotonic()
+    again = _stack(env, "up")
+    assert again.returncode == 0, again.stderr[-3000:]
+    print(f"\nstack up again in {time.monotonic() - started:.1f} s (warm)")
+    versions = httpx.get(f"{exports['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/registered-models/get",
+                         params={"name": "mnist-cnn"}, auth=("admin", PASSWORD))  # fmt: skip
+    assert versions.status_code == 200, versions.text  # the registry survived the restart

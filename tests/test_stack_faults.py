@@ -1,0 +1,253 @@
+"""Faults a shared stack meets, on real processes: `prefect server` and `mlflow server` on a
+real PostgreSQL (each started and restarted by the fixtures, as a service manager would),
+process workers, `mnist` commands as clients.
+
+- the MLflow server, then the Prefect server, restarts while a run logs its epochs;
+- PostgreSQL restarts between two flow runs;
+- two workers take a training run and a retraining run at once, and a retraining elsewhere
+  (another HOME: another lock directory) gates at the same time as a worker's;
+- a worker is killed (with its flow run's process) in the middle of a run.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+
+from tests.conftest import ROOT
+from tests.servers import Postgres, free_port, start_server, stop_server
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+class Service:
+    """A server process that a test can restart on the same port."""
+
+    def __init__(self, args: list[str], health: str, log: Path, env: dict[str, str]):
+        self.args, self.health, self.log, self.env = args, health, log, env
+        self.proc = start_server(args, health, log, env)
+
+    def restart(self, down_seconds: float = 1.0) -> None:
+        stop_server(self.proc)
+        time.sleep(down_seconds)
+        self.proc = start_server(self.args, self.health, self.log.with_suffix(".2.log"), self.env)
+
+    def stop(self) -> None:
+        stop_server(self.proc)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, mnist_path):
+    """PostgreSQL with the stack's databases, `prefect server` and `mlflow server` on it."""
+    root = tmp_path_factory.mktemp("stack")
+    pg = Postgres()
+    urls = {name: pg.url(name) for name in ("prefect", "mlflow", "mnist_data")}
+    prefect_port, mlflow_port = free_port(), free_port()
+    prefect_env = {"PREFECT_HOME": str(root / "prefect"), "PREFECT_UI_ENABLED": "false",
+                   "PREFECT_API_DATABASE_CONNECTION_URL":
+                       urls["prefect"].replace("postgresql://", "postgresql+asyncpg://")}  # fmt: skip
+    prefect = Service(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+         str(prefect_port)], f"http://127.0.0.1:{prefect_port}/api/health",
+        root / "prefect.log", prefect_env,
+    )  # fmt: skip
+    mlflow_server = Service(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+         "--workers", "1", "--backend-store-uri",
+         urls["mlflow"].replace("postgresql://", "postgresql+psycopg://"),
+         "--artifacts-destination", str(root / "artifacts")],
+        f"http://127.0.0.1:{mlflow_port}/health", root / "mlflow.log",
+        {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )  # fmt: skip
+    env = {**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+           "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+           "MNIST_DATASTORE": urls["mnist_data"], "MNIST_DATA_DIR": str(mnist_path),
+           "PREFECT_HOME": str(root / "client")}  # fmt: skip
+    env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
+    yield dict(pg=pg, prefect=prefect, mlflow=mlflow_server, env=env, root=root)
+    prefect.stop()
+    mlflow_server.stop()
+    pg.close()
+
+
+def _train(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(BIN / "mnist"), "train", "--model", "small", "--train-limit", "6000", "--test-limit",
+         "1000", *args], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def _runs(uri: str, experiment: str) -> list:
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def _wait_for_epochs(uri: str, experiment: str, epochs: int, timeout: float = 300):
+    """The experiment's run once it has logged `epochs` epochs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for run in _runs(uri, experiment):
+            history = mlflow.MlflowClient(uri).get_metric_history(run.info.run_id, "accuracy")
+            if len(history) >= epochs:
+                return run
+        time.sleep(0.5)
+    raise TimeoutError(f"no run in {experiment} logged {epochs} epoch(s)")
+
+
+def _outcome(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+@pytest.mark.parametrize("server", ["mlflow", "prefect"])
+def test_a_server_restart_mid_run_loses_nothing(stack, server):
+    env, uri = stack["env"], stack["env"]["MLFLOW_TRACKING_URI"]
+    experiment = f"restart-{server}"
+    proc = _train(env, "--epochs", "6", "--experiment", experiment, "--no-register")
+    run = _wait_for_epochs(uri, experiment, 1)
+    stack[server].restart()
+    code, out, err = _outcome(proc)
+    final = mlflow.MlflowClient(uri).get_run(run.info.run_id)
+    assert final.info.status != "RUNNING"
+    errors = [line for line in err.splitlines() if line.startswith("mnist: error:")]
+    assert (code == 0 and not errors) or (code == 1 and len(errors) == 1), err[-3000:]
+    print(f"\n{server} restarted mid-run: exit {code}, MLflow run {final.info.status}"
+          f"{', ' + errors[0] if errors else ''}")
+    if code == 0:  # every epoch's metrics and the model made it through the restart
+        history = mlflow.MlflowClient(uri).get_metric_history(run.info.run_id, "accuracy")
+        assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]
+        assert final.info.status == "FINISHED" and "test_accuracy" in final.data.metrics
+        assert "test accuracy:" in out
+
+
+def test_postgres_restart_between_two_runs_needs_nothing_restarted(stack):
+    env = stack["env"]
+    first = _train(env, "--epochs", "1", "--experiment", "pg-restart", "--no-register")
+    assert _outcome(first)[0] == 0
+    stack["pg"].stop("fast")
+    stack["pg"].start()
+    second = _train(env, "--epochs", "1", "--experiment", "pg-restart", "--no-register")
+    code, out, err = _outcome(second)
+    assert code == 0, err[-3000:]
+    runs = _runs(env["MLFLOW_TRACKING_URI"], "pg-restart")
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+
+
+def _worker(env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "mnist-process", "--type", "process"],
+        env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def _deploy(env: dict[str, str]) -> None:
+    for args in (["work-pool", "create", "mnist-process", "--type", "process", "--overwrite"],
+                 ["--no-prompt", "deploy", "--all"]):  # fmt: skip
+        out = subprocess.run([str(BIN / "prefect"), *args], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+
+
+def _trigger(env: dict[str, str], deployment: str, params: dict) -> str:
+    out = subprocess.run([str(BIN / "prefect"), "deployment", "run", deployment, "--params",
+                          json.dumps(params)], env=env, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return next(line.split()[-1] for line in out.stdout.splitlines() if "UUID" in line)
+
+
+def _flow_run(env: dict[str, str], run_id: str) -> dict:
+    return httpx.get(f"{env['PREFECT_API_URL']}/flow_runs/{run_id}").json()
+
+
+def _wait(env: dict[str, str], run_id: str, timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    while (run := _flow_run(env, run_id))["state"]["type"] not in FINAL:
+        assert time.monotonic() < deadline, run["state"]
+        time.sleep(2)
+    return run
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and every process below it."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [pid, *(p for child in out.split() for p in _tree(int(child)))]
+
+
+CONFIG = {"model": "small", "epochs": 2, "train_limit": 6000, "test_limit": 1000}
+
+
+@pytest.fixture(scope="module")
+def workers(stack):
+    """The deployments of prefect.yaml and two process workers on `mnist-process`."""
+    _deploy(stack["env"])
+    procs = [_worker(stack["env"], stack["root"] / f"worker{i}.log") for i in (1, 2)]
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+
+
+def test_two_workers_run_a_training_and_a_retraining_at_once(stack, workers, tmp_path):
+    env, name = stack["env"], "two-workers"
+    config = CONFIG | {"registered_model": name, "experiment": name}
+    gate = {"floor": 0.8}
+    trained = _trigger(env, "mnist-train/mnist-train", {"config": config | {"seed": 1}})
+    retrained = _trigger(env, "mnist-retrain/mnist-retrain", {"config": config, "gate": gate})
+    # ... and a retraining from elsewhere: another HOME, so another lock directory; only
+    # Prefect's leased limit on the server keeps its gate and the worker's apart.
+    home = tmp_path / "home"
+    home.mkdir()
+    elsewhere = subprocess.run(
+        [str(BIN / "mnist"), "retrain", "--model", "small", "--epochs", "2", "--train-limit",
+         "6000", "--test-limit", "1000", "--seed", "7", "--registered-model", name,
+         "--experiment", name, "--floor", "0.8"],
+        env={**env, "HOME": str(home)}, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert elsewhere.returncode == 0, elsewhere.stderr[-3000:]
+    runs = [_wait(env, trained), _wait(env, retrained)]
+    assert [r["state"]["type"] for r in runs] == ["COMPLETED", "COMPLETED"]
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    versions = client.search_model_versions(f"name = '{name}'")
+    gated = [v for v in versions if "decision" in v.tags]
+    assert len(versions) == 3 and len(gated) == 2
+    # One gate at a time: exactly one of them found no champion; the other judged against it.
+    first = [v for v in gated if v.tags["compared_to_version"] == "none"]
+    assert len(first) == 1, [v.tags for v in gated]
+    (second,) = [v for v in gated if v is not first[0]]
+    assert second.tags["compared_to_version"] == str(first[0].version)
+
+
+def test_a_killed_worker_leaves_nothing_running_or_half_registered(stack, workers):
+    env, name = stack["env"], "killed-worker"
+    config = CONFIG | {"registered_model": name, "experiment": name, "epochs": 8}
+    for proc in workers[1:]:  # one worker, so that we know which to kill
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    doomed = _trigger(env, "mnist-retrain/mnist-retrain", {"config": config})
+    run = _wait_for_epochs(env["MLFLOW_TRACKING_URI"], name, 1)
+    for pid in reversed(_tree(workers[0].pid)):  # the worker and its flow run's process
+        os.kill(pid, signal.SIGKILL)
+    workers[0].wait(timeout=60)
+    workers[1] = _worker(env, stack["root"] / "worker3.log")  # the machine comes back
+    nxt = _trigger(env, "mnist-retrain/mnist-retrain",
+                   {"config": config | {"epochs": 1}, "gate": {"floor": 0.5}})  # fmt: skip
+    assert _wait(env, nxt)["state"]["type"] == "COMPLETED"
+    assert _flow_run(env, doomed)["state"]["type"] == "CRASHED"
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    assert client.get_run(run.info.run_id).info.status == "FAILED"
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert [v.run_id for v in versions] != [] and run.info.run_id not in {v.run_id for v in versions}
