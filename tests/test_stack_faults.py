@@ -53,9 +53,9 @@ def stack(tmp_path_factory, mnist_path):
     pg = Postgres()
     urls = {name: pg.url(name) for name in ("prefect", "mlflow", "mnist_data")}
     prefect_port, mlflow_port = free_port(), free_port()
+    database = urls["prefect"].replace("postgresql://", "postgresql+asyncpg://")
     prefect_env = {"PREFECT_HOME": str(root / "prefect"), "PREFECT_UI_ENABLED": "false",
-                   "PREFECT_API_DATABASE_CONNECTION_URL":
-                       urls["prefect"].replace("postgresql://", "postgresql+asyncpg://")}  # fmt: skip
+                   "PREFECT_API_DATABASE_CONNECTION_URL": database}  # fmt: skip
     prefect = Service(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
          str(prefect_port)], f"http://127.0.0.1:{prefect_port}/api/health",
@@ -123,8 +123,10 @@ def test_a_server_restart_mid_run_loses_nothing(stack, server):
     assert final.info.status != "RUNNING"
     errors = [line for line in err.splitlines() if line.startswith("mnist: error:")]
     assert (code == 0 and not errors) or (code == 1 and len(errors) == 1), err[-3000:]
-    print(f"\n{server} restarted mid-run: exit {code}, MLflow run {final.info.status}"
-          f"{', ' + errors[0] if errors else ''}")
+    print(
+        f"\n{server} restarted mid-run: exit {code}, MLflow run {final.info.status}"
+        f"{', ' + errors[0] if errors else ''}"
+    )
     if code == 0:  # every epoch's metrics and the model made it through the restart
         history = mlflow.MlflowClient(uri).get_metric_history(run.info.run_id, "accuracy")
         assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]
@@ -139,7 +141,7 @@ def test_postgres_restart_between_two_runs_needs_nothing_restarted(stack):
     stack["pg"].stop("fast")
     stack["pg"].start()
     second = _train(env, "--epochs", "1", "--experiment", "pg-restart", "--no-register")
-    code, out, err = _outcome(second)
+    code, _, err = _outcome(second)
     assert code == 0, err[-3000:]
     runs = _runs(env["MLFLOW_TRACKING_URI"], "pg-restart")
     assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
@@ -191,8 +193,16 @@ CONFIG = {"model": "small", "epochs": 2, "train_limit": 6000, "test_limit": 1000
 
 @pytest.fixture(scope="module")
 def workers(stack):
-    """The deployments of prefect.yaml and two process workers on `mnist-process`."""
+    """The deployments of prefect.yaml, the zombie automation and two process workers on
+    `mnist-process` whose flow runs beat every 30 s, as `make stack-up` sets them up."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.api import HEARTBEAT_SECONDS, ensure_zombie_detection
+
     _deploy(stack["env"])
+    with temporary_settings({PREFECT_API_URL: stack["env"]["PREFECT_API_URL"]}):
+        assert ensure_zombie_detection() and not ensure_zombie_detection()  # created once
+    stack["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(HEARTBEAT_SECONDS)
     procs = [_worker(stack["env"], stack["root"] / f"worker{i}.log") for i in (1, 2)]
     yield procs
     for proc in procs:
@@ -205,7 +215,7 @@ def test_two_workers_run_a_training_and_a_retraining_at_once(stack, workers, tmp
     env, name = stack["env"], "two-workers"
     config = CONFIG | {"registered_model": name, "experiment": name}
     gate = {"floor": 0.8}
-    trained = _trigger(env, "mnist-train/mnist-train", {"config": config | {"seed": 1}})
+    trained = _trigger(env, "mnist-training/mnist-train", {"config": config | {"seed": 1}})
     retrained = _trigger(env, "mnist-retrain/mnist-retrain", {"config": config, "gate": gate})
     # ... and a retraining from elsewhere: another HOME, so another lock directory; only
     # Prefect's leased limit on the server keeps its gate and the worker's apart.
@@ -242,12 +252,22 @@ def test_a_killed_worker_leaves_nothing_running_or_half_registered(stack, worker
     for pid in reversed(_tree(workers[0].pid)):  # the worker and its flow run's process
         os.kill(pid, signal.SIGKILL)
     workers[0].wait(timeout=60)
+    killed = time.monotonic()
+    # The server's zombie automation crashes the run once its heartbeats stop (3 x 30 s),
+    # which also frees the deployment's concurrency slot for the next run.
+    crashed = _wait(env, doomed, timeout=300)
+    print(
+        f"\nflow run CRASHED by the server {time.monotonic() - killed:.0f} s after the kill: "
+        f"{crashed['state']['message']}"
+    )
+    assert crashed["state"]["type"] == "CRASHED"
     workers[1] = _worker(env, stack["root"] / "worker3.log")  # the machine comes back
     nxt = _trigger(env, "mnist-retrain/mnist-retrain",
                    {"config": config | {"epochs": 1}, "gate": {"floor": 0.5}})  # fmt: skip
     assert _wait(env, nxt)["state"]["type"] == "COMPLETED"
-    assert _flow_run(env, doomed)["state"]["type"] == "CRASHED"
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     assert client.get_run(run.info.run_id).info.status == "FAILED"
     versions = client.search_model_versions(f"name = '{name}'")
-    assert [v.run_id for v in versions] != [] and run.info.run_id not in {v.run_id for v in versions}
+    assert [v.run_id for v in versions] != [] and run.info.run_id not in {
+        v.run_id for v in versions
+    }
