@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser postgres train test test-fast lint bench clean
+.PHONY: install browser postgres train test test-fast lint bench clean stack-up stack-down
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ lint: install  ## style, and the layers' import contracts (pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+
+stack-up: install postgres  ## PostgreSQL, Prefect and MLflow servers, workers (app/stack.py)
+	$(BIN)/python -m app.stack up
+
+stack-down:  ## stop everything stack-up started (the state stays in .stack/)
+	$(BIN)/python -m app.stack down
 
 clean:
 	rm -rf $(VENV) mlruns/[0-9]* mlruns/models mlflow.db .pytest_cache

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,15 +79,19 @@ class Stack:
         return "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
 
     def password(self) -> str:
-        if given := os.environ.get("MNIST_STACK_PASSWORD"):
-            return given
+        return os.environ.get("MNIST_STACK_PASSWORD") or self._secret("MNIST_STACK_PASSWORD")
+
+    def _secret(self, name: str) -> str:
+        """A secret kept in <dir>/secrets.env (mode 0600), generated the first time."""
         path = self.dir / "secrets.env"
+        path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(f"MNIST_STACK_PASSWORD={secrets.token_urlsafe(18)}\n")
-        return path.read_text().strip().partition("=")[2]
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        kept = dict(line.partition("=")[::2] for line in path.read_text().splitlines() if line)
+        if name not in kept:
+            kept[name] = secrets.token_urlsafe(24)
+            path.write_text("".join(f"{k}={v}\n" for k, v in kept.items()))
+        return kept[name]
 
     def database(self, name: str, driver: str = "psycopg") -> str:
         return f"postgresql+{driver}://postgres@127.0.0.1:{self.pg_port}/{name}"
@@ -132,6 +137,9 @@ class Stack:
             env["PREFECT_SERVER_API_AUTH_STRING"] = env["PREFECT_API_AUTH_STRING"]
             env["MNIST_STACK_MLFLOW_APP"] = "--app-name basic-auth"
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(self._auth_config())
+            env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = self._secret("MLFLOW_FLASK_SERVER_SECRET_KEY")
+        if hosts := os.environ.get("MNIST_STACK_ALLOWED_HOSTS"):  # the names clients use
+            env["MNIST_STACK_MLFLOW_APP"] += f" --allowed-hosts {shlex.quote(hosts)}"
         return env
 
     def _auth_config(self) -> Path:
@@ -221,8 +229,11 @@ def _create_databases(stack: Stack) -> None:
 # ----------------------------------------------------------------------------- waiting
 
 
-def wait(stack: Stack, what: str, timeout: float = 180) -> None:
-    """Until `what` (postgres, its databases, prefect or mlflow) answers."""
+def wait(
+    stack: Stack, what: str, timeout: float = 180, gone: Callable[[], str | None] = lambda: None
+) -> None:
+    """Until `what` (postgres, its databases, prefect or mlflow) answers; `gone` says why to
+    stop waiting early (the process manager exited)."""
     deadline = time.monotonic() + timeout
     if what == "postgres":
         _wait_postgres(stack, timeout=timeout)
@@ -242,6 +253,8 @@ def wait(stack: Stack, what: str, timeout: float = 180) -> None:
                 return
         except httpx.HTTPError:
             pass
+        if why := gone():
+            raise StackError(f"{what} did not start: {why}")
         if time.monotonic() > deadline:
             raise StackError(f"{what} did not answer at {url} within {timeout:.0f} s")
         time.sleep(0.5)
@@ -280,12 +293,18 @@ def up(stack: Stack, timeout: float = 300) -> float:
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )  # fmt: skip
     _pidfile(stack).write_text(str(proc.pid))
+
+    def gone() -> str | None:
+        if proc.poll() is None:
+            return None
+        lines = Path(log.name).read_text(errors="replace").splitlines()
+        stopped = [line for line in lines if "stopped (rc=" in line]
+        return f"{stopped[0].split('| ')[-1] if stopped else 'honcho exited'}; see {log.name}"
+
     try:
         for what in ("postgres", "prefect", "mlflow"):
             left = timeout - (time.monotonic() - started)
-            wait(stack, what, max(left, 1))
-            if proc.poll() is not None:
-                raise StackError(f"honcho exited with {proc.returncode}: see {log.name}")
+            wait(stack, what, max(left, 1), gone)
         _deploy(stack, env)
     except BaseException:
         down(stack)
