@@ -182,8 +182,11 @@ def postgres(stack: Stack) -> int:
         if os.geteuid() == 0:
             shutil.chown(data, "postgres", "postgres")
             data.chmod(0o700)
-        subprocess.run([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                        "--no-sync"], check=True, capture_output=True, **_as_owner())  # fmt: skip
+        init = subprocess.run([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U",
+                               "postgres", "--no-sync"], capture_output=True, text=True,
+                              **_as_owner())  # fmt: skip
+        if init.returncode:
+            raise StackError(f"initdb {data} failed: {init.stderr.strip().splitlines()[-1:]}")
     server = subprocess.Popen(
         [str(bindir / "postgres"), "-D", str(data), "-p", str(stack.pg_port), "-k", str(data),
          "-c", "listen_addresses=127.0.0.1"], **_as_owner(),
@@ -202,7 +205,12 @@ def _connect(stack: Stack, database: str = "postgres"):
                            autocommit=True, connect_timeout=2)  # fmt: skip
 
 
-def _wait_postgres(stack: Stack, server: subprocess.Popen | None = None, timeout=60) -> None:
+def _wait_postgres(
+    stack: Stack,
+    server: subprocess.Popen | None = None,
+    timeout: float = 60,
+    gone: Callable[[], str | None] = lambda: None,
+) -> None:
     import psycopg
 
     deadline = time.monotonic() + timeout
@@ -213,6 +221,8 @@ def _wait_postgres(stack: Stack, server: subprocess.Popen | None = None, timeout
         except psycopg.OperationalError:
             if server is not None and server.poll() is not None:
                 raise StackError(f"PostgreSQL exited with {server.returncode}") from None
+            if why := gone():
+                raise StackError(f"postgres did not start: {why}") from None
             if time.monotonic() > deadline:
                 raise StackError(f"PostgreSQL on port {stack.pg_port} did not start") from None
             time.sleep(0.3)
@@ -236,12 +246,14 @@ def wait(
     stop waiting early (the process manager exited)."""
     deadline = time.monotonic() + timeout
     if what == "postgres":
-        _wait_postgres(stack, timeout=timeout)
+        _wait_postgres(stack, timeout=timeout, gone=gone)
         while True:  # and its databases, which the postgres process creates once it is up
             with _connect(stack) as conn:
                 have = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
             if set(DATABASES) <= have:
                 return
+            if why := gone():
+                raise StackError(f"postgres did not start: {why}")
             if time.monotonic() > deadline:
                 raise StackError("the stack's databases were not created")
             time.sleep(0.3)
@@ -285,6 +297,10 @@ def up(stack: Stack, timeout: float = 300) -> float:
     (stack.dir / "logs").mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:  # PostgreSQL, running as `postgres`, must reach its data directory
         stack.dir.chmod(stack.dir.stat().st_mode | 0o011)
+        closed = [p for p in stack.dir.parents if not p.stat().st_mode & 0o001]
+        if closed:
+            raise StackError(f"PostgreSQL runs as the user postgres, who cannot enter {closed[0]}:"
+                             " choose another MNIST_STACK_DIR (or chmod o+x it)")  # fmt: skip
     env = {**os.environ, **stack.server_env()}
     log = (stack.dir / "logs" / "stack.log").open("a")
     proc = subprocess.Popen(

@@ -120,12 +120,25 @@ def start_early() -> Callable[[], None]:
     return started
 
 
+def _states(client, ids: list[str]) -> dict:
+    """The current state of each flow run among `ids` that this Prefect API knows."""
+    from prefect.exceptions import ObjectNotFound
+
+    found = {}
+    for run_id in ids:
+        try:
+            found[run_id] = client.read_flow_run(run_id).state
+        except (ObjectNotFound, ValueError):
+            continue
+    return found
+
+
 def crash_flow_runs(ids: list[str]) -> list[str]:
     """Mark flow runs that are not over as CRASHED (their process died without saying so);
     returns those it marked. Runs this Prefect API does not know are left alone."""
     import httpx
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+    from prefect.exceptions import PrefectHTTPStatusError
     from prefect.states import Crashed
 
     from mnist.errors import MnistError
@@ -133,11 +146,7 @@ def crash_flow_runs(ids: list[str]) -> list[str]:
     marked = []
     try:
         with get_client(sync_client=True) as client:
-            for run_id in ids:
-                try:
-                    state = client.read_flow_run(run_id).state
-                except (ObjectNotFound, ValueError):
-                    continue
+            for run_id, state in _states(client, ids).items():
                 if state is None or not state.is_final():
                     message = "its process died without reporting (found by mnist)"
                     client.set_flow_run_state(run_id, Crashed(message=message), force=True)
@@ -151,18 +160,10 @@ def ended_flow_runs(ids: list[str]) -> dict[str, str]:
     """The final states (COMPLETED, FAILED, CRASHED, CANCELLED) of those flow runs, among
     `ids`, that are over; runs this Prefect API does not know are left out."""
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
 
-    over = {}
     with get_client(sync_client=True) as client:
-        for run_id in ids:
-            try:
-                state = client.read_flow_run(run_id).state
-            except (ObjectNotFound, ValueError):
-                continue
-            if state is not None and state.is_final():
-                over[run_id] = state.type.value
-    return over
+        states = _states(client, ids)
+    return {i: s.type.value for i, s in states.items() if s is not None and s.is_final()}
 
 
 def close_stale_runs(

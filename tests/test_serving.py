@@ -199,6 +199,10 @@ def test_mlflow_models_serve_answers_raw_pixels(champion, workdir, mnist_data, t
         stop_server(proc)
 
 
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
 def _chromium() -> str:
     path = os.environ.get("MNIST_CHROMIUM") or shutil.which("chromium")
     assert path, "the browser test needs Debian's chromium (make test installs it)"
@@ -232,10 +236,8 @@ def test_drawing_page_predicts_a_drawn_digit(api, mnist_data, index):
     from playwright.sync_api import sync_playwright
 
     image, label = mnist_data.test.images[index], int(mnist_data.test.labels[index])
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=args)
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 760, "height": 480})
         page.goto(api + "/")
         _draw(page, image)
@@ -336,10 +338,8 @@ def test_the_page_sends_a_correction_as_feedback(served, mnist_data):
     store = Store(url)
     stored_before = store.count()
     image = mnist_data.test.images[1]
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=args)
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 760, "height": 560})
         page.goto(api + "/")
         page.wait_for_function("feedback === true")
