@@ -269,7 +269,9 @@ def _source_name(path: Path) -> str:
 def _label(value: str | None) -> int | None:
     if value is None:
         return None
-    if value not in {str(d) for d in range(10)}:
+    from mnist.digits import LABELS
+
+    if value not in LABELS:
         raise _UsageError(f"--label: expected a digit 0-9, got {value!r}")
     return int(value)
 
@@ -280,9 +282,15 @@ def _serve(args: argparse.Namespace) -> None:
 
     from app.serve import create_app
 
-    app = create_app(settings, _settings(args, DatastoreSettings).datastore)
+    store = _settings(args, DatastoreSettings).datastore
+    app = create_app(settings, store)
     app.state.holder.refresh()  # no model, no server: one line, before uvicorn starts
     print(f"serving {settings.model} on http://{settings.host}:{settings.port}/", flush=True)
+    if settings.feedback:
+        from mnist import datastore
+
+        where = datastore.safe_url(store or datastore.default_url())
+        print(f"feedback (POST /feedback) is stored in {where}", flush=True)
     # On Ctrl-C or SIGTERM uvicorn stops gracefully, then raises the signal again: `main`
     # reports it in one line (`uvicorn.run` would swallow a Ctrl-C and exit 0).
     config = uvicorn.Config(app, settings.host, settings.port, log_level=settings.log_level)

@@ -101,6 +101,7 @@ def feedback_request() -> dict[str, Any]:
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI responses for the error statuses an endpoint can answer."""
     meaning = {400: "a malformed body", 401: "no or a wrong admin token",
+               403: "a cross-site request", 429: "too many samples from one client",
                413: "a body, image or batch over the limits",
                415: "an unsupported content type", 422: "pixels or an image that cannot be used",
                503: "no model can be served"}  # fmt: skip

@@ -8,16 +8,18 @@ it. A poller (and `POST /reload`) picks up a moved alias without a restart.
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
-import ipaddress
 import json
 import logging
 import re
 import secrets
 import threading
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -43,7 +45,7 @@ from mnist.datastore import Store
 from mnist.errors import MnistError, first_line
 from mnist.evaluation import predict_proba
 from mnist.preprocess import RAW_RANGE, Arrays
-from mnist.settings import ServeSettings
+from mnist.settings import ServeSettings, loopback
 from mnist.validation import ValidationError, validate
 
 if TYPE_CHECKING:
@@ -51,7 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("web") / "index.html"
-DIGITS = {str(d) for d in range(10)}
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -274,7 +275,7 @@ async def _sample(request: Request, limits: ServeSettings) -> tuple[np.ndarray, 
         data, name, label = await _upload(request, body)
         if label is None:
             raise RequestError('multipart feedback needs a "label" field')
-        label = _label(int(label) if label in DIGITS else label)  # before the image is decoded
+        label = _label(int(label) if label in digits.LABELS else label)  # before decoding
         images = await run_in_threadpool(_decode, _image, data, name)
     else:
         images, label = await run_in_threadpool(_decode, _json_sample, body)
@@ -292,11 +293,47 @@ def _check(images: np.ndarray) -> None:
         raise RequestError(exc.report.summary().replace("request: ", "")) from exc
 
 
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
+class FeedbackDesk:
+    """Where POST /feedback stores samples: the added-data store, opened on first use (a store
+    that is down costs the feedback, never the predictions); at most `per_minute` samples
+    from one client address a minute."""
+
+    def __init__(self, url: str | None, per_minute: int):
+        self.url, self.per_minute = url, per_minute
+        self._store: Store | None = None
+        self._recent: dict[str, collections.deque] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, client: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._recent) > 10_000:  # forget idle clients
+                self._recent = {k: q for k, q in self._recent.items() if q and now - q[-1] < 60}
+            recent = self._recent.setdefault(client, collections.deque())
+            while recent and now - recent[0] > 60:
+                recent.popleft()
+            if len(recent) >= self.per_minute:
+                raise RequestError(f"more than {self.per_minute} samples a minute from one "
+                                   "client: try again later", 429)  # fmt: skip
+            recent.append(now)
+
+    def store(self, pixels: np.ndarray, label: int) -> tuple[int, int]:
+        try:
+            if self._store is None:
+                self._store = Store(self.url)
+            return self._store.feedback(pixels, label)
+        except MnistError as exc:
+            log.error("cannot store a feedback sample: %s", exc)
+            raise RequestError("cannot store the sample now: the added-data store is "
+                               "unavailable", 503) from exc  # fmt: skip
+
+
+def _same_site(request: Request) -> None:
+    """Refuse a browser's cross-site POST (another site's page posting to this server): its
+    Origin header names another host than the one it was sent to."""
+    origin = request.headers.get("origin")
+    if origin and urlparse(origin).netloc != request.headers.get("host", ""):
+        raise RequestError(f"cross-site request from {origin[:80]} refused", 403)
 
 
 def create_app(settings: ServeSettings | None = None, datastore: str | None = None) -> FastAPI:
@@ -305,10 +342,10 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
     MLflow store). Bound beyond loopback, POST /reload needs `settings.admin_token`."""
     settings = settings or ServeSettings()
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
-    if not token and not _loopback(settings.host):
+    if not token and not loopback(settings.host):
         raise MnistError(f"serving on {settings.host}, beyond this machine, needs an admin token "
                          "for POST /reload: set MNIST_SERVE_ADMIN_TOKEN")  # fmt: skip
-    store = Store(datastore) if settings.feedback else None
+    desk = FeedbackDesk(datastore, settings.feedback_per_minute) if settings.feedback else None
     holder, poll_seconds, limits = ModelHolder(settings.model), settings.poll_seconds, settings
 
     def _predict(images: np.ndarray) -> tuple[np.ndarray, ModelInfo]:
@@ -378,24 +415,23 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
         _, info = holder.current()
         status = "degraded" if holder.last_error else "ok"
         return Health(status=status, version=info.version, refresh_error=holder.last_error,
-                      feedback=store is not None)  # fmt: skip
+                      feedback=desk is not None)  # fmt: skip
 
-    if store is not None:
+    if desk is not None:
 
         @app.post("/feedback", status_code=201, response_model=FeedbackStored,
-                  responses=errors(400, 413, 415, 422, 503),
+                  responses=errors(400, 403, 413, 415, 422, 429, 503),
                   openapi_extra={"requestBody": feedback_request()})  # fmt: skip
         async def feedback(request: Request) -> FeedbackStored:
             """Store a sample the model got wrong with its true label, for the next retraining:
             stored durably (committed) before the answer; a bad one is refused, unstored."""
+            _same_site(request)
+            desk.admit(request.client.host if request.client else "")
             images, label = await _sample(request, limits)
             _check(images)
-            if images.max() < 1:
-                raise RequestError("the image is blank (no digit found)")
-            try:
-                sample, batch = await run_in_threadpool(store.feedback, images[0], label)
-            except MnistError as exc:
-                raise RequestError(f"cannot store the sample: {exc}", 503) from exc
+            if digits.blank(images)[0]:
+                raise RequestError(digits.BLANK)
+            sample, batch = await run_in_threadpool(desk.store, images[0], label)
             return FeedbackStored(id=sample, batch=batch, label=label)
 
     @app.post("/reload", response_model=Reloaded, responses=errors(401, 503))

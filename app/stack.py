@@ -5,6 +5,7 @@ by honcho (a Procfile runner) from `stack/Procfile`.
     python -m app.stack up        # `make stack-up`: start, health-check, deploy, print exports
     python -m app.stack down      # `make stack-down`
     python -m app.stack env       # the export lines a client needs
+    python -m app.stack automation   # the zombie automation, on the PREFECT_API_URL server
 
 Settings come from variables: `MNIST_STACK_DIR` (state, logs; default `.stack` in the
 checkout), `MNIST_STACK_HOST` (default 127.0.0.1), `MNIST_STACK_PG_PORT` (5432),
@@ -16,7 +17,7 @@ State (the databases, the artifacts) stays in the directory between restarts.
 
 from __future__ import annotations
 
-import ipaddress
+import contextlib
 import os
 import secrets
 import shlex
@@ -25,13 +26,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from flows.api import HEARTBEAT_SECONDS, ensure_zombie_detection
+from mnist.settings import loopback
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCFILE = ROOT / "stack" / "Procfile"
@@ -54,8 +56,8 @@ class Stack:
     workers: int
 
     @classmethod
-    def from_env(cls) -> Stack:
-        env = os.environ.get
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Stack:
+        env = (os.environ if environ is None else environ).get
         return cls(
             dir=Path(env("MNIST_STACK_DIR", str(ROOT / ".stack"))).expanduser().resolve(),
             host=env("MNIST_STACK_HOST", "127.0.0.1"),
@@ -68,10 +70,7 @@ class Stack:
     @property
     def secured(self) -> bool:
         """Authentication is on unless everything binds a loopback address."""
-        try:
-            return not ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return self.host != "localhost"
+        return not loopback(self.host)
 
     @property
     def reach(self) -> str:
@@ -84,17 +83,16 @@ class Stack:
     def _secret(self, name: str) -> str:
         """A secret kept in <dir>/secrets.env (mode 0600), generated the first time."""
         path = self.dir / "secrets.env"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        kept = dict(line.partition("=")[::2] for line in path.read_text().splitlines() if line)
+        text = path.read_text() if path.exists() else ""
+        kept = dict(line.partition("=")[::2] for line in text.splitlines() if line)
         if name not in kept:
             kept[name] = secrets.token_urlsafe(24)
-            path.write_text("".join(f"{k}={v}\n" for k, v in kept.items()))
+            _private(path, "".join(f"{k}={v}\n" for k, v in kept.items()))
         return kept[name]
 
     def database(self, name: str, driver: str = "psycopg") -> str:
-        return f"postgresql+{driver}://postgres@127.0.0.1:{self.pg_port}/{name}"
+        secret = self._secret("MNIST_STACK_PG_PASSWORD")
+        return f"postgresql+{driver}://postgres:{secret}@127.0.0.1:{self.pg_port}/{name}"
 
     @property
     def prefect_api(self) -> str:
@@ -138,8 +136,6 @@ class Stack:
             env["MNIST_STACK_MLFLOW_APP"] = "--app-name basic-auth"
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(self._auth_config())
             env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = self._secret("MLFLOW_FLASK_SERVER_SECRET_KEY")
-        if hosts := os.environ.get("MNIST_STACK_ALLOWED_HOSTS"):  # the names clients use
-            env["MNIST_STACK_MLFLOW_APP"] += f" --allowed-hosts {shlex.quote(hosts)}"
         return env
 
     def _auth_config(self) -> Path:
@@ -149,13 +145,24 @@ class Stack:
                 f"admin_username = {USER}\nadmin_password = {self.password()}\n"
                 "authorization_function = "
                 "mlflow.server.auth:authenticate_request_basic_auth\n")  # fmt: skip
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        _private(path, text)
         return path
 
     def exports(self) -> str:
         return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.client_env().items())
+
+
+def _private(path: Path, text: str) -> None:
+    """Write `text` to `path`, mode 0600, atomically (a temp file renamed over it): a kill
+    mid-write never leaves a half-written secret."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- PostgreSQL
@@ -182,9 +189,15 @@ def postgres(stack: Stack) -> int:
         if os.geteuid() == 0:
             shutil.chown(data, "postgres", "postgres")
             data.chmod(0o700)
-        init = subprocess.run([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U",
-                               "postgres", "--no-sync"], capture_output=True, text=True,
+        pwfile = stack.dir / ".pg-pwfile"  # read by initdb as `postgres`, then removed
+        _private(pwfile, stack._secret("MNIST_STACK_PG_PASSWORD") + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, "postgres", "postgres")
+        init = subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                               "--auth-host=scram-sha-256", "--auth-local=peer",
+                               f"--pwfile={pwfile}", "--no-sync"], capture_output=True, text=True,
                               **_as_owner())  # fmt: skip
+        pwfile.unlink(missing_ok=True)
         if init.returncode:
             raise StackError(f"initdb {data} failed: {init.stderr.strip().splitlines()[-1:]}")
     server = subprocess.Popen(
@@ -201,8 +214,9 @@ def postgres(stack: Stack) -> int:
 def _connect(stack: Stack, database: str = "postgres"):
     import psycopg
 
-    return psycopg.connect(f"host=127.0.0.1 port={stack.pg_port} user=postgres dbname={database}",
-                           autocommit=True, connect_timeout=2)  # fmt: skip
+    return psycopg.connect(host="127.0.0.1", port=stack.pg_port, user="postgres", dbname=database,
+                           password=stack._secret("MNIST_STACK_PG_PASSWORD"), autocommit=True,
+                           connect_timeout=2)  # fmt: skip
 
 
 def _wait_postgres(
@@ -247,9 +261,14 @@ def wait(
     deadline = time.monotonic() + timeout
     if what == "postgres":
         _wait_postgres(stack, timeout=timeout, gone=gone)
+        import psycopg
+
         while True:  # and its databases, which the postgres process creates once it is up
-            with _connect(stack) as conn:
-                have = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+            try:
+                with _connect(stack) as conn:
+                    have = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+            except psycopg.Error:
+                have = set()
             if set(DATABASES) <= have:
                 return
             if why := gone():
@@ -294,6 +313,10 @@ def up(stack: Stack, timeout: float = 300) -> float:
     started = time.monotonic()
     if (pid := _running(stack)) is not None:
         raise StackError(f"the stack in {stack.dir} is already running (honcho pid {pid})")
+    if left := members(stack):
+        pids = ", ".join(map(str, left[:5]))
+        raise StackError(f"processes of an earlier stack in {stack.dir} still run (pids {pids}):"
+                         " stop them with make stack-down")  # fmt: skip
     (stack.dir / "logs").mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:  # PostgreSQL, running as `postgres`, must reach its data directory
         stack.dir.chmod(stack.dir.stat().st_mode | 0o011)
@@ -302,6 +325,7 @@ def up(stack: Stack, timeout: float = 300) -> float:
             raise StackError(f"PostgreSQL runs as the user postgres, who cannot enter {closed[0]}:"
                              " choose another MNIST_STACK_DIR (or chmod o+x it)")  # fmt: skip
     env = {**os.environ, **stack.server_env()}
+    os.umask(0o077)  # the artifacts, logs and secrets the stack writes: its owner's alone
     log = (stack.dir / "logs" / "stack.log").open("a")
     proc = subprocess.Popen(
         [str(BIN / "honcho"), "start", "-f", str(PROCFILE), "-d", str(ROOT),
@@ -329,15 +353,21 @@ def up(stack: Stack, timeout: float = 300) -> float:
 
 
 def _deploy(stack: Stack, env: dict[str, str]) -> None:
-    """The work pool, the deployments of prefect.yaml (both idempotent), and the automation
-    that crashes flow runs whose heartbeats stopped (a worker or its machine died)."""
+    """The work pool, the deployments of prefect.yaml, and the automation that crashes flow
+    runs whose heartbeats stopped (a worker or its machine died); all idempotent."""
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
+    deploy(env)
     settings = {PREFECT_API_URL: stack.prefect_api}
     if stack.secured:
         settings[PREFECT_API_AUTH_STRING] = env["PREFECT_API_AUTH_STRING"]
     with temporary_settings(settings):
         ensure_zombie_detection()
+
+
+def deploy(env: dict[str, str]) -> None:
+    """`prefect work-pool create mnist-process` and `prefect deploy --all` from the checkout,
+    against the Prefect API that `env` names."""
     prefect = str(BIN / "prefect")
     for args in (["work-pool", "create", "mnist-process", "--type", "process", "--overwrite"],
                  ["--no-prompt", "deploy", "--all"]):  # fmt: skip
@@ -347,22 +377,41 @@ def _deploy(stack: Stack, env: dict[str, str]) -> None:
             raise StackError(f"prefect {' '.join(args)} failed: {out.stderr.strip()[-500:]}")
 
 
+def members(stack: Stack) -> list[int]:
+    """Every process of the stack in `stack.dir`, found by the variable each one inherits
+    (honcho starts each in a session of its own, and may itself be gone)."""
+    mark = f"MNIST_STACK_DIR={stack.dir}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if mark in proc.joinpath("environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return [pid for pid in found if pid != os.getpid()]
+
+
 def down(stack: Stack, timeout: float = 60) -> bool:
-    """Stop honcho and everything it runs; False if nothing was running."""
+    """Stop honcho and everything it runs (also what a killed honcho left behind); False if
+    nothing was running."""
     pid = _running(stack)
-    if pid is None:
+    left = members(stack)
+    if pid is None and not left:
         _pidfile(stack).unlink(missing_ok=True)
         return False
-    os.killpg(pid, signal.SIGTERM)  # honcho, and every process it started, in its session
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)  # honcho stops its processes, each in its own session
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
-        os.killpg(pid, signal.SIGKILL)
+    while (left := members(stack)) and time.monotonic() < deadline:
+        if pid is None or _running(stack) is None:  # honcho is gone; its orphans are not
+            for orphan in left:
+                with contextlib.suppress(OSError):
+                    os.kill(orphan, signal.SIGTERM)
+            pid = None
+        time.sleep(0.5)
+    for orphan in left:
+        with contextlib.suppress(OSError):
+            os.kill(orphan, signal.SIGKILL)
     _pidfile(stack).unlink(missing_ok=True)
     return True
 
@@ -388,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)  # fmt: skip
         elif args[:1] == ["env"]:
             print(stack.exports(), end="")
+        elif args[:1] == ["automation"]:  # for a Prefect server that `up` did not start
+            made = ensure_zombie_detection()
+            print("created" if made else "already there", file=sys.stderr)
         else:
             print(__doc__, file=sys.stderr)
             return 2

@@ -3,6 +3,7 @@ the model -> register it. One flow run is one MLflow run."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,7 +14,9 @@ from prefect.runtime import flow_run
 
 import tasks
 from flows.api import close_stale_runs
+from mnist import registry
 from mnist.data import Added, Dataset, digest
+from mnist.errors import MnistError
 from mnist.preprocess import Prepared
 from mnist.settings import TrainConfig
 from mnist.tracking import Input, Run, code_version
@@ -45,14 +48,20 @@ class Inputs:
     dataset: Dataset
     added: Added
     digest: str
+    init_from: str | None = None  # `config.init_from`, resolved to the version it names now
 
 
 def gather(config: TrainConfig) -> Inputs:
-    """Read MNIST and the added-data snapshot."""
+    """Read MNIST and the added-data snapshot; resolve the warm start's model (an alias to the
+    version it points at), which the digest names too."""
     dataset = tasks.ingest(config.data_dir)
     added = tasks.added_data(config.datastore) if config.added_data else Added.nothing()
-    digest = config.inputs_digest(dataset.digest, added.digest, code_version())
-    return Inputs(dataset, added, digest)
+    init = config.init_from
+    if init:
+        with contextlib.suppress(MnistError):  # no such model: the warm start will say so
+            init = registry.resolve(init)
+    digest = config.inputs_digest(dataset.digest, added.digest, code_version(), init or "")
+    return Inputs(dataset, added, digest, init)
 
 
 def _lineage(config: TrainConfig, inputs: Inputs) -> list[Input]:
@@ -115,7 +124,7 @@ def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingRes
     run.log_inputs(_lineage(config, inputs))
     sources = {"train": dataset.train.source, "val": dataset.train.source,
                "test": dataset.test.source, "holdout": added.holdout.source}  # fmt: skip
-    init = tasks.warm_start(config, run)
+    init = tasks.warm_start(config, inputs.init_from, added, run)
     prepared = tasks.preprocess(dataset, added, config, warm=init is not None)
     prepared = tasks.validate(prepared, config.nan_policy, sources, run)
     net, history = tasks.train(config, prepared, run, init)

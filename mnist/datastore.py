@@ -8,8 +8,9 @@ Each sample is assigned to training or to the holdout when it is stored, and kee
 for good, so a holdout sample never moves into training as data grows. The rule works within
 each source and digit: of the samples of one digit from one source, every `HOLDOUT_EVERY`-th
 (in the order stored; within one batch, in the order of their digests) is held out, which
-makes the holdout stratified by digit and source. A sample identical to one already stored
-(same pixels, same label) takes that one's split, so no image is both trained on and judged on.
+makes the holdout stratified by digit and source. An image already stored (the same pixels,
+whatever its label) takes that one's split, so no image is both trained on and judged on.
+Writers take turns: SQLite's database lock (`BEGIN IMMEDIATE`), PostgreSQL's advisory lock.
 
 `snapshot` reads every active batch: the arrays a training run uses and one digest that names
 them exactly. A removed batch stays in the database (its history), out of every snapshot.
@@ -77,7 +78,8 @@ class Sample(_Base):
     source: Mapped[str] = mapped_column(String(64), index=True)
     label: Mapped[int] = mapped_column(Integer)
     pixels: Mapped[bytes] = mapped_column(LargeBinary)  # 784 bytes, row-major uint8
-    digest: Mapped[str] = mapped_column(String(64), index=True)
+    digest: Mapped[str] = mapped_column(String(64), index=True)  # of the label and pixels
+    image: Mapped[str] = mapped_column(String(64), index=True)  # of the pixels alone
     holdout: Mapped[bool] = mapped_column(Boolean)
 
 
@@ -106,10 +108,10 @@ def default_url() -> str:
     return f"sqlite:///{tracking.state_dir() / FILE_NAME}"
 
 
-def sample_digest(pixels: np.ndarray, label: int) -> str:
-    return hashlib.sha256(
-        bytes([label]) + np.ascontiguousarray(pixels, np.uint8).tobytes()
-    ).hexdigest()
+def sample_digest(pixels: np.ndarray, label: int | None = None) -> str:
+    """SHA-256 of a sample: its label and pixels, or (label None) its pixels alone."""
+    head = b"" if label is None else bytes([label])
+    return hashlib.sha256(head + np.ascontiguousarray(pixels, np.uint8).tobytes()).hexdigest()
 
 
 def check_source(name: str) -> str:
@@ -126,13 +128,16 @@ def safe_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
+WRITERS = 0x6D6E697374  # PostgreSQL advisory lock key: "mnist"
+
+
 @functools.cache
-def _engine(url: str) -> Engine:
-    """One engine per URL. SQLite: writers take the database lock when their transaction
-    begins (`BEGIN IMMEDIATE`), waiting up to 30 s for another, in WAL mode so that readers
-    never wait."""
+def _engine(url: str, write: bool) -> Engine:
+    """One engine per URL and use. SQLite, in WAL mode so that readers never wait: a writer
+    takes the database lock when its transaction begins (`BEGIN IMMEDIATE`), waiting up to
+    30 s for another; a reader's transaction is deferred."""
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
 
         @event.listens_for(engine, "connect")
@@ -142,7 +147,7 @@ def _engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(connection):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
     else:  # psycopg 3 for PostgreSQL, which SQLAlchemy takes for psycopg2 unless told
         url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
         engine = create_engine(url, pool_pre_ping=True)
@@ -155,7 +160,8 @@ class Store:
     def __init__(self, url: str | None = None):
         self.url = url or default_url()
         try:
-            self.engine = _engine(self.url)
+            self.engine = _engine(self.url, write=True)
+            self.reader = _engine(self.url, write=False)
         except (SQLAlchemyError, ValueError, ImportError, OSError) as exc:
             raise MnistError(f"added-data store {safe_url(self.url)}: {first_line(exc)}") from exc
         self._create()
@@ -164,10 +170,14 @@ class Store:
         return safe_url(self.url)
 
     @contextmanager
-    def _session(self) -> Iterator[Session]:
-        """One transaction: committed whole, or rolled back whole with one clear line."""
+    def _session(self, write: bool = False) -> Iterator[Session]:
+        """One transaction: committed whole, or rolled back whole with one clear line. Writers
+        take turns (the holdout's ordinals and the known images must not race)."""
         try:
-            with Session(self.engine) as session, session.begin():
+            bind = self.engine if write else self.reader
+            with Session(bind, expire_on_commit=False) as session, session.begin():
+                if write and self.engine.dialect.name == "postgresql":
+                    session.execute(select(func.pg_advisory_xact_lock(WRITERS)))
                 yield session
         except SQLAlchemyError as exc:
             raise MnistError(f"added-data store {self}: {first_line(exc)}") from exc
@@ -184,7 +194,7 @@ class Store:
     def add(self, images: np.ndarray, labels: np.ndarray, source: str, origin: str) -> BatchInfo:
         """Store validated raw pixels (N, 28, 28) in 0-255 and labels 0-9 as a new batch."""
         check_source(source)
-        with self._session() as session:
+        with self._session(write=True) as session:
             batch = Batch(source=source, origin=origin, created=datetime.now(UTC))
             session.add(batch)
             session.flush()
@@ -196,7 +206,7 @@ class Store:
         """Store one sample sent from serving in today's feedback batch: (sample id, batch id)."""
         today = datetime.now(UTC)
         start = today.replace(hour=0, minute=0, second=0, microsecond=0)
-        with self._session() as session:
+        with self._session(write=True) as session:
             batch = session.scalars(
                 select(Batch).where(Batch.source == FEEDBACK, Batch.removed.is_(None),
                                     Batch.created >= start).order_by(Batch.id.desc())
@@ -219,12 +229,13 @@ class Store:
                              f"{labels.shape}")  # fmt: skip
         pixels = np.rint(images).clip(0, 255).astype(np.uint8)
         digests = [sample_digest(p, int(y)) for p, y in zip(pixels, labels, strict=True)]
+        image_digests = [sample_digest(p) for p in pixels]
         known: dict[str, bool] = {}
-        unique = sorted(set(digests))
+        unique = sorted(set(image_digests))
         for start in range(0, len(unique), 5000):  # SQLite takes at most 32,766 parameters
             chunk = unique[start : start + 5000]
             known |= dict(session.execute(
-                select(Sample.digest, Sample.holdout).where(Sample.digest.in_(chunk))
+                select(Sample.image, Sample.holdout).where(Sample.image.in_(chunk))
             ).all())  # fmt: skip
         counts = dict(
             session.execute(
@@ -237,11 +248,11 @@ class Store:
             label = int(labels[i])
             ordinal = counts.get(label, 0)
             counts[label] = ordinal + 1
-            holdout = known.get(digests[i], ordinal % HOLDOUT_EVERY == HOLDOUT_EVERY - 1)
-            known[digests[i]] = holdout
+            holdout = known.get(image_digests[i], ordinal % HOLDOUT_EVERY == HOLDOUT_EVERY - 1)
+            known[image_digests[i]] = holdout
             samples[i] = Sample(
-                batch_id=batch.id, source=batch.source, label=label,
-                pixels=pixels[i].tobytes(), digest=digests[i], holdout=holdout,
+                batch_id=batch.id, source=batch.source, label=label, pixels=pixels[i].tobytes(),
+                digest=digests[i], image=image_digests[i], holdout=holdout,
             )  # fmt: skip
         session.add_all(samples)
         session.flush()
@@ -249,7 +260,7 @@ class Store:
 
     def remove(self, batch_id: int) -> BatchInfo:
         """Retract a batch from future snapshots; it stays in the database."""
-        with self._session() as session:
+        with self._session(write=True) as session:
             batch = session.get(Batch, batch_id)
             if batch is None:
                 raise MnistError(f"no batch {batch_id} in {self}")
@@ -274,14 +285,19 @@ class Store:
                 select(Sample.batch_id, Sample.label, Sample.digest, Sample.holdout)
                 .order_by(Sample.digest)
             ).all()  # fmt: skip
-            out = []
-            for b in batches:
-                mine = [r for r in rows if r.batch_id == b.id]
-                counts = {d: sum(r.label == d for r in mine) for d in range(10)}
-                digest = _digest((r.digest, r.holdout) for r in mine)
-                out.append(BatchInfo(b.id, b.source, b.origin, _utc(b.created), _utc(b.removed),
-                                     counts, sum(r.holdout for r in mine), digest))  # fmt: skip
-            return out
+        by_batch: dict[int, list] = {}
+        for row in rows:
+            by_batch.setdefault(row.batch_id, []).append(row)
+        out = []
+        for b in batches:
+            mine = by_batch.get(b.id, [])
+            counts = dict.fromkeys(range(10), 0)
+            for row in mine:
+                counts[row.label] += 1
+            digest = _digest((r.digest, r.holdout) for r in mine)
+            out.append(BatchInfo(b.id, b.source, b.origin, _utc(b.created), _utc(b.removed),
+                                 counts, sum(r.holdout for r in mine), digest))  # fmt: skip
+        return out
 
     def count(self) -> int:
         with self._session() as session:

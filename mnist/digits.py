@@ -19,6 +19,9 @@ SIZE, BOX = 28, 20
 MAX_PIXELS = 16_000_000
 """The largest image decoded (a 16-megapixel photo): checked from the header, before decoding,
 so that a small compressed file cannot claim gigabytes."""
+LABELS = tuple(str(d) for d in range(10))
+"""The digits as text: folder names, form fields, options."""
+BLANK = "the image is blank (no digit found)"
 FORMATS = ("PNG", "JPEG")
 """The only decoders used: PIL's others (EPS runs Ghostscript, TIFF, PSD, ...) are refused."""
 
@@ -68,7 +71,7 @@ def mnist_style(gray: np.ndarray, name: str = "image") -> np.ndarray:
     img = np.clip(img - np.median(border), 0, 255)
     rows, cols = np.nonzero(img > 0.1 * img.max()) if img.max() > 0 else ((), ())
     if len(rows) == 0:
-        raise MnistError(f"{name}: the image is blank (no digit found)")
+        raise MnistError(f"{name}: {BLANK}")
     crop = img[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     h, w = crop.shape
     scale = BOX / max(h, w)
@@ -85,6 +88,11 @@ def mnist_style(gray: np.ndarray, name: str = "image") -> np.ndarray:
     left = int(np.clip(round(SIZE / 2 - 0.5 - cx), 0, SIZE - box.shape[1]))
     out[top : top + box.shape[0], left : left + box.shape[1]] = box
     return out
+
+
+def blank(images: np.ndarray) -> np.ndarray:
+    """Per image (N, ...), whether it holds no ink at all (every raw pixel below 1)."""
+    return np.asarray(images).reshape(len(images), -1).max(axis=1, initial=0) < 1
 
 
 def from_image_bytes(data: bytes, name: str = "image") -> np.ndarray:

@@ -17,13 +17,11 @@ import numpy as np
 
 from mnist import inference
 from mnist.data import IMAGE_SIZE, read_csv
+from mnist.digits import BLANK, LABELS, blank
 from mnist.errors import MnistError
 from mnist.preprocess import RAW_RANGE, Arrays, one_hot
 from mnist.settings import NanPolicy
 from mnist.validation import ValidationReport, validate
-
-DIGITS = [str(d) for d in range(10)]
-BLANK = "the image is blank (no digit found)"
 
 
 @dataclass
@@ -46,7 +44,7 @@ def _images(files: list[Path], label: int, read: list, rejected: list) -> None:
         except MnistError as exc:
             rejected.append((str(path), str(exc).removeprefix(f"{path}: ")))
             continue
-        if image.max() < 1:  # a 28x28 image is taken as it is, unprepared: check it here
+        if blank(image[None])[0]:  # a 28x28 image is taken as it is, unprepared: check it here
             rejected.append((str(path), BLANK))
         else:
             read.append((image, label, str(path)))
@@ -55,7 +53,7 @@ def _images(files: list[Path], label: int, read: list, rejected: list) -> None:
 def _folder(path: Path, read: list, rejected: list) -> None:
     found = False
     for item in sorted(path.iterdir()):
-        if item.is_dir() and item.name in DIGITS:
+        if item.is_dir() and item.name in LABELS:
             files = sorted(p for p in item.iterdir() if p.is_file())
             _images([p for p in files if p.suffix.lower() in inference.IMAGE_SUFFIXES],
                     int(item.name), read, rejected)  # fmt: skip
@@ -125,11 +123,11 @@ def read(paths: list[Path], label: int | None = None, policy: NanPolicy = "fail"
     if report.problems:
         rejected.append((f"{report.splits['added'].bad_samples} sample(s)", report.summary()))
     kept = cleaned["added"]
-    blank = kept.x.reshape(len(kept), -1).max(axis=1, initial=0) < 1
-    if blank.any():
+    empty = blank(kept.x)
+    if empty.any():
         if policy == "fail":
-            raise MnistError(f"{int(blank.sum())} blank sample(s) (no digit), first at index "
-                             f"{int(np.flatnonzero(blank)[0])}; nothing was added")  # fmt: skip
-        rejected.append((f"{int(blank.sum())} sample(s)", BLANK))
-        kept = kept.take(np.flatnonzero(~blank))
+            raise MnistError(f"{int(empty.sum())} blank sample(s) (no digit), first at index "
+                             f"{int(np.flatnonzero(empty)[0])}; nothing was added")  # fmt: skip
+        rejected.append((f"{int(empty.sum())} sample(s)", BLANK))
+        kept = kept.take(np.flatnonzero(~empty))
     return Intake(kept.x.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), kept.labels, rejected, report)

@@ -133,6 +133,20 @@ def resolve(ref: str) -> str:
     return ref
 
 
+def trained_on(ref: str) -> set[int] | None:
+    """The added-data batches the model `models:/NAME/VERSION` learnt from (its run's tag
+    `added_batches`), or None when that is not known (another kind of reference, an older run)."""
+    match = re.match(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$", ref)
+    if not match:
+        return None
+    version = get(match["name"], match["version"])
+    run = call(client().get_run, version.run_id, missing=f"the run of {ref} is gone")
+    tag = run.data.tags.get("added_batches")
+    if tag is None:
+        return None
+    return {int(b) for b in tag.split(",") if b.strip().isdigit()}
+
+
 def _history_experiment(name: str) -> str:
     return f"{name}-champion-history"
 

@@ -15,6 +15,7 @@ options from these classes.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import tomllib
@@ -86,6 +87,14 @@ def load_recipe(name: str) -> Recipe:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ValueError(f"recipe {path}: {problems}") from None
+
+
+def loopback(host: str) -> bool:
+    """Whether binding `host` keeps a server on this machine (127.0.0.1, ::1, localhost)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _env(prefix: str) -> SettingsConfigDict:
@@ -287,6 +296,9 @@ class ServeSettings(BaseSettings):
         description="accept corrected labels at POST /feedback (and on the page) into the "
         "added-data store",
         json_schema_extra={"flag": "--feedback"},
+    )
+    feedback_per_minute: int = Field(
+        30, ge=1, description="most feedback samples one client address may send a minute"
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "warning", description="uvicorn log level"

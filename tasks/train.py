@@ -5,6 +5,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from mnist import models, registry, tracking, training
+from mnist.data import Added
 from mnist.errors import MnistError
 from mnist.preprocess import Prepared, unscale
 from mnist.settings import TrainConfig
@@ -43,25 +44,28 @@ def train(
 
 
 @task(name="warm-start", cache_policy=NO_CACHE)
-def warm_start(config: TrainConfig, run: Run) -> keras.Model | None:
-    """The network to fine-tune from `config.init_from`, or None (train from scratch) when
-    there is none or its architecture is not the recipe's; the run's tag `warm_start` says
-    which, and why."""
-    if not config.init_from:
+def warm_start(config: TrainConfig, ref: str | None, added: Added, run: Run) -> keras.Model | None:
+    """The network to fine-tune from `ref` (`config.init_from`, resolved to a version), or
+    None (train from scratch) when there is none, its architecture is not the recipe's, or it
+    learnt from added data since removed; the run's tag `warm_start` says which, and why."""
+    if not ref:
         return None
     logger = get_run_logger()
     try:
-        ref = registry.resolve(config.init_from)
-        model = tracking.load_model(ref)
+        gone = (registry.trained_on(ref) or set()) - set(added.batches)
+        model = None if gone else tracking.load_model(ref)
     except MnistError as exc:
         why = f"none: {exc}"
     else:
-        if (net := training.warm_start(config, model)) is not None:
+        if model is None:
+            why = f"none: {ref} learnt from batch(es) {sorted(gone)}, since removed"
+        elif (net := training.warm_start(config, model)) is not None:
             run.set_tags({"warm_start": ref})
             logger.info("warm start from %s (%s)", ref, config.init_from)
             return net
-        found = models.core(model.layers[-1]).name
-        why = f"none: {ref} is a {found!r} network, the recipe's is {config.model!r}"
+        else:
+            found = models.core(model.layers[-1]).name
+            why = f"none: {ref} is a {found!r} network, the recipe's is {config.model!r}"
     run.set_tags({"warm_start": why})
     logger.warning("warm start %s; training from scratch", why)
     return None

@@ -88,13 +88,15 @@ def loop(prefect_api, mnist_data, mnist_path, tmp_path_factory):
         versions = len(registry.versions(NAME))
         third, third_artifacts = _retrain(_config(mnist_path))
         versions_after_third = len(registry.versions(NAME))
+        warm, _ = _retrain(_config(mnist_path, init_from=f"models:/{NAME}@champion"))
 
         _mnist("data", "remove", "1", cwd=root)
         fourth, _ = _retrain(_config(mnist_path, init_from=f"models:/{NAME}@champion"))
         runs = {r.info.run_id: r for r in mlflow.search_runs(experiment_names=["loop"],
                                                             output_format="list")}  # fmt: skip
         yield dict(
-            first=first, second=second, third=third, fourth=fourth, before=before, after=after,
+            first=first, second=second, third=third, warm=warm, fourth=fourth, before=before,
+            after=after,
             added_out=added_out, stored=stored, snapshot=snapshot, runs=runs, root=root,
             versions=(versions, versions_after_third),
             artifacts=(second_artifacts, third_artifacts),
@@ -160,14 +162,24 @@ def test_unchanged_inputs_register_nothing(loop):
     assert "nothing new since loop-test v2" in loop["artifacts"][1]["retrain-decision"]
 
 
-def test_a_removed_batch_is_out_of_the_next_run_which_starts_warm(loop):
+def test_a_warm_start_fine_tunes_the_champion(loop):
+    warm = loop["warm"]
+    run = loop["runs"][warm.training.run_id]
+    assert run.data.params["init_from"] == f"models:/{NAME}@champion"
+    assert run.data.tags["warm_start"] == f"models:/{NAME}/2"  # the version the alias named
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "accuracy")
+    assert len(history) == TrainConfig().finetune_epochs  # the fine-tuning recipe's epochs
+    assert warm.training.test_accuracy >= GATE.floor
+
+
+def test_a_removed_batch_is_out_of_the_next_run_and_of_its_start(loop):
     fourth = loop["fourth"]
     run = loop["runs"][fourth.training.run_id]
     assert run.data.tags["added_batches"] == "2"
     assert run.data.tags["added_data_digest"] != loop["snapshot"].digest
     inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
-    assert inputs["added-train"].dataset.source  # the store and the batches it read
-    assert '"batches": "2"' in inputs["added-train"].dataset.source
+    assert '"batches": "2"' in inputs["added-train"].dataset.source  # the store and batches
     assert f"holdout_accuracy.{SOURCE}" not in run.data.metrics
-    assert run.data.tags["warm_start"] == f"models:/{NAME}/2"
-    assert run.data.params["init_from"] == f"models:/{NAME}@champion"
+    # The champion learnt from the removed batch: no warm start from it, a fresh model.
+    assert run.data.tags["warm_start"].startswith("none: models:/loop-test/")
+    assert "learnt from batch(es) [1], since removed" in run.data.tags["warm_start"]

@@ -80,6 +80,17 @@ def test_an_identical_sample_takes_the_split_of_the_first(url, mnist_data):
     assert held and trained and not held & trained  # no image is both trained on and judged on
 
 
+def test_an_image_sent_again_with_another_label_stays_in_its_split(url, mnist_data):
+    store = Store(url)
+    images, labels = _digits(mnist_data, 0, 50)
+    store.add(images, labels, "one", "a")
+    store.add(images, (labels + 1) % 10, "corrections", "b")  # the same images, relabelled
+    snap = store.snapshot()
+    held = {datastore.sample_digest(p) for p in snap.holdout.images}
+    trained = {datastore.sample_digest(p) for p in snap.train.images}
+    assert held and trained and not held & trained
+
+
 def test_a_removed_batch_leaves_the_snapshot_and_stays_in_the_history(url, mnist_data):
     store = Store(url)
     a = store.add(*_digits(mnist_data, 0, 100), "a", "a")
@@ -120,7 +131,12 @@ def test_two_writers_at_once_lose_nothing(url):
     store = Store(url)
     assert store.count() == 300
     feedback = [b for b in store.batches() if b.source == datastore.FEEDBACK]
-    assert sum(b.samples for b in feedback) == 270 and len(store.snapshot()) == 300
+    assert len(feedback) == 1 and feedback[0].samples == 270  # writers took turns
+    snap = store.snapshot()
+    assert len(snap) == 300
+    for d in range(10):  # the holdout's ordinals did not race: every fifth of each digit
+        of_digit = (snap.train.labels == d).sum() + (snap.holdout.labels == d).sum()
+        assert (snap.holdout.labels == d).sum() == of_digit // HOLDOUT_EVERY
 
 
 def test_a_store_that_cannot_be_opened_is_one_line(tmp_path):

@@ -117,3 +117,33 @@ def test_nan_drop_policy_trains_on_clean_samples(prefect_api, workdir, mnist_dat
     run = MlflowClient().get_run(result.run_id)
     assert run.data.metrics["test_samples"] == 199
     assert run.data.metrics["validation.test.dropped"] == 1
+
+
+def test_a_run_whose_flow_run_ended_elsewhere_is_closed_from_here(prefect_api, store):
+    """A machine died mid-run: its Prefect flow run is CRASHED (the server's zombie
+    automation), its MLflow run still RUNNING, and its pid means nothing here. The next run,
+    on any machine, closes it."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    from flows.api import close_stale_runs
+    from mnist.tracking import Run
+
+    @flow(name="elsewhere")
+    def elsewhere() -> None:
+        pass
+
+    with get_client(sync_client=True) as client:
+        crashed = client.create_flow_run(elsewhere)
+        client.set_flow_run_state(crashed.id, Crashed(message="no heartbeat"), force=True)
+        alive = client.create_flow_run(elsewhere)  # still scheduled: not over, not touched
+    owner = {"mnist.host": "another-machine", "mnist.pid": "1"}
+    dead = Run.start("elsewhere", "dead", {**owner, "prefect.flow_run_id": str(crashed.id)})
+    live = Run.start("elsewhere", "live", {**owner, "prefect.flow_run_id": str(alive.id)})
+    stale, _ = close_stale_runs()
+    assert [s.run_id for s in stale] == [dead.run_id]
+    runs = MlflowClient()
+    assert runs.get_run(dead.run_id).info.status == "FAILED"
+    assert "flow run ended CRASHED" in runs.get_run(dead.run_id).data.tags["mnist.failure"]
+    assert runs.get_run(live.run_id).info.status == "RUNNING"

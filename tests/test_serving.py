@@ -31,13 +31,14 @@ def _register_champion(name: str, model_uri: str) -> None:
     registry.promote("1", name)
 
 
-def _serve(name: str, log: Path, *options: str):
-    """`mnist serve` of `name`'s champion; its feedback goes to a store beside the log."""
+def _serve(name: str, log: Path, *options: str, datastore: str | None = None):
+    """`mnist serve` of `name`'s champion; its feedback goes to `datastore`, else to a store
+    beside the log."""
     port = free_port()
     proc = start_server(
         [str(BIN / "mnist"), "serve", "--model", f"models:/{name}@champion", "--port", str(port),
          "--poll-seconds", "1", "--max-images", "100", "--max-bytes", "2000000",
-         "--datastore", f"sqlite:///{log.parent / 'feedback.db'}", *options],
+         "--datastore", datastore or f"sqlite:///{log.parent / 'feedback.db'}", *options],
         f"http://127.0.0.1:{port}/healthz", log, {},
     )  # fmt: skip
     return proc, f"http://127.0.0.1:{port}"
@@ -272,6 +273,7 @@ BAD_FEEDBACK = [
 
 
 def test_feedback_is_stored_before_the_answer_and_bad_samples_are_not(served, mnist_data):
+    from mnist import datastore
     from mnist.datastore import Store
 
     api, url = served
@@ -289,7 +291,9 @@ def test_feedback_is_stored_before_the_answer_and_bad_samples_are_not(served, mn
     assert upload.status_code == 201, upload.text
     assert store.count() == stored_before + 2  # committed before the 201 was sent
     snapshot = store.snapshot()
-    assert len(snapshot) == store.count() and (snapshot.train.images[-1] > 0).any()
+    stored = {datastore.sample_digest(p, int(y)) for split in (snapshot.train, snapshot.holdout)
+              for p, y in zip(split.images, split.labels, strict=True)}  # fmt: skip
+    assert datastore.sample_digest(image, 7) in stored  # the very pixels, with their label
 
 
 def test_two_servers_at_once_lose_no_feedback(served, champion, mnist_data, tmp_path):
@@ -297,7 +301,7 @@ def test_two_servers_at_once_lose_no_feedback(served, champion, mnist_data, tmp_
     from mnist.datastore import Store
 
     api, url = served
-    proc, other = _serve(NAME, tmp_path / "serve.log", "--datastore", url)
+    proc, other = _serve(NAME, tmp_path / "serve.log", datastore=url)
     try:
         stored_before = Store(url).count()
         images, labels = mnist_data.test.images[:200], mnist_data.test.labels[:200]
@@ -313,6 +317,19 @@ def test_two_servers_at_once_lose_no_feedback(served, champion, mnist_data, tmp_
         stop_server(proc)
     assert len(set(ids)) == 200
     assert Store(url).count() == stored_before + 200
+
+
+def test_feedback_refuses_other_sites_and_floods(champion, workdir, mnist_data, tmp_path):
+    proc, api = _serve(NAME, tmp_path / "serve.log", "--feedback-per-minute", "3")
+    try:
+        body = {"pixels": mnist_data.test.images[0].tolist(), "label": 7}
+        other = httpx.post(f"{api}/feedback", json=body, headers={"Origin": "https://evil.example"})
+        assert other.status_code == 403 and "cross-site" in other.json()["error"]
+        same = {"Origin": api}  # the page itself
+        assert [httpx.post(f"{api}/feedback", json=body, headers=same).status_code
+                for _ in range(4)] == [201, 201, 201, 429]  # fmt: skip
+    finally:
+        stop_server(proc)
 
 
 def test_no_feedback_turns_the_endpoint_off(champion, workdir, tmp_path):

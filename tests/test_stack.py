@@ -80,6 +80,17 @@ def test_stack_up_prints_what_a_client_needs(stack):
     assert seconds < 300
 
 
+def test_postgres_takes_no_one_without_the_password(stack):
+    import psycopg
+
+    _, env, exports, _ = stack
+    port = int(env["MNIST_STACK_PG_PORT"])
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="mlflow",
+                        connect_timeout=5)  # fmt: skip
+    assert exports["MNIST_DATASTORE"].startswith("postgresql+psycopg://postgres:")
+
+
 def test_unauthenticated_requests_get_401(stack):
     _, _, exports, _ = stack
     mlflow, prefect = exports["MLFLOW_TRACKING_URI"], exports["PREFECT_API_URL"]
@@ -175,7 +186,7 @@ def test_serving_beyond_loopback_needs_an_admin_token(stack, champion, tmp_path)
 
 
 def test_stack_down_stops_everything_and_a_restart_keeps_the_state(stack):
-    root, env, exports, _ = stack
+    _, env, exports, _ = stack
     mlflow_api = f"{exports['MLFLOW_TRACKING_URI']}/api/2.0/mlflow"
     auth = ("admin", PASSWORD)
     made = httpx.post(f"{mlflow_api}/experiments/create", json={"name": "survives"}, auth=auth)
@@ -184,8 +195,9 @@ def test_stack_down_stops_everything_and_a_restart_keeps_the_state(stack):
     assert down.returncode == 0 and "stack stopped" in down.stderr
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{exports['MLFLOW_TRACKING_URI']}/health", timeout=2)
-    left = subprocess.run(["pgrep", "-f", str(root)], capture_output=True, text=True)
-    assert left.stdout.strip() == "", left.stdout  # no process of the stack is left
+    from app.stack import Stack, members
+
+    assert members(Stack.from_env(env)) == []  # no process of the stack is left
     started = time.monotonic()
     again = _stack(env, "up")
     assert again.returncode == 0, again.stderr[-3000:]

@@ -154,14 +154,6 @@ def _worker(env: dict[str, str], log: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def _deploy(env: dict[str, str]) -> None:
-    for args in (["work-pool", "create", "mnist-process", "--type", "process", "--overwrite"],
-                 ["--no-prompt", "deploy", "--all"]):  # fmt: skip
-        out = subprocess.run([str(BIN / "prefect"), *args], env=env, cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
-        assert out.returncode == 0, out.stderr[-2000:]
-
-
 def _trigger(env: dict[str, str], deployment: str, params: dict) -> str:
     out = subprocess.run([str(BIN / "prefect"), "deployment", "run", deployment, "--params",
                           json.dumps(params)], env=env, capture_output=True, text=True,
@@ -197,14 +189,15 @@ def workers(stack):
     `mnist-process` whose flow runs beat every 30 s, as `make stack-up` sets them up."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from app.stack import deploy
     from flows.api import HEARTBEAT_SECONDS, ensure_zombie_detection
 
-    _deploy(stack["env"])
+    deploy(stack["env"])
     with temporary_settings({PREFECT_API_URL: stack["env"]["PREFECT_API_URL"]}):
         assert ensure_zombie_detection() and not ensure_zombie_detection()  # created once
     stack["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(HEARTBEAT_SECONDS)
     procs = [_worker(stack["env"], stack["root"] / f"worker{i}.log") for i in (1, 2)]
-    yield procs
+    yield procs  # a test that kills one starts another in its place
     for proc in procs:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -213,6 +206,7 @@ def workers(stack):
 
 def test_two_workers_run_a_training_and_a_retraining_at_once(stack, workers, tmp_path):
     env, name = stack["env"], "two-workers"
+    assert len(workers) == 2 and all(w.poll() is None for w in workers)
     config = CONFIG | {"registered_model": name, "experiment": name}
     gate = {"floor": 0.8}
     trained = _trigger(env, "mnist-training/mnist-train", {"config": config | {"seed": 1}})
@@ -247,6 +241,15 @@ def test_a_killed_worker_leaves_nothing_running_or_half_registered(stack, worker
     for proc in workers[1:]:  # one worker, so that we know which to kill
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+    try:
+        _kill_a_worker_mid_run(stack, workers, config, name)
+    finally:  # the machine comes back: two workers again, for whichever test comes next
+        workers[:] = [w if w.poll() is None else _worker(env, stack["root"] / f"w{i}b.log")
+                      for i, w in enumerate(workers)]  # fmt: skip
+
+
+def _kill_a_worker_mid_run(stack, workers, config: dict, name: str) -> None:
+    env = stack["env"]
     doomed = _trigger(env, "mnist-retrain/mnist-retrain", {"config": config})
     run = _wait_for_epochs(env["MLFLOW_TRACKING_URI"], name, 1)
     for pid in reversed(_tree(workers[0].pid)):  # the worker and its flow run's process
