@@ -73,7 +73,8 @@ def loop(prefect_api, mnist_data, mnist_path, tmp_path_factory):
         port = free_port()
         server = start_server(
             [str(BIN / "mnist"), "serve", "--model", f"models:/{NAME}@champion", "--port",
-             str(port)], f"http://127.0.0.1:{port}/healthz", root / "serve.log", {},
+             str(port), "--feedback-per-minute", "100"], f"http://127.0.0.1:{port}/healthz",
+            root / "serve.log", {},
         )  # fmt: skip
         try:
             stored = [httpx.post(f"http://127.0.0.1:{port}/feedback",

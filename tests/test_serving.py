@@ -38,7 +38,8 @@ def _serve(name: str, log: Path, *options: str, datastore: str | None = None):
     proc = start_server(
         [str(BIN / "mnist"), "serve", "--model", f"models:/{name}@champion", "--port", str(port),
          "--poll-seconds", "1", "--max-images", "100", "--max-bytes", "2000000",
-         "--datastore", datastore or f"sqlite:///{log.parent / 'feedback.db'}", *options],
+         "--datastore", datastore or f"sqlite:///{log.parent / 'feedback.db'}",
+         "--feedback-per-minute", "1000", *options],
         f"http://127.0.0.1:{port}/healthz", log, {},
     )  # fmt: skip
     return proc, f"http://127.0.0.1:{port}"
