@@ -426,11 +426,11 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
             """Store a sample the model got wrong with its true label, for the next retraining:
             stored durably (committed) before the answer; a bad one is refused, unstored."""
             _same_site(request)
-            desk.admit(request.client.host if request.client else "")
             images, label = await _sample(request, limits)
             _check(images)
             if digits.blank(images)[0]:
                 raise RequestError(digits.BLANK)
+            desk.admit(request.client.host if request.client else "")  # valid samples count
             sample, batch = await run_in_threadpool(desk.store, images[0], label)
             return FeedbackStored(id=sample, batch=batch, label=label)
 

@@ -207,14 +207,15 @@ def _png_header(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def hostile_api(tmp_path_factory):
-    """A real `mnist serve` (2 MB body limit) of a real logged model, in its own store."""
+    """A real `mnist serve` (2 MB body limit) of a real logged model, in its own store, taking
+    feedback as fast as a fuzzer sends it (so that it tests storing, not the limit)."""
     root = tmp_path_factory.mktemp("hostile")
     with tracking_store(root) as uri:
         model_uri = _log_untrained()
     port = free_port()
     proc = start_server(
         [str(BIN / "mnist"), "serve", "--model", model_uri, "--port", str(port),
-         "--poll-seconds", "0", "--max-bytes", "2000000"],
+         "--poll-seconds", "0", "--max-bytes", "2000000", "--feedback-per-minute", "1000000"],
         f"http://127.0.0.1:{port}/healthz", root / "serve.log", {"MLFLOW_TRACKING_URI": uri},
     )  # fmt: skip
     yield f"http://127.0.0.1:{port}", proc
