@@ -31,7 +31,7 @@ train: install  ## run the training flow end to end (ARGS="--epochs 3 ...")
 test: lint browser postgres  ## lint, then the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: install  ## the unit tests of every layer on small data (under a minute)
+test-fast: install  ## the unit tests of every layer on small data (about 1.5 minutes)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install  ## style, and the layers' import contracts (pyproject.toml)
