@@ -112,8 +112,11 @@ class _OptionError(_UsageError):
 
 def _print_training(result) -> None:
     version = f"v{result.model_version}" if result.model_version else "not registered"
-    holdout = (f"holdout:        {result.holdout_accuracy:.4f} on {result.holdout_samples} added "
-               "images\n" if result.holdout_accuracy is not None else "")  # fmt: skip
+    holdout = (
+        f"holdout:        {result.holdout_accuracy:.4f} on {result.holdout_samples} added images\n"
+        if result.holdout_accuracy is not None
+        else ""
+    )
     print(
         f"\nMLflow run:     {result.run_id}\n"
         f"test accuracy:  {result.test_accuracy:.4f} on {result.test_samples} images\n"
@@ -156,9 +159,11 @@ def _retrain(args: argparse.Namespace) -> None:
     with tags("mnist", "retrain", f"model:{config.model}"):
         result = retrain_flow(config, gate)
     if result.unchanged is not None:
-        print(f"nothing new since v{result.unchanged.version}: the data, recipe and code are "
-              "those it was made from; nothing trained or registered (--retrain-unchanged "
-              "to train anyway)")  # fmt: skip
+        print(
+            f"nothing new since v{result.unchanged.version}: the data, recipe and code are "
+            "those it was made from; nothing trained or registered (--retrain-unchanged "
+            "to train anyway)"
+        )
         print(f"champion:       v{result.champion_version or '-'}")
         return
     _print_training(result.training)
@@ -174,12 +179,16 @@ def _registry(args: argparse.Namespace) -> None:
         import pandas as pd
 
         rows = [
-            {"version": v.version, "aliases": ",".join(v.aliases) or "-",
-             "test_accuracy": v.tags.get("test_accuracy", "-"),
-             "decision": v.tags.get("decision", "-"), "run_id": v.run_id,
-             "created": v.created.strftime("%Y-%m-%d %H:%M:%S")}
+            {
+                "version": v.version,
+                "aliases": ",".join(v.aliases) or "-",
+                "test_accuracy": v.tags.get("test_accuracy", "-"),
+                "decision": v.tags.get("decision", "-"),
+                "run_id": v.run_id,
+                "created": v.created.strftime("%Y-%m-%d %H:%M:%S"),
+            }
             for v in registry.versions(name)
-        ]  # fmt: skip
+        ]
         print(pd.DataFrame(rows).to_string(index=False) if rows else f"{name}: no versions")
     elif args.action == "show":
         if args.version and args.alias:
@@ -239,23 +248,33 @@ def _data(args: argparse.Namespace) -> None:
             raise MnistError("nothing to add: every sample was rejected")
         batch = store.add(found.images, found.labels, source, " ".join(args.paths))
         per_digit = ", ".join(f"{d}: {n}" for d, n in batch.counts.items() if n)
-        print(f"added batch {batch.id} ({source}): {batch.samples} samples ({per_digit}); "
-              f"{batch.holdout} held out for evaluation\ndigest {batch.digest}")  # fmt: skip
+        print(
+            f"added batch {batch.id} ({source}): {batch.samples} samples ({per_digit}); "
+            f"{batch.holdout} held out for evaluation\ndigest {batch.digest}"
+        )
     elif args.action == "list":
         import pandas as pd
 
         rows = [
-            {"batch": b.id, "source": b.source, "samples": b.samples,
-             **{str(d): n for d, n in b.counts.items()}, "holdout": b.holdout,
-             "digest": b.digest[:12], "added": f"{b.created:%Y-%m-%d %H:%M}",
-             "status": f"removed {b.removed:%Y-%m-%d %H:%M}" if b.removed else "active"}
+            {
+                "batch": b.id,
+                "source": b.source,
+                "samples": b.samples,
+                **{str(d): n for d, n in b.counts.items()},
+                "holdout": b.holdout,
+                "digest": b.digest[:12],
+                "added": f"{b.created:%Y-%m-%d %H:%M}",
+                "status": f"removed {b.removed:%Y-%m-%d %H:%M}" if b.removed else "active",
+            }
             for b in store.batches()
-        ]  # fmt: skip
+        ]
         print(pd.DataFrame(rows).to_string(index=False) if rows else f"{store}: no batches")
     elif args.action == "remove":
         batch = store.remove(args.batch)
-        print(f"removed batch {batch.id} ({batch.source}, {batch.samples} samples) from future "
-              "training; it stays in the store's history")  # fmt: skip
+        print(
+            f"removed batch {batch.id} ({batch.source}, {batch.samples} samples) from future "
+            "training; it stays in the store's history"
+        )
 
 
 def _source_name(path: Path) -> str:
@@ -353,11 +372,20 @@ def parser() -> argparse.ArgumentParser:
         return cmd
 
     command("train", _train, "run the training flow (Prefect) tracked in MLflow", TrainConfig)
-    command("retrain", _retrain, "train a challenger and promote it to champion if it passes "
-            "the gate", TrainConfig, GateSettings)  # fmt: skip
+    command(
+        "retrain",
+        _retrain,
+        "train a challenger and promote it to champion if it passes the gate",
+        TrainConfig,
+        GateSettings,
+    )
 
-    reg = command("registry", _registry, "the MLflow model registry: versions, champion, "
-                  "history", RegistrySettings)  # fmt: skip
+    reg = command(
+        "registry",
+        _registry,
+        "the MLflow model registry: versions, champion, history",
+        RegistrySettings,
+    )
     actions = reg.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", help="every version, newest first")
     show = actions.add_parser("show", help="one version (default: the champion)")
@@ -371,32 +399,47 @@ def parser() -> argparse.ArgumentParser:
 
     predict = command("predict", _predict, "predict digits with a saved model", PredictSettings)
     predict.add_argument(
-        "inputs", nargs="+", metavar="INPUT",
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
         help=".npy/.npz arrays of raw pixels, CSV rows, PNG/JPEG images of digits",
-    )  # fmt: skip
+    )
     predict.add_argument("--output", metavar="CSV", help="write predictions here instead")
 
-    data = command("data", _data, "labelled data added to MNIST for training: add, list, "
-                   "remove batches")  # fmt: skip
+    data = command(
+        "data", _data, "labelled data added to MNIST for training: add, list, remove batches"
+    )
     data_actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = data_actions.add_parser(
-        "add", help="add a batch: PNG/JPEG files (with --label), a folder of 0/..9/ folders, "
+        "add",
+        help="add a batch: PNG/JPEG files (with --label), a folder of 0/..9/ folders, "
         "a CSV label,pixel0..pixel783, or .npz with x and y",
-    )  # fmt: skip
+    )
     add.add_argument("paths", nargs="+", metavar="PATH")
     add.add_argument("--label", help="the digit (0-9) of the image files given")
-    add.add_argument("--source", help="where the samples come from (default: the first "
-                     "PATH's name); the holdout is reported per source")  # fmt: skip
-    add.add_argument("--nan-policy", choices=get_args(NanPolicy), help="invalid samples: fail "
-                     "(add nothing), drop them, or impute pixels (default fail)")  # fmt: skip
+    add.add_argument(
+        "--source",
+        help="where the samples come from (default: the first "
+        "PATH's name); the holdout is reported per source",
+    )
+    add.add_argument(
+        "--nan-policy",
+        choices=get_args(NanPolicy),
+        help="invalid samples: fail (add nothing), drop them, or impute pixels (default fail)",
+    )
     data_actions.add_parser("list", help="every batch: source, counts per digit, digest, status")
     remove = data_actions.add_parser("remove", help="retract BATCH from future training")
     remove.add_argument("batch", type=int, metavar="BATCH")
     for action in data_actions.choices.values():
         _add_options(action, DatastoreSettings)
 
-    command("serve", _serve, "serve a model: REST API and a draw-a-digit page", ServeSettings,
-            DatastoreSettings)  # fmt: skip
+    command(
+        "serve",
+        _serve,
+        "serve a model: REST API and a draw-a-digit page",
+        ServeSettings,
+        DatastoreSettings,
+    )
     command("models", _models, "list the model architectures")
     command("recipes", _recipes, "list the training recipes (--profile NAME)")
     command("doctor", _doctor, "close runs left open by killed processes; show the gate locks")

@@ -65,18 +65,29 @@ def _pixels_schema(max_images: int) -> dict[str, Any]:
     flat = {"type": "array", "items": value, "minItems": PIXELS, "maxItems": PIXELS}
     square = {"type": "array", "items": row, "minItems": IMAGE_SIZE, "maxItems": IMAGE_SIZE}
     batch = {"minItems": 1, "maxItems": max_images}
-    return {"oneOf": [flat, square, {"type": "array", "items": flat, **batch},
-                      {"type": "array", "items": square, **batch}]}  # fmt: skip
+    return {
+        "oneOf": [
+            flat,
+            square,
+            {"type": "array", "items": flat, **batch},
+            {"type": "array", "items": square, **batch},
+        ]
+    }
 
 
 def predict_request(max_images: int) -> dict[str, Any]:
     """The OpenAPI requestBody of POST /predict: JSON pixels, an image, or a multipart file."""
     binary = {"type": "string", "format": "binary"}
     array = _pixels_schema(max_images)
-    keyed = [{"type": "object", "required": [key], "properties": {key: array}}
-             for key in ("pixels", "inputs", "instances")]  # fmt: skip
-    pixels = {"anyOf": [*keyed, array], "description": 'raw 0-255 pixels: {"pixels": [...]} '
-              '(or "inputs", "instances"), or the bare array'}  # fmt: skip
+    keyed = [
+        {"type": "object", "required": [key], "properties": {key: array}}
+        for key in ("pixels", "inputs", "instances")
+    ]
+    pixels = {
+        "anyOf": [*keyed, array],
+        "description": 'raw 0-255 pixels: {"pixels": [...]} '
+        '(or "inputs", "instances"), or the bare array',
+    }
     upload = {"type": "object", "required": ["file"], "properties": {"file": binary}}
     content = {"application/json": {"schema": pixels}, "multipart/form-data": {"schema": upload}}
     content |= {kind: {"schema": binary} for kind in IMAGE_TYPES}
@@ -88,21 +99,37 @@ def feedback_request() -> dict[str, Any]:
     (multipart), and the digit it shows."""
     one = _pixels_schema(1)["oneOf"][:2]
     label = {"type": "integer", "minimum": 0, "maximum": 9}
-    sample = {"type": "object", "required": ["pixels", "label"],
-              "properties": {"pixels": {"oneOf": one}, "label": label}}  # fmt: skip
+    sample = {
+        "type": "object",
+        "required": ["pixels", "label"],
+        "properties": {"pixels": {"oneOf": one}, "label": label},
+    }
     digit = {"type": "string", "enum": [str(d) for d in range(10)]}
     binary = {"type": "string", "format": "binary"}
-    upload = {"type": "object", "required": ["file", "label"],
-              "properties": {"file": binary, "label": digit}}  # fmt: skip
-    return {"required": True, "content": {"application/json": {"schema": sample},
-                                          "multipart/form-data": {"schema": upload}}}  # fmt: skip
+    upload = {
+        "type": "object",
+        "required": ["file", "label"],
+        "properties": {"file": binary, "label": digit},
+    }
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": sample},
+            "multipart/form-data": {"schema": upload},
+        },
+    }
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI responses for the error statuses an endpoint can answer."""
-    meaning = {400: "a malformed body", 401: "no or a wrong admin token",
-               403: "a cross-site request", 429: "too many samples from one client",
-               413: "a body, image or batch over the limits",
-               415: "an unsupported content type", 422: "pixels or an image that cannot be used",
-               503: "no model can be served"}  # fmt: skip
+    meaning = {
+        400: "a malformed body",
+        401: "no or a wrong admin token",
+        403: "a cross-site request",
+        429: "too many samples from one client",
+        413: "a body, image or batch over the limits",
+        415: "an unsupported content type",
+        422: "pixels or an image that cannot be used",
+        503: "no model can be served",
+    }
     return {s: {"model": ErrorBody, "description": meaning[s]} for s in statuses}

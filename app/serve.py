@@ -95,8 +95,14 @@ class ModelHolder:
             return ModelInfo(uri=self.ref)
         name, alias = match["name"], match["alias"]
         v = registry.get(name, match["version"], alias)
-        return ModelInfo(uri=f"models:/{name}/{v.version}", name=name, version=v.version,
-                         alias=alias, run_id=v.run_id, test_accuracy=v.test_accuracy)  # fmt: skip
+        return ModelInfo(
+            uri=f"models:/{name}/{v.version}",
+            name=name,
+            version=v.version,
+            alias=alias,
+            run_id=v.run_id,
+            test_accuracy=v.test_accuracy,
+        )
 
     def refresh(self) -> bool:
         """Load the model the reference points at now, if it changed; True if it did. Any
@@ -185,8 +191,9 @@ async def _upload(request: Request, body: bytes) -> tuple[bytes, str, str | None
         yield body
         yield b""
 
-    parser = MultiPartParser(request.headers, chunks(), max_files=1, max_fields=10,
-                             max_part_size=len(body))  # fmt: skip
+    parser = MultiPartParser(
+        request.headers, chunks(), max_files=1, max_fields=10, max_part_size=len(body)
+    )
     try:
         form = await parser.parse()
     except MultiPartException as exc:
@@ -268,8 +275,11 @@ async def _sample(request: Request, limits: ServeSettings) -> tuple[np.ndarray, 
     read within the byte limit and decoded off the event loop."""
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if kind not in ("multipart/form-data", "application/json"):
-        raise RequestError(f"unsupported content type {kind!r}: send JSON with pixels and a "
-                           "label, or a multipart file and label", 415)  # fmt: skip
+        raise RequestError(
+            f"unsupported content type {kind!r}: send JSON with pixels and a "
+            "label, or a multipart file and label",
+            415,
+        )
     body = await _body(request, limits.max_bytes)
     if kind == "multipart/form-data":
         data, name, label = await _upload(request, body)
@@ -313,8 +323,11 @@ class FeedbackDesk:
             while recent and now - recent[0] > 60:
                 recent.popleft()
             if len(recent) >= self.per_minute:
-                raise RequestError(f"more than {self.per_minute} samples a minute from one "
-                                   "client: try again later", 429)  # fmt: skip
+                raise RequestError(
+                    f"more than {self.per_minute} samples a minute from one "
+                    "client: try again later",
+                    429,
+                )
             recent.append(now)
 
     def store(self, pixels: np.ndarray, label: int) -> tuple[int, int]:
@@ -324,8 +337,9 @@ class FeedbackDesk:
             return self._store.feedback(pixels, label)
         except MnistError as exc:
             log.error("cannot store a feedback sample: %s", exc)
-            raise RequestError("cannot store the sample now: the added-data store is "
-                               "unavailable", 503) from exc  # fmt: skip
+            raise RequestError(
+                "cannot store the sample now: the added-data store is unavailable", 503
+            ) from exc
 
 
 def _same_site(request: Request) -> None:
@@ -343,8 +357,10 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
     settings = settings or ServeSettings()
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     if not token and not loopback(settings.host):
-        raise MnistError(f"serving on {settings.host}, beyond this machine, needs an admin token "
-                         "for POST /reload: set MNIST_SERVE_ADMIN_TOKEN")  # fmt: skip
+        raise MnistError(
+            f"serving on {settings.host}, beyond this machine, needs an admin token "
+            "for POST /reload: set MNIST_SERVE_ADMIN_TOKEN"
+        )
     desk = FeedbackDesk(datastore, settings.feedback_per_minute) if settings.feedback else None
     holder, poll_seconds, limits = ModelHolder(settings.model), settings.poll_seconds, settings
 
@@ -385,9 +401,12 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
 
-    @app.post("/predict", response_model=PredictResponse,
-              responses=errors(400, 413, 415, 422, 503),
-              openapi_extra={"requestBody": predict_request(limits.max_images)})  # fmt: skip
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        responses=errors(400, 413, 415, 422, 503),
+        openapi_extra={"requestBody": predict_request(limits.max_images)},
+    )
     async def predict(request: Request) -> dict:
         """Digits and their ten probabilities for raw pixels (JSON) or an uploaded image."""
         images = await _images(request, limits)
@@ -414,14 +433,22 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
         """`ok`, or `degraded` with the reason the last refresh of the model failed."""
         _, info = holder.current()
         status = "degraded" if holder.last_error else "ok"
-        return Health(status=status, version=info.version, refresh_error=holder.last_error,
-                      feedback=desk is not None)  # fmt: skip
+        return Health(
+            status=status,
+            version=info.version,
+            refresh_error=holder.last_error,
+            feedback=desk is not None,
+        )
 
     if desk is not None:
 
-        @app.post("/feedback", status_code=201, response_model=FeedbackStored,
-                  responses=errors(400, 403, 413, 415, 422, 429, 503),
-                  openapi_extra={"requestBody": feedback_request()})  # fmt: skip
+        @app.post(
+            "/feedback",
+            status_code=201,
+            response_model=FeedbackStored,
+            responses=errors(400, 403, 413, 415, 422, 429, 503),
+            openapi_extra={"requestBody": feedback_request()},
+        )
         async def feedback(request: Request) -> FeedbackStored:
             """Store a sample the model got wrong with its true label, for the next retraining:
             stored durably (committed) before the answer; a bad one is refused, unstored."""
@@ -442,8 +469,9 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
             scheme, _, given = request.headers.get("authorization", "").partition(" ")
             right = secrets.compare_digest(given.encode(), token.encode())
             if scheme.lower() != "bearer" or not right:
-                raise RequestError("POST /reload needs the admin token (Authorization: Bearer)",
-                                   401)  # fmt: skip
+                raise RequestError(
+                    "POST /reload needs the admin token (Authorization: Bearer)", 401
+                )
         try:
             changed = await run_in_threadpool(holder.refresh)
         except MnistError as exc:

@@ -104,20 +104,26 @@ class Stack:
 
     def client_env(self) -> dict[str, str]:
         """What a client needs: the two URLs (and the added-data store), with credentials."""
-        env = {"PREFECT_API_URL": self.prefect_api, "MLFLOW_TRACKING_URI": self.mlflow_uri,
-               "MNIST_DATASTORE": self.database("mnist_data")}  # fmt: skip
+        env = {
+            "PREFECT_API_URL": self.prefect_api,
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "MNIST_DATASTORE": self.database("mnist_data"),
+        }
         if self.secured:
             password = self.password()
-            env |= {"PREFECT_API_AUTH_STRING": f"{USER}:{password}",
-                    "MLFLOW_TRACKING_USERNAME": USER,
-                    "MLFLOW_TRACKING_PASSWORD": password}  # fmt: skip
+            env |= {
+                "PREFECT_API_AUTH_STRING": f"{USER}:{password}",
+                "MLFLOW_TRACKING_USERNAME": USER,
+                "MLFLOW_TRACKING_PASSWORD": password,
+            }
         return env
 
     def server_env(self) -> dict[str, str]:
         """The environment of every process of the Procfile."""
         env = {
             **self.client_env(),
-            "MNIST_STACK_DIR": str(self.dir), "MNIST_STACK_HOST": self.host,
+            "MNIST_STACK_DIR": str(self.dir),
+            "MNIST_STACK_HOST": self.host,
             "MNIST_STACK_PG_PORT": str(self.pg_port),
             "MNIST_STACK_PREFECT_PORT": str(self.prefect_port),
             "MNIST_STACK_MLFLOW_PORT": str(self.mlflow_port),
@@ -126,11 +132,13 @@ class Stack:
             "MNIST_STACK_MLFLOW_APP": "",
             "PREFECT_HOME": str(self.dir / "prefect"),
             "PREFECT_API_DATABASE_CONNECTION_URL": self.database("prefect", "asyncpg"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true",
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "true",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        }  # fmt: skip
+        }
         if self.secured:
             env["PREFECT_SERVER_API_AUTH_STRING"] = env["PREFECT_API_AUTH_STRING"]
             env["MNIST_STACK_MLFLOW_APP"] = "--app-name basic-auth"
@@ -140,11 +148,13 @@ class Stack:
 
     def _auth_config(self) -> Path:
         path = self.dir / "mlflow-auth.ini"
-        text = (f"[mlflow]\ndefault_permission = READ\n"
-                f"database_uri = {self.database('mlflow_auth')}\n"
-                f"admin_username = {USER}\nadmin_password = {self.password()}\n"
-                "authorization_function = "
-                "mlflow.server.auth:authenticate_request_basic_auth\n")  # fmt: skip
+        text = (
+            f"[mlflow]\ndefault_permission = READ\n"
+            f"database_uri = {self.database('mlflow_auth')}\n"
+            f"admin_username = {USER}\nadmin_password = {self.password()}\n"
+            "authorization_function = "
+            "mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
         _private(path, text)
         return path
 
@@ -193,17 +203,39 @@ def postgres(stack: Stack) -> int:
         _private(pwfile, stack._secret("MNIST_STACK_PG_PASSWORD") + "\n")
         if os.geteuid() == 0:
             shutil.chown(pwfile, "postgres", "postgres")
-        init = subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-                               "--auth-host=scram-sha-256", "--auth-local=peer",
-                               f"--pwfile={pwfile}", "--no-sync"], capture_output=True, text=True,
-                              **_as_owner())  # fmt: skip
+        init = subprocess.run(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth-host=scram-sha-256",
+                "--auth-local=peer",
+                f"--pwfile={pwfile}",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            **_as_owner(),
+        )
         pwfile.unlink(missing_ok=True)
         if init.returncode:
             raise StackError(f"initdb {data} failed: {init.stderr.strip().splitlines()[-1:]}")
     server = subprocess.Popen(
-        [str(bindir / "postgres"), "-D", str(data), "-p", str(stack.pg_port), "-k", str(data),
-         "-c", "listen_addresses=127.0.0.1"], **_as_owner(),
-    )  # fmt: skip
+        [
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(stack.pg_port),
+            "-k",
+            str(data),
+            "-c",
+            "listen_addresses=127.0.0.1",
+        ],
+        **_as_owner(),
+    )
     for signum in (signal.SIGTERM, signal.SIGINT):  # PostgreSQL's fast shutdown is SIGINT
         signal.signal(signum, lambda *_: server.send_signal(signal.SIGINT))
     _wait_postgres(stack, server)
@@ -214,9 +246,15 @@ def postgres(stack: Stack) -> int:
 def _connect(stack: Stack, database: str = "postgres"):
     import psycopg
 
-    return psycopg.connect(host="127.0.0.1", port=stack.pg_port, user="postgres", dbname=database,
-                           password=stack._secret("MNIST_STACK_PG_PASSWORD"), autocommit=True,
-                           connect_timeout=2)  # fmt: skip
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=stack.pg_port,
+        user="postgres",
+        dbname=database,
+        password=stack._secret("MNIST_STACK_PG_PASSWORD"),
+        autocommit=True,
+        connect_timeout=2,
+    )
 
 
 def _wait_postgres(
@@ -315,23 +353,39 @@ def up(stack: Stack, timeout: float = 300) -> float:
         raise StackError(f"the stack in {stack.dir} is already running (honcho pid {pid})")
     if left := members(stack):
         pids = ", ".join(map(str, left[:5]))
-        raise StackError(f"processes of an earlier stack in {stack.dir} still run (pids {pids}):"
-                         " stop them with make stack-down")  # fmt: skip
+        raise StackError(
+            f"processes of an earlier stack in {stack.dir} still run (pids {pids}):"
+            " stop them with make stack-down"
+        )
     (stack.dir / "logs").mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:  # PostgreSQL, running as `postgres`, must reach its data directory
         stack.dir.chmod(stack.dir.stat().st_mode | 0o011)
         closed = [p for p in stack.dir.parents if not p.stat().st_mode & 0o001]
         if closed:
-            raise StackError(f"PostgreSQL runs as the user postgres, who cannot enter {closed[0]}:"
-                             " choose another MNIST_STACK_DIR (or chmod o+x it)")  # fmt: skip
+            raise StackError(
+                f"PostgreSQL runs as the user postgres, who cannot enter {closed[0]}:"
+                " choose another MNIST_STACK_DIR (or chmod o+x it)"
+            )
     env = {**os.environ, **stack.server_env()}
     os.umask(0o077)  # the artifacts, logs and secrets the stack writes: its owner's alone
     log = (stack.dir / "logs" / "stack.log").open("a")
     proc = subprocess.Popen(
-        [str(BIN / "honcho"), "start", "-f", str(PROCFILE), "-d", str(ROOT),
-         "-c", f"worker={stack.workers}", "--no-colour"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )  # fmt: skip
+        [
+            str(BIN / "honcho"),
+            "start",
+            "-f",
+            str(PROCFILE),
+            "-d",
+            str(ROOT),
+            "-c",
+            f"worker={stack.workers}",
+            "--no-colour",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     _pidfile(stack).write_text(str(proc.pid))
 
     def gone() -> str | None:
@@ -369,10 +423,13 @@ def deploy(env: dict[str, str]) -> None:
     """`prefect work-pool create mnist-process` and `prefect deploy --all` from the checkout,
     against the Prefect API that `env` names."""
     prefect = str(BIN / "prefect")
-    for args in (["work-pool", "create", "mnist-process", "--type", "process", "--overwrite"],
-                 ["--no-prompt", "deploy", "--all"]):  # fmt: skip
-        out = subprocess.run([prefect, *args], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=300)  # fmt: skip
+    for args in (
+        ["work-pool", "create", "mnist-process", "--type", "process", "--overwrite"],
+        ["--no-prompt", "deploy", "--all"],
+    ):
+        out = subprocess.run(
+            [prefect, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
         if out.returncode:
             raise StackError(f"prefect {' '.join(args)} failed: {out.stderr.strip()[-500:]}")
 
@@ -427,14 +484,19 @@ def main(argv: list[str] | None = None) -> int:
                 wait(stack, what)
         elif args[:1] == ["up"]:
             seconds = up(stack)
-            print(f"stack up in {seconds:.1f} s: Prefect {stack.prefect_api} (UI "
-                  f"http://{stack.reach}:{stack.prefect_port}), MLflow {stack.mlflow_uri}, "
-                  f"{stack.workers} worker(s) on mnist-process; logs {stack.dir / 'logs'}\n"
-                  "For a client:", file=sys.stderr)  # fmt: skip
+            print(
+                f"stack up in {seconds:.1f} s: Prefect {stack.prefect_api} (UI "
+                f"http://{stack.reach}:{stack.prefect_port}), MLflow {stack.mlflow_uri}, "
+                f"{stack.workers} worker(s) on mnist-process; logs {stack.dir / 'logs'}\n"
+                "For a client:",
+                file=sys.stderr,
+            )
             print(stack.exports(), end="")
         elif args[:1] == ["down"]:
-            print("stack stopped" if down(stack) else f"no stack running in {stack.dir}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                "stack stopped" if down(stack) else f"no stack running in {stack.dir}",
+                file=sys.stderr,
+            )
         elif args[:1] == ["env"]:
             print(stack.exports(), end="")
         elif args[:1] == ["automation"]:  # for a Prefect server that `up` did not start

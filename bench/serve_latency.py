@@ -42,10 +42,24 @@ PERCENTILES = (50, 90, 99)
 def hey(url: str, body: Path, seconds: float, concurrency: int) -> dict:
     """`hey` for `seconds` at `concurrency`: requests/s, latency percentiles (ms), errors."""
     out = subprocess.run(
-        ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-m", "POST",
-         "-T", "application/json", "-D", str(body), url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        [
+            "hey",
+            "-z",
+            f"{seconds}s",
+            "-c",
+            str(concurrency),
+            "-m",
+            "POST",
+            "-T",
+            "application/json",
+            "-D",
+            str(body),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     found = {int(p): float(s) * 1000 for p, s in re.findall(r"(\d+)%+ in ([\d.]+) secs", out)}
     head, _, failures = out.partition("Error distribution:")
     statuses = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", head))
@@ -62,8 +76,17 @@ def hey(url: str, body: Path, seconds: float, concurrency: int) -> dict:
 def servers(model: str, pinned: str) -> dict[str, tuple[list[str], str, str, str]]:
     """name -> (command, health path, predict path, body key)."""
     mnist = [str(BIN / "mnist"), "serve", "--model", model, "--poll-seconds", "0"]
-    mlflow = [str(BIN / "mlflow"), "models", "serve", "-m", pinned, "--env-manager", "local",
-              "-h", "127.0.0.1"]  # fmt: skip
+    mlflow = [
+        str(BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        pinned,
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+    ]
     return {
         "mnist serve": (mnist, "/healthz", "/predict", "pixels"),
         "mnist serve --batch-images 1": (
@@ -87,8 +110,7 @@ def plot(rows: list[dict], path: Path) -> None:
         mine = [r for r in rows if r["server"] == name]
         c = [r["concurrency"] for r in mine]
         (line,) = lat.plot(c, [r["p50_ms"] for r in mine], "o-", label=f"{name} p50")
-        lat.plot(c, [r["p99_ms"] for r in mine], "s--", color=line.get_color(),
-                 label=f"{name} p99")  # fmt: skip
+        lat.plot(c, [r["p99_ms"] for r in mine], "s--", color=line.get_color(), label=f"{name} p99")
         rps.plot(c, [r["requests_per_s"] for r in mine], "o-", label=name)
     levels = sorted({r["concurrency"] for r in rows})
     for ax in (lat, rps):
@@ -124,14 +146,19 @@ def main() -> None:
     for name, (command, health, path, key) in servers(args.model, pinned).items():
         port = free_port()
         flag = ["--port", str(port)] if "mnist" in Path(command[0]).name else ["-p", str(port)]
-        proc = start_server([*command, *flag], f"http://127.0.0.1:{port}{health}",
-                            work / f"{len(rows)}.log", {})  # fmt: skip
+        proc = start_server(
+            [*command, *flag], f"http://127.0.0.1:{port}{health}", work / f"{len(rows)}.log", {}
+        )
         try:
             body = work / f"{key}.json"
             body.write_text(json.dumps({key: [image]}))
             url = f"http://127.0.0.1:{port}{path}"
-            httpx.post(url, content=body.read_bytes(), headers={"Content-Type": "application/json"},
-                       timeout=60).raise_for_status()  # fmt: skip
+            httpx.post(
+                url,
+                content=body.read_bytes(),
+                headers={"Content-Type": "application/json"},
+                timeout=60,
+            ).raise_for_status()
             hey(url, body, 2, 8)  # warm-up: every code path traced
             for concurrency in map(int, args.concurrency.split(",")):
                 rows.append({"server": name, **hey(url, body, args.seconds, concurrency)})
@@ -140,8 +167,12 @@ def main() -> None:
         finally:
             stop_server(proc)
 
-    meta = {"model": pinned, "seconds": args.seconds, "load_average_at_start": load,
-            "cores": os.cpu_count()}  # fmt: skip
+    meta = {
+        "model": pinned,
+        "seconds": args.seconds,
+        "load_average_at_start": load,
+        "cores": os.cpu_count(),
+    }
     table = (
         "| server | clients | req/s | p50 ms | p90 ms | p99 ms | errors |\n"
         "|---|---|---|---|---|---|---|\n"
@@ -150,8 +181,9 @@ def main() -> None:
         f"{r['p90_ms']} | {r['p99_ms']} | {r['errors']} |\n"
         for r in rows
     )
-    table += (f"\n`hey -z {args.seconds:g}s`, one-image JSON requests, model {pinned}; "
-              f"{machine(load)}.\n")  # fmt: skip
+    table += (
+        f"\n`hey -z {args.seconds:g}s`, one-image JSON requests, model {pinned}; {machine(load)}.\n"
+    )
     save("serve_latency", {**meta, "results": rows}, table)
     plot(rows, RESULTS / "serve_latency.png")
 

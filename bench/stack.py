@@ -49,39 +49,72 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-stack-"))
     root.chmod(0o755)  # PostgreSQL's user must reach the stack's directory inside
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
-    stack_env = {**clean, "MNIST_STACK_DIR": str(root / "stack"),
-                 "MNIST_STACK_PG_PORT": str(free_port()),
-                 "MNIST_STACK_PREFECT_PORT": str(free_port()),
-                 "MNIST_STACK_MLFLOW_PORT": str(free_port())}  # fmt: skip
+    stack_env = {
+        **clean,
+        "MNIST_STACK_DIR": str(root / "stack"),
+        "MNIST_STACK_PG_PORT": str(free_port()),
+        "MNIST_STACK_PREFECT_PORT": str(free_port()),
+        "MNIST_STACK_MLFLOW_PORT": str(free_port()),
+    }
     load = os.getloadavg()
     stack = [sys.executable, "-m", "app.stack"]
     cold = timed([*stack, "up"], stack_env, root)
     timed([*stack, "down"], stack_env, root)
     warm = timed([*stack, "up"], stack_env, root)
     exports = subprocess.run([*stack, "env"], env=stack_env, capture_output=True, text=True).stdout
-    client = {**clean, "MNIST_DATA_DIR": data_dir,
-              **{k: v for line in exports.splitlines()
-                 for k, _, v in [shlex.split(line[7:])[0].partition("=")]}}  # fmt: skip
-    retrain = [str(BIN / "mnist"), "retrain", "--profile", args.profile, "--retrain-unchanged",
-               "--experiment", "bench-stack", "--floor", "0.9"]  # fmt: skip
-    rows: dict[str, list[float]] = {"embedded": [], "stack, from the command line": [],
-                                    "stack, the deployment on a worker": []}  # fmt: skip
+    client = {
+        **clean,
+        "MNIST_DATA_DIR": data_dir,
+        **{
+            k: v
+            for line in exports.splitlines()
+            for k, _, v in [shlex.split(line[7:])[0].partition("=")]
+        },
+    }
+    retrain = [
+        str(BIN / "mnist"),
+        "retrain",
+        "--profile",
+        args.profile,
+        "--retrain-unchanged",
+        "--experiment",
+        "bench-stack",
+        "--floor",
+        "0.9",
+    ]
+    rows: dict[str, list[float]] = {
+        "embedded": [],
+        "stack, from the command line": [],
+        "stack, the deployment on a worker": [],
+    }
     try:
         embedded = {**clean, "MNIST_DATA_DIR": data_dir}
         (root / "embedded").mkdir()
         for _ in range(args.repeats):
             rows["embedded"].append(timed(retrain, embedded, root / "embedded"))
             rows["stack, from the command line"].append(timed(retrain, client, root))
-            params = {"config": {"profile": args.profile, "experiment": "bench-stack"},
-                      "gate": {"floor": 0.9, "retrain_unchanged": True}}  # fmt: skip
+            params = {
+                "config": {"profile": args.profile, "experiment": "bench-stack"},
+                "gate": {"floor": 0.9, "retrain_unchanged": True},
+            }
             started = time.perf_counter()
-            trigger = [str(BIN / "prefect"), "deployment", "run", "mnist-retrain/mnist-retrain",
-                       "--params", json.dumps(params)]  # fmt: skip
+            trigger = [
+                str(BIN / "prefect"),
+                "deployment",
+                "run",
+                "mnist-retrain/mnist-retrain",
+                "--params",
+                json.dumps(params),
+            ]
             out = subprocess.run(trigger, env=client, capture_output=True, text=True, check=True)
             run_id = next(line.split()[-1] for line in out.stdout.splitlines() if "UUID" in line)
             api = client["PREFECT_API_URL"]
             while (state := httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]["type"]) not in (
-                "COMPLETED", "FAILED", "CRASHED", "CANCELLED"):  # fmt: skip
+                "COMPLETED",
+                "FAILED",
+                "CRASHED",
+                "CANCELLED",
+            ):
                 time.sleep(0.5)
             if state != "COMPLETED":
                 raise SystemExit(f"the deployment's run ended {state}")
@@ -92,17 +125,25 @@ def main() -> None:
     finally:
         subprocess.run([*stack, "down"], env=stack_env, capture_output=True)
     base = statistics.median(rows["embedded"])
-    report = {"profile": args.profile, "stack_up_cold_s": cold, "stack_up_warm_s": warm,
-              "retrain_s": rows, "load_average_at_start": load}  # fmt: skip
+    report = {
+        "profile": args.profile,
+        "stack_up_cold_s": cold,
+        "stack_up_warm_s": warm,
+        "retrain_s": rows,
+        "load_average_at_start": load,
+    }
     table = (
         f"`make stack-up` (PostgreSQL, Prefect and MLflow servers, one worker, the deployments): "
         f"{cold:.1f} s from nothing, {warm:.1f} s again with its state.\n\n"
         f"| `mnist retrain --profile {args.profile}` | median s | min-max s | against embedded |\n"
         "|---|---|---|---|\n"
-        + "".join(f"| {name} | {statistics.median(t):.1f} | {min(t):.1f}-{max(t):.1f} | "
-                  f"{statistics.median(t) / base:.2f}x |\n" for name, t in rows.items())
+        + "".join(
+            f"| {name} | {statistics.median(t):.1f} | {min(t):.1f}-{max(t):.1f} | "
+            f"{statistics.median(t) / base:.2f}x |\n"
+            for name, t in rows.items()
+        )
         + f"\n{args.repeats} runs each, interleaved; {machine(load)}.\n"
-    )  # fmt: skip
+    )
     save("stack", report, table)
 
 

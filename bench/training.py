@@ -87,9 +87,14 @@ def one(recipe: str, seed: int, overrides: dict | None = None) -> dict:
             # the process's age at this point, less the time spent in these checks
             self.probing += time.perf_counter() - now
             age = time.time() - started - self.probing
-            self.checks.append({"epoch": round(epoch, 3), "seconds": round(self.trained, 2),
-                                "process_seconds": round(age, 2),
-                                "test_accuracy": accuracy})  # fmt: skip
+            self.checks.append(
+                {
+                    "epoch": round(epoch, 3),
+                    "seconds": round(self.trained, 2),
+                    "process_seconds": round(age, 2),
+                    "test_accuracy": accuracy,
+                }
+            )
             self.mark = time.perf_counter()
 
         def on_train_batch_end(self, batch, logs=None):
@@ -108,16 +113,21 @@ def one(recipe: str, seed: int, overrides: dict | None = None) -> dict:
     first = next((c for c in probe.checks if c["test_accuracy"] >= TARGET), {})
     reached = first.get("seconds")
     return {
-        "recipe": recipe, "seed": seed, "config": config.params(),
-        "epochs": config.epochs, "parameters": net.count_params(),
-        "time_to_99_s": reached, "process_to_99_s": first.get("process_seconds"),
-        "train_samples": len(prepared.train), "train_seconds": round(probe.trained, 2),
+        "recipe": recipe,
+        "seed": seed,
+        "config": config.params(),
+        "epochs": config.epochs,
+        "parameters": net.count_params(),
+        "time_to_99_s": reached,
+        "process_to_99_s": first.get("process_seconds"),
+        "train_samples": len(prepared.train),
+        "train_seconds": round(probe.trained, 2),
         "seconds_per_epoch": round(statistics.median(probe.epoch_seconds), 2),
         "final_test_accuracy": probe.checks[-1]["test_accuracy"],
         "final_val_accuracy": float(history["val_accuracy"].iloc[-1]),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "checks": probe.checks,
-    }  # fmt: skip
+    }
 
 
 def flow_and_inference(workdir: Path) -> dict:
@@ -161,7 +171,8 @@ def flow_and_inference(workdir: Path) -> dict:
         model.predict(images[i : i + 1])
         single.append((time.perf_counter() - started) * 1000)
     return {
-        "flow_seconds": round(flow_seconds, 2), "flow_test_accuracy": result.test_accuracy,
+        "flow_seconds": round(flow_seconds, 2),
+        "flow_test_accuracy": result.test_accuracy,
         "flow_training_seconds": round(training_seconds, 2),
         "overhead_seconds": round(flow_seconds - training_seconds, 2),
         "start_to_flow_s": round(ready - process_start, 2),
@@ -169,7 +180,7 @@ def flow_and_inference(workdir: Path) -> dict:
         "batch_images_per_s": round(len(images) / statistics.median(batch)),
         "single_image_ms_p50": round(float(np.percentile(single, 50)), 2),
         "single_image_ms_p99": round(float(np.percentile(single, 99)), 2),
-    }  # fmt: skip
+    }
 
 
 def command(workdir: Path, seed: int) -> dict:
@@ -198,15 +209,24 @@ def draw_race(runs: list[dict], commands: list[dict], path: Path) -> None:
     colours = dict(zip(RECIPES, ("tab:gray", "tab:green", "tab:blue", "tab:purple"), strict=True))
     for recipe in dict.fromkeys(r["recipe"] for r in runs):
         for i, run in enumerate(r for r in runs if r["recipe"] == recipe):
-            ax.plot([c["seconds"] for c in run["checks"]],
-                    [100 * c["test_accuracy"] for c in run["checks"]], ".-",
-                    color=colours.get(recipe), alpha=0.9 if i == 0 else 0.45,
-                    label=f"{recipe} (training only)" if i == 0 else None)  # fmt: skip
+            ax.plot(
+                [c["seconds"] for c in run["checks"]],
+                [100 * c["test_accuracy"] for c in run["checks"]],
+                ".-",
+                color=colours.get(recipe),
+                alpha=0.9 if i == 0 else 0.45,
+                label=f"{recipe} (training only)" if i == 0 else None,
+            )
     ax.axhline(100 * TARGET, color="black", lw=0.8, ls=":")
     ref = [r["process_to_99_s"] for r in runs if r["recipe"] == "reference"]
     if ref and ref[0]:
-        ax.axvline(ref[0], color="tab:gray", ls="--", lw=1,
-                   label=f"reference whole process to 99%: {ref[0]:.0f} s")  # fmt: skip
+        ax.axvline(
+            ref[0],
+            color="tab:gray",
+            ls="--",
+            lw=1,
+            label=f"reference whole process to 99%: {ref[0]:.0f} s",
+        )
     if commands:
         median = statistics.median(c["seconds"] for c in commands)
         label = f"`mnist train --profile fast`, whole command: {median:.0f} s"
@@ -233,8 +253,12 @@ def draw_sizes(sizes: list[dict], path: Path) -> None:
     n = [r["train_samples"] for r in sizes]
     ax.plot(n, [r["train_seconds"] for r in sizes], "o-", color="tab:blue")
     for r in sizes:
-        ax.annotate(f"{100 * r['final_test_accuracy']:.2f}%", (r["train_samples"],
-                    r["train_seconds"]), textcoords="offset points", xytext=(-10, 8))  # fmt: skip
+        ax.annotate(
+            f"{100 * r['final_test_accuracy']:.2f}%",
+            (r["train_samples"], r["train_seconds"]),
+            textcoords="offset points",
+            xytext=(-10, 8),
+        )
     ax.set_xlim(0, max(n) * 1.1)
     ax.set_ylim(0, max(r["train_seconds"] for r in sizes) * 1.2)
     ax.set_xlabel("training images")
@@ -248,8 +272,13 @@ def draw_sizes(sizes: list[dict], path: Path) -> None:
 def child(args: list[str]) -> dict:
     """Run `python -m bench.training ARGS` in a fresh process; its JSON answer."""
     env = {**os.environ, "BENCH_STARTED": repr(time.time())}
-    out = subprocess.run([sys.executable, "-m", "bench.training", *args], capture_output=True,
-                         text=True, check=False, env=env)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.training", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
     if out.returncode:
         raise SystemExit(f"bench.training {' '.join(args)} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -280,8 +309,7 @@ def table(runs: list[dict], seeds: dict[str, int]) -> str:
     for recipe, rs in by.items():
         t99 = [x["time_to_99_s"] for x in rs]
         known = [t for t in t99 if t is not None]
-        ratio = (f"{statistics.median(known) / ref_median:.2f}x"
-                 if known and ref_median else "-")  # fmt: skip
+        ratio = f"{statistics.median(known) / ref_median:.2f}x" if known and ref_median else "-"
         accuracy = spread([100 * x["final_test_accuracy"] for x in rs])
         lines.append(
             f"| {recipe} | {len(rs)} | {rs[0]['epochs']} | {rs[0]['parameters']:,} | "
@@ -329,9 +357,12 @@ def main() -> None:
         for seed in range(seeds[recipe]):
             runs.append(child(["--one", recipe, str(seed)]))
             r = runs[-1]
-            print(f"{recipe} seed {seed}: 99% at {r['time_to_99_s']} s, final "
-                  f"{r['final_test_accuracy']:.4f}, {r['seconds_per_epoch']} s/epoch, "
-                  f"{r['peak_rss_mb']} MB", flush=True)  # fmt: skip
+            print(
+                f"{recipe} seed {seed}: 99% at {r['time_to_99_s']} s, final "
+                f"{r['final_test_accuracy']:.4f}, {r['seconds_per_epoch']} s/epoch, "
+                f"{r['peak_rss_mb']} MB",
+                flush=True,
+            )
     report = {"load_average_at_start": load, "cores": os.cpu_count(), "runs": runs}
     md = table(runs, seeds)
     commands = []
@@ -358,8 +389,11 @@ def main() -> None:
             limit = json.dumps({"train_limit": round(60_000 * fraction)})
             sizes.append(child(["--one", "default", "0", "--config", limit]))
             r = sizes[-1]
-            print(f"default on {r['train_samples']} images: {r['train_seconds']} s, "
-                  f"{r['final_test_accuracy']:.4f}", flush=True)  # fmt: skip
+            print(
+                f"default on {r['train_samples']} images: {r['train_seconds']} s, "
+                f"{r['final_test_accuracy']:.4f}",
+                flush=True,
+            )
         report["sizes"] = sizes
         md += (
             "\n| training images (default, seed 0) | training s | s per 1,000 images "
@@ -374,8 +408,9 @@ def main() -> None:
         draw_sizes(sizes, RESULTS / "cost_vs_size.png")
     if not args.skip_flow:
         flow = child(["--flow", tempfile.mkdtemp(prefix="bench-flow-")])
-        bare = next((x["train_seconds"] for x in runs if x["recipe"] == "fast" and x["seed"] == 0),
-                    None)  # fmt: skip
+        bare = next(
+            (x["train_seconds"] for x in runs if x["recipe"] == "fast" and x["seed"] == 0), None
+        )
         flow["bare_training_seconds"] = bare
         report["flow"] = flow
         md += (

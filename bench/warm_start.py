@@ -61,10 +61,14 @@ def measure(args: list[str], env: dict[str, str], cwd: Path, exam) -> dict:
     epochs = client.get_metric_history(run_id, "epoch_seconds")
     model = tracking.load_model(model_uri)
     exam_accuracy = evaluation.evaluate(model, exam).accuracy
-    return {"wall_s": round(wall, 2), "train_s": round(sum(m.value for m in epochs), 2),
-            "test_accuracy": metrics["test_accuracy"],
-            "holdout_accuracy": metrics.get("holdout_accuracy"),
-            "exam_accuracy": exam_accuracy, "run_id": run_id}  # fmt: skip
+    return {
+        "wall_s": round(wall, 2),
+        "train_s": round(sum(m.value for m in epochs), 2),
+        "test_accuracy": metrics["test_accuracy"],
+        "holdout_accuracy": metrics.get("holdout_accuracy"),
+        "exam_accuracy": exam_accuracy,
+        "run_id": run_id,
+    }
 
 
 def median(rows: list[dict], key: str) -> float:
@@ -82,8 +86,13 @@ def main() -> None:
     mnist = data.load(data_dir)
     work = Path(tempfile.mkdtemp(prefix="bench-warm-"))
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNIST_DATA_DIR": str(data_dir),
-           "MNIST_REGISTERED_MODEL": NAME, "MNIST_EXPERIMENT": "bench-warm"}  # fmt: skip
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "MNIST_DATA_DIR": str(data_dir),
+        "MNIST_REGISTERED_MODEL": NAME,
+        "MNIST_EXPERIMENT": "bench-warm",
+    }
     os.environ["MLFLOW_TRACKING_URI"] = uri
     exam_x, exam_y = mirror_writing(mnist, 0, 500)
     exam = preprocess.Arrays(exam_x.astype(np.float32), preprocess.one_hot(exam_y))
@@ -104,12 +113,19 @@ def main() -> None:
         print("warm", json.dumps(warm[-1]), flush=True)
     shares = []
     for share in [float(s) for s in args.shares.split(",") if s]:
-        shares.append({"added_share": share, **measure(["--added-share", str(share)], env, work,
-                                                       exam)})  # fmt: skip
+        shares.append(
+            {"added_share": share, **measure(["--added-share", str(share)], env, work, exam)}
+        )
         print("share", json.dumps(shares[-1]), flush=True)
 
-    report = {"added": args.added, "champion_exam_accuracy": champion.accuracy, "full": full,
-              "warm": warm, "shares": shares, "load_average_at_start": load}  # fmt: skip
+    report = {
+        "added": args.added,
+        "champion_exam_accuracy": champion.accuracy,
+        "full": full,
+        "warm": warm,
+        "shares": shares,
+        "load_average_at_start": load,
+    }
     keys = ("wall_s", "train_s", "test_accuracy", "holdout_accuracy", "exam_accuracy")
     f = {k: median(full, k) for k in keys}
     w = {k: median(warm, k) for k in keys}
@@ -130,9 +146,12 @@ def main() -> None:
         f"Medians of {args.repeats} runs each, alternating; {machine(load)}.\n\n"
         "| `--added-share` (full retrain) | MNIST test | added holdout | exam |\n"
         "|---|---|---|---|\n"
-        + "".join(f"| {s['added_share']} | {s['test_accuracy']:.4f} | "
-                  f"{s['holdout_accuracy']:.4f} | {s['exam_accuracy']:.4f} |\n" for s in shares)
-    )  # fmt: skip
+        + "".join(
+            f"| {s['added_share']} | {s['test_accuracy']:.4f} | "
+            f"{s['holdout_accuracy']:.4f} | {s['exam_accuracy']:.4f} |\n"
+            for s in shares
+        )
+    )
     save("warm_start", report, table)
 
 

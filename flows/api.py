@@ -47,14 +47,30 @@ class TemporaryAPI:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         prefect_dir = Path(find_spec("prefect").origin).parent  # no import of Prefect here
-        args = ["--app-dir", str(prefect_dir.parent), "--factory",
-                "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port",
-                str(self.port), "--log-level", "error", "--lifespan", "on"]  # fmt: skip
+        args = [
+            "--app-dir",
+            str(prefect_dir.parent),
+            "--factory",
+            "prefect.server.api.server:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "error",
+            "--lifespan",
+            "on",
+        ]
         from prefect.settings import get_current_settings  # light: no server code
 
         settings = get_current_settings().to_environment_variables(exclude_unset=True)
-        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-               "PREFECT__SERVER_FINAL": "1", **settings}  # fmt: skip
+        env = {
+            **os.environ,
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+            **settings,
+        }
         # -P: the working directory (maybe another project's `flows/`) stays off sys.path
         command = [sys.executable, "-P", "-m", "flows.api_server", str(os.getpid()), *args]
         return subprocess.Popen(command, env=env, start_new_session=True)

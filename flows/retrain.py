@@ -86,8 +86,11 @@ def retrain_flow(
     if not config.register_model:
         raise MnistError("retraining registers its challenger: drop --no-register")
     inputs = gather(config)
-    same = None if gate.retrain_unchanged else tasks.same_inputs(config.registered_model,
-                                                                 inputs.digest)  # fmt: skip
+    same = (
+        None
+        if gate.retrain_unchanged
+        else tasks.same_inputs(config.registered_model, inputs.digest)
+    )
     if same is not None:
         create_markdown_artifact(
             key="retrain-decision",

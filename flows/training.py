@@ -69,13 +69,24 @@ def _lineage(config: TrainConfig, inputs: Inputs) -> list[Input]:
     train, test, added = inputs.dataset.train, inputs.dataset.test, inputs.added
     tr = (train.images[: config.train_limit], train.labels[: config.train_limit])
     te = (test.images[: config.test_limit], test.labels[: config.test_limit])
-    found = [Input("mnist-train", *tr, train.source, digest(*tr), "training"),
-             Input("mnist-test", *te, test.source, digest(*te), "evaluation")]  # fmt: skip
+    found = [
+        Input("mnist-train", *tr, train.source, digest(*tr), "training"),
+        Input("mnist-test", *te, test.source, digest(*te), "evaluation"),
+    ]
     for split, context in ((added.train, "training"), (added.holdout, "evaluation")):
         if len(split):
             name = f"added-{'train' if context == 'training' else 'holdout'}"
-            found.append(Input(name, split.images, split.labels, split.source, added.digest,
-                               context, added.batches))  # fmt: skip
+            found.append(
+                Input(
+                    name,
+                    split.images,
+                    split.labels,
+                    split.source,
+                    added.digest,
+                    context,
+                    added.batches,
+                )
+            )
     return found
 
 
@@ -101,9 +112,12 @@ def mlflow_run(config: TrainConfig, name: str) -> Iterator[Run]:
         logger.warning("could not close runs left open by killed processes: %s", exc)
     else:
         if stale:
-            logger.warning("closed %d run(s) left open by killed processes: %s (and %d Prefect "
-                           "flow run(s))", len(stale), ", ".join(s.run_id for s in stale),
-                           len(crashed))  # fmt: skip
+            logger.warning(
+                "closed %d run(s) left open by killed processes: %s (and %d Prefect flow run(s))",
+                len(stale),
+                ", ".join(s.run_id for s in stale),
+                len(crashed),
+            )
     run = Run.start(config.experiment, name, {"prefect.flow_run_id": str(flow_run.id or "")})
     logger.info("MLflow run %s in experiment %r", run.run_id, config.experiment)
     ok = False
@@ -118,12 +132,22 @@ def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingRes
     """Every stage, logging to `run`; returns the result and the splits it was judged on."""
     run.log_params(config.params())
     dataset, added = inputs.dataset, inputs.added
-    run.set_tags({"dataset_digest": dataset.digest, "data_source": dataset.train.source,
-                  "added_data_digest": added.digest or "none", "inputs_digest": inputs.digest,
-                  "added_batches": ",".join(map(str, added.batches)) or "none"})  # fmt: skip
+    run.set_tags(
+        {
+            "dataset_digest": dataset.digest,
+            "data_source": dataset.train.source,
+            "added_data_digest": added.digest or "none",
+            "inputs_digest": inputs.digest,
+            "added_batches": ",".join(map(str, added.batches)) or "none",
+        }
+    )
     run.log_inputs(_lineage(config, inputs))
-    sources = {"train": dataset.train.source, "val": dataset.train.source,
-               "test": dataset.test.source, "holdout": added.holdout.source}  # fmt: skip
+    sources = {
+        "train": dataset.train.source,
+        "val": dataset.train.source,
+        "test": dataset.test.source,
+        "holdout": added.holdout.source,
+    }
     init = tasks.warm_start(config, inputs.init_from, added, run)
     prepared = tasks.preprocess(dataset, added, config, warm=init is not None)
     prepared = tasks.validate(prepared, config.nan_policy, sources, run)
@@ -139,9 +163,13 @@ def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingRes
     plotted.result()
     version = None
     if config.register_model:
-        lineage = {"test_accuracy": f"{evaluation.accuracy:.4f}", "git_commit": run.code_version,
-                   "dataset_digest": dataset.digest, "added_data_digest": added.digest or "none",
-                   "inputs_digest": inputs.digest}  # fmt: skip
+        lineage = {
+            "test_accuracy": f"{evaluation.accuracy:.4f}",
+            "git_commit": run.code_version,
+            "dataset_digest": dataset.digest,
+            "added_data_digest": added.digest or "none",
+            "inputs_digest": inputs.digest,
+        }
         if holdout is not None:
             lineage["holdout_accuracy"] = f"{holdout.accuracy:.4f}"
         version = tasks.register(model_uri, run.run_id, config.registered_model, lineage).version
@@ -165,8 +193,11 @@ def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingRes
 
 def summary(config: TrainConfig, result: TrainingResult) -> str:
     version = f"{config.registered_model} v{result.model_version}" if result.model_version else "-"
-    holdout = (f"{result.holdout_accuracy:.4f} on {result.holdout_samples} images"
-               if result.holdout_accuracy is not None else "-")  # fmt: skip
+    holdout = (
+        f"{result.holdout_accuracy:.4f} on {result.holdout_samples} images"
+        if result.holdout_accuracy is not None
+        else "-"
+    )
     added = f"snapshot `{result.added_data_digest[:16]}`" if result.added_data_digest else "none"
     return f"""# MNIST training run `{result.run_id}`
 

@@ -208,10 +208,12 @@ class Store:
         start = today.replace(hour=0, minute=0, second=0, microsecond=0)
         with self._session(write=True) as session:
             batch = session.scalars(
-                select(Batch).where(Batch.source == FEEDBACK, Batch.removed.is_(None),
-                                    Batch.created >= start).order_by(Batch.id.desc())
-                .limit(1).with_for_update()
-            ).first()  # fmt: skip
+                select(Batch)
+                .where(Batch.source == FEEDBACK, Batch.removed.is_(None), Batch.created >= start)
+                .order_by(Batch.id.desc())
+                .limit(1)
+                .with_for_update()
+            ).first()
             if batch is None:
                 batch = Batch(source=FEEDBACK, origin="POST /feedback", created=today)
                 session.add(batch)
@@ -225,8 +227,9 @@ class Store:
         images = np.asarray(images)
         labels = np.asarray(labels).astype(np.int64)
         if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or len(images) != len(labels):
-            raise MnistError(f"expected (N, 28, 28) images and N labels, got {images.shape} and "
-                             f"{labels.shape}")  # fmt: skip
+            raise MnistError(
+                f"expected (N, 28, 28) images and N labels, got {images.shape} and {labels.shape}"
+            )
         pixels = np.rint(images).clip(0, 255).astype(np.uint8)
         digests = [sample_digest(p, int(y)) for p, y in zip(pixels, labels, strict=True)]
         image_digests = [sample_digest(p) for p in pixels]
@@ -234,15 +237,18 @@ class Store:
         unique = sorted(set(image_digests))
         for start in range(0, len(unique), 5000):  # SQLite takes at most 32,766 parameters
             chunk = unique[start : start + 5000]
-            known |= dict(session.execute(
-                select(Sample.image, Sample.holdout).where(Sample.image.in_(chunk))
-            ).all())  # fmt: skip
+            known |= dict(
+                session.execute(
+                    select(Sample.image, Sample.holdout).where(Sample.image.in_(chunk))
+                ).all()
+            )
         counts = dict(
             session.execute(
-                select(Sample.label, func.count()).where(Sample.source == batch.source)
+                select(Sample.label, func.count())
+                .where(Sample.source == batch.source)
                 .group_by(Sample.label)
             ).all()
-        )  # fmt: skip
+        )
         samples: list[Sample | None] = [None] * len(pixels)
         for i in sorted(range(len(pixels)), key=lambda i: digests[i]):
             label = int(labels[i])
@@ -251,9 +257,14 @@ class Store:
             holdout = known.get(image_digests[i], ordinal % HOLDOUT_EVERY == HOLDOUT_EVERY - 1)
             known[image_digests[i]] = holdout
             samples[i] = Sample(
-                batch_id=batch.id, source=batch.source, label=label, pixels=pixels[i].tobytes(),
-                digest=digests[i], image=image_digests[i], holdout=holdout,
-            )  # fmt: skip
+                batch_id=batch.id,
+                source=batch.source,
+                label=label,
+                pixels=pixels[i].tobytes(),
+                digest=digests[i],
+                image=image_digests[i],
+                holdout=holdout,
+            )
         session.add_all(samples)
         session.flush()
         return samples  # type: ignore[return-value]
@@ -282,9 +293,10 @@ class Store:
         with self._session() as session:
             batches = session.scalars(select(Batch).order_by(Batch.id)).all()
             rows = session.execute(
-                select(Sample.batch_id, Sample.label, Sample.digest, Sample.holdout)
-                .order_by(Sample.digest)
-            ).all()  # fmt: skip
+                select(Sample.batch_id, Sample.label, Sample.digest, Sample.holdout).order_by(
+                    Sample.digest
+                )
+            ).all()
         by_batch: dict[int, list] = {}
         for row in rows:
             by_batch.setdefault(row.batch_id, []).append(row)
@@ -295,8 +307,18 @@ class Store:
             for row in mine:
                 counts[row.label] += 1
             digest = _digest((r.digest, r.holdout) for r in mine)
-            out.append(BatchInfo(b.id, b.source, b.origin, _utc(b.created), _utc(b.removed),
-                                 counts, sum(r.holdout for r in mine), digest))  # fmt: skip
+            out.append(
+                BatchInfo(
+                    b.id,
+                    b.source,
+                    b.origin,
+                    _utc(b.created),
+                    _utc(b.removed),
+                    counts,
+                    sum(r.holdout for r in mine),
+                    digest,
+                )
+            )
         return out
 
     def count(self) -> int:
@@ -307,11 +329,18 @@ class Store:
         """Every sample of every active batch, split as stored, with the snapshot's digest."""
         with self._session() as session:
             rows = session.execute(
-                select(Sample.batch_id, Sample.source, Sample.label, Sample.pixels,
-                       Sample.digest, Sample.holdout)
+                select(
+                    Sample.batch_id,
+                    Sample.source,
+                    Sample.label,
+                    Sample.pixels,
+                    Sample.digest,
+                    Sample.holdout,
+                )
                 .join(Batch, Batch.id == Sample.batch_id)
-                .where(Batch.removed.is_(None)).order_by(Sample.id)
-            ).all()  # fmt: skip
+                .where(Batch.removed.is_(None))
+                .order_by(Sample.id)
+            ).all()
         pixels = np.frombuffer(b"".join(r.pixels for r in rows), np.uint8).reshape(
             -1, IMAGE_SIZE, IMAGE_SIZE
         )

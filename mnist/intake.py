@@ -55,10 +55,17 @@ def _folder(path: Path, read: list, rejected: list) -> None:
     for item in sorted(path.iterdir()):
         if item.is_dir() and item.name in LABELS:
             files = sorted(p for p in item.iterdir() if p.is_file())
-            _images([p for p in files if p.suffix.lower() in inference.IMAGE_SUFFIXES],
-                    int(item.name), read, rejected)  # fmt: skip
-            rejected += [(str(p), "not a PNG or JPEG file") for p in files
-                         if p.suffix.lower() not in inference.IMAGE_SUFFIXES]  # fmt: skip
+            _images(
+                [p for p in files if p.suffix.lower() in inference.IMAGE_SUFFIXES],
+                int(item.name),
+                read,
+                rejected,
+            )
+            rejected += [
+                (str(p), "not a PNG or JPEG file")
+                for p in files
+                if p.suffix.lower() not in inference.IMAGE_SUFFIXES
+            ]
             found = True
         elif not item.name.startswith("."):
             rejected.append((str(item), "not a digit folder 0-9"))
@@ -111,8 +118,10 @@ def read(paths: list[Path], label: int | None = None, policy: NanPolicy = "fail"
         arrays.append((np.stack([r[0] for r in read_]), np.array([r[1] for r in read_])))
     if rejected and policy == "fail":
         what, why = rejected[0]
-        raise MnistError(f"{len(rejected)} input(s) rejected, first {what}: {why}; nothing was "
-                         "added (rerun with --nan-policy drop to add the rest)")  # fmt: skip
+        raise MnistError(
+            f"{len(rejected)} input(s) rejected, first {what}: {why}; nothing was "
+            "added (rerun with --nan-policy drop to add the rest)"
+        )
     if not arrays:
         raise MnistError("no samples found in " + ", ".join(map(str, paths)))
     x = np.concatenate([a[0] for a in arrays]).astype(np.float64)
@@ -126,8 +135,10 @@ def read(paths: list[Path], label: int | None = None, policy: NanPolicy = "fail"
     empty = blank(kept.x)
     if empty.any():
         if policy == "fail":
-            raise MnistError(f"{int(empty.sum())} blank sample(s) (no digit), first at index "
-                             f"{int(np.flatnonzero(empty)[0])}; nothing was added")  # fmt: skip
+            raise MnistError(
+                f"{int(empty.sum())} blank sample(s) (no digit), first at index "
+                f"{int(np.flatnonzero(empty)[0])}; nothing was added"
+            )
         rejected.append((f"{int(empty.sum())} sample(s)", BLANK))
         kept = kept.take(np.flatnonzero(~empty))
     return Intake(kept.x.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), kept.labels, rejected, report)

@@ -76,8 +76,12 @@ def hold(
                     report_at += report_every
                 time.sleep(min(0.5, max(0.0, timeout - waited)))
         try:
-            me = Holder(what, os.getpid(), socket.gethostname(),
-                        datetime.now(UTC).isoformat(timespec="seconds"))  # fmt: skip
+            me = Holder(
+                what,
+                os.getpid(),
+                socket.gethostname(),
+                datetime.now(UTC).isoformat(timespec="seconds"),
+            )
             f.seek(0)
             f.truncate()
             f.write(json.dumps(asdict(me)))

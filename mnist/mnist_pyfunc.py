@@ -46,8 +46,7 @@ def probabilities(model: Any, x: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
     """(N, 10) through `predict_on_batch`, `chunk` images a call: one compiled graph call, about
     1 ms for one image, where `predict` builds a data pipeline per call and an eager call takes
     10 ms. Also what `mnist.evaluation` and `mnist serve` predict with."""
-    chunks = [np.asarray(model.predict_on_batch(x[i : i + chunk]))
-              for i in range(0, len(x), chunk)]  # fmt: skip
+    chunks = [np.asarray(model.predict_on_batch(x[i : i + chunk])) for i in range(0, len(x), chunk)]
     return np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
 
 

@@ -125,8 +125,9 @@ def prepare(
     tr, te = data.train, data.test
     train = Arrays(scale(tr.images[:train_limit]), one_hot(tr.labels[:train_limit]))
     test = Arrays(scale(te.images[:test_limit]), one_hot(te.labels[:test_limit]))
-    holdout = Arrays(scale(added.holdout.images), one_hot(added.holdout.labels),
-                     added.holdout_sources)  # fmt: skip
+    holdout = Arrays(
+        scale(added.holdout.images), one_hot(added.holdout.labels), added.holdout_sources
+    )
     if len(train.x) != len(train.y):  # counts differ: leave it whole for validation to report
         return Prepared(train, Arrays(train.x[:0], train.y[:0]), test, holdout)
     train_idx, val_idx = stratified_split(
@@ -135,9 +136,12 @@ def prepare(
     train, val = train.take(train_idx[:rehearse]), train.take(val_idx)
     times = repeats(len(added.train), len(train), added_share) if len(added.train) else 0
     if times:
-        extra = Arrays(scale(np.tile(added.train.images, (times, 1, 1))),
-                       one_hot(np.tile(added.train.labels, times)))  # fmt: skip
+        extra = Arrays(
+            scale(np.tile(added.train.images, (times, 1, 1))),
+            one_hot(np.tile(added.train.labels, times)),
+        )
         order = np.random.default_rng(seed).permutation(len(train) + len(extra))
-        train = Arrays(np.concatenate([train.x, extra.x])[order],
-                       np.concatenate([train.y, extra.y])[order])  # fmt: skip
+        train = Arrays(
+            np.concatenate([train.x, extra.x])[order], np.concatenate([train.y, extra.y])[order]
+        )
     return Prepared(train, val, test, holdout, times)

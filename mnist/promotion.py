@@ -64,8 +64,11 @@ def decide(
     on the holdout (a tie on both keeps the champion); with no champion, the floor suffices.
     Every reason names both scores."""
     floor, margin = gate.floor, gate.margin
-    details = {"challenger_accuracy": f"{challenger:.4f}", "floor": str(floor),
-               "margin": str(margin)}  # fmt: skip
+    details = {
+        "challenger_accuracy": f"{challenger:.4f}",
+        "floor": str(floor),
+        "margin": str(margin),
+    }
     if challenger_holdout is not None:
         details["challenger_holdout_accuracy"] = f"{challenger_holdout:.4f}"
     if incumbent is not None:
@@ -81,17 +84,23 @@ def decide(
             f", holdout {incumbent_holdout:.4f}" if holdout else ""
         )
     if challenger < floor:
-        return Decision(False, f"test accuracy {challenger:.4f} is below the floor {floor} "
-                        f"({scores})", details)  # fmt: skip
+        return Decision(
+            False, f"test accuracy {challenger:.4f} is below the floor {floor} ({scores})", details
+        )
     if incumbent is None:
-        return Decision(True, f"no champion yet; {scores}: the test reaches the floor {floor}",
-                        details)  # fmt: skip
+        return Decision(
+            True, f"no champion yet; {scores}: the test reaches the floor {floor}", details
+        )
     if holdout and challenger_holdout < incumbent_holdout:  # type: ignore[operator]
         return Decision(False, f"loses to the champion on the holdout ({scores})", details)
-    better = [what for what, gain in (
-        ("test", challenger - incumbent),
-        ("holdout", (challenger_holdout - incumbent_holdout) if holdout else 0.0),  # type: ignore[operator]
-    ) if gain > margin]  # fmt: skip
+    better = [
+        what
+        for what, gain in (
+            ("test", challenger - incumbent),
+            ("holdout", (challenger_holdout - incumbent_holdout) if holdout else 0.0),  # type: ignore[operator]
+        )
+        if gain > margin
+    ]
     if better:
         reason = (
             f"beats the champion on the {' and '.join(better)} by more than {margin} ({scores})"
@@ -129,13 +138,16 @@ def judge(
     theirs: list[float | None] = [*score(incumbent.uri, judged), None] if incumbent else [None] * 2
     decision = decide(mine[0], theirs[0], gate, mine[1], theirs[1])
     outcome = Outcome(decision, challenger, mine[0], incumbent, theirs[0], mine[1], theirs[1])
-    tags = {"decision": decision.verdict, "decision_reason": decision.reason,
-            "compared_to_version": outcome.compared_to, **decision.details}  # fmt: skip
+    tags = {
+        "decision": decision.verdict,
+        "decision_reason": decision.reason,
+        "compared_to_version": outcome.compared_to,
+        **decision.details,
+    }
     registry.tag_version(name, challenger.version, tags)
     if decision.promote:
         registry.set_champion(name, challenger.version, decision.verdict, decision.reason, tags)
     else:
         previous = incumbent.version if incumbent else None
-        registry.record(name, decision.verdict, challenger.version, previous, decision.reason,
-                        tags)  # fmt: skip
+        registry.record(name, decision.verdict, challenger.version, previous, decision.reason, tags)
     return outcome

@@ -51,27 +51,35 @@ class Version:
     @classmethod
     def of(cls, mv: ModelVersion) -> Version:
         return cls(
-            name=mv.name, version=str(mv.version), run_id=mv.run_id or "",
-            aliases=list(mv.aliases or []), tags=dict(mv.tags or {}),
-            created=pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC"), source=mv.source,
-        )  # fmt: skip
+            name=mv.name,
+            version=str(mv.version),
+            run_id=mv.run_id or "",
+            aliases=list(mv.aliases or []),
+            tags=dict(mv.tags or {}),
+            created=pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC"),
+            source=mv.source,
+        )
 
 
 def register(model_uri: str, run_id: str, tags: dict[str, str], name: str = MODEL_NAME) -> Version:
     """Register a logged model as a new version of `name`, tagged with its lineage."""
     mv = call(
-        mlflow.register_model, model_uri, name, tags={"run_id": run_id, **tags},
+        mlflow.register_model,
+        model_uri,
+        name,
+        tags={"run_id": run_id, **tags},
         await_registration_for=60,
-    )  # fmt: skip
+    )
     return get(name, str(mv.version))
 
 
 def _require_model(name: str) -> RegisteredModel:
     return call(
-        client().get_registered_model, name,
+        client().get_registered_model,
+        name,
         missing=f"registered model {name!r} does not exist in {store_uri()}: "
         "the registry is empty (train a model first)",
-    )  # fmt: skip
+    )
 
 
 def versions(name: str = MODEL_NAME) -> list[Version]:
@@ -92,11 +100,19 @@ def get(name: str = MODEL_NAME, version: str | None = None, alias: str | None = 
     """A version by number or by alias."""
     _require_model(name)
     if alias is not None:
-        mv = call(client().get_model_version_by_alias, name, alias,
-                  missing=f"model {name!r} has no alias {alias!r}")  # fmt: skip
+        mv = call(
+            client().get_model_version_by_alias,
+            name,
+            alias,
+            missing=f"model {name!r} has no alias {alias!r}",
+        )
     else:
-        mv = call(client().get_model_version, name, str(version),
-                  missing=f"model {name!r} has no version {version}")  # fmt: skip
+        mv = call(
+            client().get_model_version,
+            name,
+            str(version),
+            missing=f"model {name!r} has no version {version}",
+        )
     return Version.of(mv)
 
 
@@ -116,8 +132,9 @@ def with_inputs(name: str, digest: str) -> Version | None:
         _require_model(name)
     except NotFound:
         return None
-    found = call(client().search_model_versions,
-                 f"name = '{name}' and tags.inputs_digest = '{digest}'")  # fmt: skip
+    found = call(
+        client().search_model_versions, f"name = '{name}' and tags.inputs_digest = '{digest}'"
+    )
     judged = [v for v in map(Version.of, found) if "decision" in v.tags]
     return max(judged, key=lambda v: int(v.version), default=None)
 
@@ -151,14 +168,24 @@ def _history_experiment(name: str) -> str:
     return f"{name}-champion-history"
 
 
-def record(name: str, action: str, version: str | None, previous: str | None,
-           reason: str, extra: dict[str, str] | None = None) -> None:  # fmt: skip
+def record(
+    name: str,
+    action: str,
+    version: str | None,
+    previous: str | None,
+    reason: str,
+    extra: dict[str, str] | None = None,
+) -> None:
     """Append an event to the champion history (it is also kept as tags on the version)."""
     tags = {
-        "event.action": action, "event.model": name, "event.version": version or "",
-        "event.previous": previous or "", "event.reason": reason,
-        "event.time_ns": str(time.time_ns()), **{f"event.{k}": v for k, v in (extra or {}).items()},
-    }  # fmt: skip
+        "event.action": action,
+        "event.model": name,
+        "event.version": version or "",
+        "event.previous": previous or "",
+        "event.reason": reason,
+        "event.time_ns": str(time.time_ns()),
+        **{f"event.{k}": v for k, v in (extra or {}).items()},
+    }
     exp_id = experiment_id(_history_experiment(name))
     run = call(client().create_run, exp_id, run_name=f"{action}-v{version}", tags=tags)
     call(client().set_terminated, run.info.run_id)
@@ -192,8 +219,9 @@ def tag_version(name: str, version: str, tags: dict[str, str]) -> None:
 PROMOTIONS = ("promoted", "promote")  # how a version gets the title (a rollback gives it back)
 
 
-def set_champion(name: str, version: str, action: str, reason: str,
-                 extra: dict[str, str] | None = None) -> Version | None:  # fmt: skip
+def set_champion(
+    name: str, version: str, action: str, reason: str, extra: dict[str, str] | None = None
+) -> Version | None:
     """Point `champion` at `version` and record the move; returns the previous champion.
 
     Crash-safe in three steps: the move is first written as tags on the version (whom it
@@ -203,8 +231,12 @@ def set_champion(name: str, version: str, action: str, reason: str,
     previous = champion(name)
     repair_history(name, previous)
     held_by = previous.version if previous else ""
-    move = {"champion.action": action, "champion.from": held_by, "champion.reason": reason,
-            "champion.time_ns": str(time.time_ns())}  # fmt: skip
+    move = {
+        "champion.action": action,
+        "champion.from": held_by,
+        "champion.reason": reason,
+        "champion.time_ns": str(time.time_ns()),
+    }
     if action in PROMOTIONS:  # whom a rollback from this version gives the title back to
         move["champion.previous"] = held_by
     tag_version(name, version, move)
@@ -224,8 +256,13 @@ def repair_history(name: str = MODEL_NAME, current: Version | None = None) -> bo
     recorded = events[(events["version"] == current.version) & (events["time"] >= moved_at)]
     if len(recorded):
         return False
-    record(name, tags["champion.action"], current.version, tags.get("champion.from") or None,
-           f"{tags['champion.reason']} (recorded after a crash)")  # fmt: skip
+    record(
+        name,
+        tags["champion.action"],
+        current.version,
+        tags.get("champion.from") or None,
+        f"{tags['champion.reason']} (recorded after a crash)",
+    )
     return True
 
 

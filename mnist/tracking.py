@@ -95,8 +95,12 @@ def call(fn: Callable[..., T], *args: Any, missing: str | None = None, **kwargs:
             if not (remote and _refused(exc) and time.monotonic() < deadline):
                 raise _one_line(exc, missing) from exc
             if not warned:
-                log.warning("the MLflow tracking server at %s refuses connections; waiting up "
-                            "to %.0f s for it to come back", store_uri(), patience)  # fmt: skip
+                log.warning(
+                    "the MLflow tracking server at %s refuses connections; waiting up "
+                    "to %.0f s for it to come back",
+                    store_uri(),
+                    patience,
+                )
                 warned = True
             time.sleep(2)
 
@@ -242,11 +246,16 @@ class Run:
 
         entities = []
         for i in inputs:
-            source = i.source if not i.batches else CodeDatasetSource(
-                {"datastore": i.source, "batches": ",".join(map(str, i.batches))}
-            )  # fmt: skip
-            dataset = mlflow.data.from_numpy(i.images, source=source, targets=i.labels,
-                                             name=i.name, digest=i.digest[:32])  # fmt: skip
+            source = (
+                i.source
+                if not i.batches
+                else CodeDatasetSource(
+                    {"datastore": i.source, "batches": ",".join(map(str, i.batches))}
+                )
+            )
+            dataset = mlflow.data.from_numpy(
+                i.images, source=source, targets=i.labels, name=i.name, digest=i.digest[:32]
+            )
             tags = [InputTag("mlflow.data.context", i.context), InputTag("digest", i.digest)]
             entities.append(DatasetInput(dataset._to_mlflow_entity(), tags))
         call(client().log_inputs, self.run_id, entities)
@@ -262,8 +271,13 @@ class Run:
         import matplotlib.pyplot as plt
 
         for name, fig in figures.items():
-            call(client().log_figure, self.run_id, fig, f"{directory}/{name}",
-                 save_kwargs={"dpi": 110})  # fmt: skip
+            call(
+                client().log_figure,
+                self.run_id,
+                fig,
+                f"{directory}/{name}",
+                save_kwargs={"dpi": 110},
+            )
             plt.close(fig)
 
     def log_model(self, model: keras.Model, example: np.ndarray) -> str:
@@ -276,20 +290,33 @@ class Run:
         signature = infer_signature(example.astype(np.float32), np.asarray(model(example)))
         # Created here, in this run's experiment: left to itself, MLflow files a logged model
         # under the process's active experiment, not under the run it is given.
-        logged = call(mlflow.initialize_logged_model, name=MODEL_ARTIFACT,
-                      source_run_id=self.run_id, experiment_id=self.experiment_id)  # fmt: skip
+        logged = call(
+            mlflow.initialize_logged_model,
+            name=MODEL_ARTIFACT,
+            source_run_id=self.run_id,
+            experiment_id=self.experiment_id,
+        )
         try:
-            call(mlflow.models.Model.log, None, _KerasFlavour, model=model, name=MODEL_ARTIFACT,
-                 run_id=self.run_id, model_id=logged.model_id, signature=signature,
-                 pip_requirements=pip_requirements())  # fmt: skip
+            call(
+                mlflow.models.Model.log,
+                None,
+                _KerasFlavour,
+                model=model,
+                name=MODEL_ARTIFACT,
+                run_id=self.run_id,
+                model_id=logged.model_id,
+                signature=signature,
+                pip_requirements=pip_requirements(),
+            )
         except MnistError as exc:  # a full disk, say: keep no half-written model
             location = urlparse(logged.artifact_location)
             if location.scheme in ("", "file"):
                 shutil.rmtree(location.path, ignore_errors=True)
             with contextlib.suppress(Exception):
                 client().delete_logged_model(logged.model_id)
-            raise MnistError(f"cannot log the model of run {self.run_id} ({exc}); nothing "
-                             "of it was kept") from exc  # fmt: skip
+            raise MnistError(
+                f"cannot log the model of run {self.run_id} ({exc}); nothing of it was kept"
+            ) from exc
         return f"models:/{logged.model_id}"
 
     def artifact_location(self, path: str = "") -> str:
@@ -343,8 +370,12 @@ def _pid_namespace() -> str:
 
 def _owner() -> dict[str, str]:
     pid = os.getpid()
-    return {"mnist.host": socket.gethostname(), "mnist.pidns": _pid_namespace(),
-            "mnist.pid": str(pid), "mnist.pid_started": _started(pid)}  # fmt: skip
+    return {
+        "mnist.host": socket.gethostname(),
+        "mnist.pidns": _pid_namespace(),
+        "mnist.pid": str(pid),
+        "mnist.pid_started": _started(pid),
+    }
 
 
 def _alive(tags: dict[str, str]) -> bool:
@@ -394,14 +425,20 @@ def stale_runs(
         experiment_ids = [e.experiment_id for e in call(client().search_experiments)]
     if not experiment_ids:
         return []
-    runs = call(client().search_runs, experiment_ids, "attributes.status = 'RUNNING'",
-                max_results=10000)  # fmt: skip
+    runs = call(
+        client().search_runs, experiment_ids, "attributes.status = 'RUNNING'", max_results=10000
+    )
     host, pidns = socket.gethostname(), _pid_namespace()
     stale, elsewhere = [], []
     for r in runs:
         tags = r.data.tags
-        run = StaleRun(r.info.run_id, r.info.experiment_id, r.info.run_name or "",
-                       tags.get("mnist.pid", ""), tags.get("prefect.flow_run_id", ""))  # fmt: skip
+        run = StaleRun(
+            r.info.run_id,
+            r.info.experiment_id,
+            r.info.run_name or "",
+            tags.get("mnist.pid", ""),
+            tags.get("prefect.flow_run_id", ""),
+        )
         if tags.get("mnist.host") == host and tags.get("mnist.pidns") == pidns:
             if not _alive(tags):
                 stale.append(run)
@@ -409,8 +446,11 @@ def stale_runs(
             elsewhere.append(run)
     if ended and elsewhere:
         states = ended([run.flow_run_id for run in elsewhere])
-        stale += [replace(run, flow_state=states[run.flow_run_id]) for run in elsewhere
-                  if run.flow_run_id in states]  # fmt: skip
+        stale += [
+            replace(run, flow_state=states[run.flow_run_id])
+            for run in elsewhere
+            if run.flow_run_id in states
+        ]
     return stale
 
 
@@ -468,8 +508,11 @@ def check_logged_model(path: Path, ref: str) -> Path:
     if (codes - {None, "code"}) or not _only_our_loader(path / "code"):
         problems.append("ships code")
     named = path / str(flavor.get("data", "data")) / "keras_module.txt"
-    modules = {conf["keras_module"] for conf in meta.flavors.values()
-               if isinstance(conf, dict) and conf.get("keras_module")}  # fmt: skip
+    modules = {
+        conf["keras_module"]
+        for conf in meta.flavors.values()
+        if isinstance(conf, dict) and conf.get("keras_module")
+    }
     modules |= {named.read_text().strip()} if named.is_file() else set()
     if bad := sorted(modules - set(KERAS_MODULES)):
         problems.append(f"names the module {bad[0]!r}")
@@ -525,8 +568,13 @@ def load_model(ref: str) -> keras.Model:
                             f"model {ref!r}: no such .keras file or MLflow model directory"
                         )
                     try:
-                        path = Path(call(mlflow.artifacts.download_artifacts,
-                                         artifact_uri=ref, dst_path=scratch))  # fmt: skip
+                        path = Path(
+                            call(
+                                mlflow.artifacts.download_artifacts,
+                                artifact_uri=ref,
+                                dst_path=scratch,
+                            )
+                        )
                     except MnistError as exc:
                         raise MnistError(f"cannot load model {ref!r}: {exc}") from exc
                 path = check_logged_model(path, ref)

@@ -108,8 +108,12 @@ def train(
     else:
         net, epochs, lr = init, config.finetune_epochs, config.finetune_learning_rate
     steps = math.ceil(len(data.train) / config.batch_size) * epochs
-    compile_model(net, one_cycle(lr, steps) if config.schedule == "one-cycle" else lr,
-                  config.label_smoothing, (config.adam_beta_1, config.adam_beta_2))  # fmt: skip
+    compile_model(
+        net,
+        one_cycle(lr, steps) if config.schedule == "one-cycle" else lr,
+        config.label_smoothing,
+        (config.adam_beta_1, config.adam_beta_2),
+    )
     callbacks = [*callbacks, _SafePoints(), *([_EpochReporter(on_epoch)] if on_epoch else [])]
     validation = (data.val.x, data.val.y) if len(data.val) else None
     with stopping.deferred():

@@ -19,14 +19,22 @@ def evaluate(
     result = evaluation.evaluate(net, data)
     per_class = result.per_class()
     run.log_metrics(result.metrics(split))
-    run.log_frame(per_class, "classification_report.csv" if split == "test"
-                  else f"classification_report_{split}.csv")  # fmt: skip
+    run.log_frame(
+        per_class,
+        "classification_report.csv" if split == "test" else f"classification_report_{split}.csv",
+    )
     create_table_artifact(
         key="per-class-metrics" if split == "test" else f"{split}-per-class-metrics",
         table=per_class.to_dict(orient="records"),
         description=f"Per-class precision, recall and F1 on {result.samples} {WHAT[split]}",
     )
     sources = "".join(f", {g} {a:.4f}" for g, a in result.group_accuracy().items())
-    get_run_logger().info("%s loss %.4f, accuracy %.4f on %d images%s", split, result.loss,
-                          result.accuracy, result.samples, sources)  # fmt: skip
+    get_run_logger().info(
+        "%s loss %.4f, accuracy %.4f on %d images%s",
+        split,
+        result.loss,
+        result.accuracy,
+        result.samples,
+        sources,
+    )
     return result

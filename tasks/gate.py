@@ -34,8 +34,12 @@ def same_inputs(name: str, digest: str) -> registry.Version | None:
     if same is None:
         logger.info("no version of %s was made from these inputs (%s)", name, digest[:12])
     else:
-        logger.info("nothing new since %s v%s: same data, recipe and code (%s)", name,
-                    same.version, digest[:12])  # fmt: skip
+        logger.info(
+            "nothing new since %s v%s: same data, recipe and code (%s)",
+            name,
+            same.version,
+            digest[:12],
+        )
     return same
 
 
@@ -53,11 +57,20 @@ def _across_workers(name: str, settings: GateSettings) -> Iterator[None]:
         client.upsert_global_concurrency_limit_by_name(limit, limit=1)
     with ExitStack() as stack:
         try:
-            stack.enter_context(concurrency(limit, occupy=1, strict=True, lease_duration=60,
-                                            timeout_seconds=settings.wait_seconds))  # fmt: skip
+            stack.enter_context(
+                concurrency(
+                    limit,
+                    occupy=1,
+                    strict=True,
+                    lease_duration=60,
+                    timeout_seconds=settings.wait_seconds,
+                )
+            )
         except TimeoutError as exc:
-            raise MnistError(f"{limit} is held on the Prefect server at {PREFECT_API_URL.value()}"
-                             f"; gave up after {settings.wait_seconds:.0f} s") from exc  # fmt: skip
+            raise MnistError(
+                f"{limit} is held on the Prefect server at {PREFECT_API_URL.value()}"
+                f"; gave up after {settings.wait_seconds:.0f} s"
+            ) from exc
         yield
 
 
@@ -74,8 +87,11 @@ def gate(
     logger = get_run_logger()
 
     def waiting(holder, waited: float) -> None:
-        logger.info("waiting for the champion gate, held by %s (%.0f s so far)",
-                    holder or "another process", waited)  # fmt: skip
+        logger.info(
+            "waiting for the champion gate, held by %s (%.0f s so far)",
+            holder or "another process",
+            waited,
+        )
 
     what = f"flow run {flow_run.name} ({flow_run.id})"
     with (
@@ -84,10 +100,12 @@ def gate(
     ):
         outcome = promotion.judge(challenger, test, settings, holdout)
     decision = outcome.decision
-    metrics = {"gate.challenger_test_accuracy": outcome.challenger_accuracy,
-               "gate.champion_test_accuracy": outcome.incumbent_accuracy,
-               "gate.challenger_holdout_accuracy": outcome.challenger_holdout,
-               "gate.champion_holdout_accuracy": outcome.incumbent_holdout}  # fmt: skip
+    metrics = {
+        "gate.challenger_test_accuracy": outcome.challenger_accuracy,
+        "gate.champion_test_accuracy": outcome.incumbent_accuracy,
+        "gate.challenger_holdout_accuracy": outcome.challenger_holdout,
+        "gate.champion_holdout_accuracy": outcome.incumbent_holdout,
+    }
     metrics = {k: v for k, v in metrics.items() if v is not None} | {
         "gate.promoted": decision.promote
     }

@@ -48,7 +48,12 @@ def added_data(url: str | None) -> data.Added:
     if not len(snapshot):
         logger.info("no added data in %s", store)
     else:
-        logger.info("added data from %s: %d training and %d holdout samples in batches %s; "
-                    "digest %s", store, len(snapshot.train), len(snapshot.holdout),
-                    ",".join(map(str, snapshot.batches)), snapshot.digest[:12])  # fmt: skip
+        logger.info(
+            "added data from %s: %d training and %d holdout samples in batches %s; digest %s",
+            store,
+            len(snapshot.train),
+            len(snapshot.holdout),
+            ",".join(map(str, snapshot.batches)),
+            snapshot.digest[:12],
+        )
     return snapshot

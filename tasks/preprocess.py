@@ -15,12 +15,24 @@ def preprocess(
     A warm start rehearses `finetune_mnist_images` of MNIST, with `finetune_added_share`."""
     share = config.finetune_added_share if warm else config.added_share
     rehearse = config.finetune_mnist_images if warm else None
-    prepared = pre.prepare(dataset, config.validation_split, config.seed, config.train_limit,
-                           config.test_limit, added, share, rehearse)  # fmt: skip
+    prepared = pre.prepare(
+        dataset,
+        config.validation_split,
+        config.seed,
+        config.train_limit,
+        config.test_limit,
+        added,
+        share,
+        rehearse,
+    )
     logger = get_run_logger()
-    logger.info("splits: %d train, %d validation, %d test, %d added holdout",
-                len(prepared.train), len(prepared.val), len(prepared.test),
-                len(prepared.holdout))  # fmt: skip
+    logger.info(
+        "splits: %d train, %d validation, %d test, %d added holdout",
+        len(prepared.train),
+        len(prepared.val),
+        len(prepared.test),
+        len(prepared.holdout),
+    )
     if len(added.train):
         times = pre.repeats(
             len(added.train), len(prepared.train) - len(added.train), config.added_share

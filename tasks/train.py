@@ -28,9 +28,16 @@ def train(
         if init is None
         else (config.finetune_epochs, config.finetune_learning_rate)
     )
-    logger.info("%s %s for %d epochs on %d images (batch %d, peak lr %g, seed %d)",
-                "training" if init is None else "fine-tuning", config.model, epochs,
-                len(prepared.train), config.batch_size, lr, config.seed)  # fmt: skip
+    logger.info(
+        "%s %s for %d epochs on %d images (batch %d, peak lr %g, seed %d)",
+        "training" if init is None else "fine-tuning",
+        config.model,
+        epochs,
+        len(prepared.train),
+        config.batch_size,
+        lr,
+        config.seed,
+    )
 
     def on_epoch(epoch: int, metrics: dict[str, float], seconds: float) -> None:
         run.log_metrics(metrics | {"epoch_seconds": seconds}, step=epoch)

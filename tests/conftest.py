@@ -109,12 +109,24 @@ def mlflow_server(tmp_path_factory):
     port = free_port()
     bin_dir = Path(sys.executable).parent
     proc = start_server(
-        [str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts")],
-        f"http://127.0.0.1:{port}/health", root / "server.log",
+        [
+            str(bin_dir / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        f"http://127.0.0.1:{port}/health",
+        root / "server.log",
         {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )  # fmt: skip
+    )
     yield f"http://127.0.0.1:{port}"
     stop_server(proc)
 
@@ -126,13 +138,25 @@ def prefect_server(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
-    env = {"PREFECT_HOME": str(root), "PREFECT_UI_ENABLED": "false",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}  # fmt: skip
+    env = {
+        "PREFECT_HOME": str(root),
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     proc = start_server(
-        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
-         "--port", str(port)],
-        f"http://127.0.0.1:{port}/api/health", root / "server.log", env,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).parent / "prefect"),
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        f"http://127.0.0.1:{port}/api/health",
+        root / "server.log",
+        env,
+    )
     yield f"http://127.0.0.1:{port}/api", root
     stop_server(proc)
 

@@ -42,9 +42,13 @@ def start_server(args: list[str], health: str, log: Path, env: dict[str, str]):
     runs `uvicorn` by name."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     with log.open("w") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PATH": path, **env},
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PATH": path, **env},
+            start_new_session=True,
+        )
     try:
         wait_for(health, proc)
     except Exception:
@@ -81,14 +85,29 @@ class Postgres:
         self.start()
 
     def _pg(self, tool: str, *args: str) -> None:
-        subprocess.run([*self.as_owner, str(self.bin / tool), *args], check=True,
-                       capture_output=True, timeout=120)  # fmt: skip
+        subprocess.run(
+            [*self.as_owner, str(self.bin / tool), *args],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
     def start(self) -> None:
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c full_page_writes=off")  # fmt: skip
-        self._pg("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"),
-                 "-w", "start")  # fmt: skip
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c full_page_writes=off"
+        )
+        self._pg(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._pg("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
@@ -96,8 +115,9 @@ class Postgres:
     def url(self, database: str) -> str:
         import psycopg
 
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:  # fmt: skip
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{database}"')
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 

@@ -31,8 +31,15 @@ GATE = GateSettings(floor=0.95)
 
 
 def _config(mnist_path, **overrides) -> TrainConfig:
-    settings = dict(data_dir=mnist_path, profile="fast", train_limit=10000, test_limit=2000,
-                    experiment="loop", registered_model=NAME, seed=0)  # fmt: skip
+    settings = dict(
+        data_dir=mnist_path,
+        profile="fast",
+        train_limit=10000,
+        test_limit=2000,
+        experiment="loop",
+        registered_model=NAME,
+        seed=0,
+    )
     return TrainConfig(**(settings | overrides))
 
 
@@ -52,8 +59,14 @@ def _retrain(config: TrainConfig):
 
 
 def _mnist(*args: str, cwd: Path) -> str:
-    proc = subprocess.run([str(BIN / "mnist"), *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd, env=os.environ.copy())  # fmt: skip
+    proc = subprocess.run(
+        [str(BIN / "mnist"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=os.environ.copy(),
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -72,14 +85,28 @@ def loop(prefect_api, mnist_data, mnist_path, tmp_path_factory):
         added_out = _mnist("data", "add", str(root / "mirror.npz"), "--source", SOURCE, cwd=root)
         port = free_port()
         server = start_server(
-            [str(BIN / "mnist"), "serve", "--model", f"models:/{NAME}@champion", "--port",
-             str(port), "--feedback-per-minute", "100"], f"http://127.0.0.1:{port}/healthz",
-            root / "serve.log", {},
-        )  # fmt: skip
+            [
+                str(BIN / "mnist"),
+                "serve",
+                "--model",
+                f"models:/{NAME}@champion",
+                "--port",
+                str(port),
+                "--feedback-per-minute",
+                "100",
+            ],
+            f"http://127.0.0.1:{port}/healthz",
+            root / "serve.log",
+            {},
+        )
         try:
-            stored = [httpx.post(f"http://127.0.0.1:{port}/feedback",
-                                 json={"pixels": x.tolist(), "label": int(y)}).json()
-                      for x, y in zip(*sent, strict=True)]  # fmt: skip
+            stored = [
+                httpx.post(
+                    f"http://127.0.0.1:{port}/feedback",
+                    json={"pixels": x.tolist(), "label": int(y)},
+                ).json()
+                for x, y in zip(*sent, strict=True)
+            ]
         finally:
             stop_server(server)
         snapshot = datastore.Store().snapshot()
@@ -93,15 +120,26 @@ def loop(prefect_api, mnist_data, mnist_path, tmp_path_factory):
 
         _mnist("data", "remove", "1", cwd=root)
         fourth, _ = _retrain(_config(mnist_path, init_from=f"models:/{NAME}@champion"))
-        runs = {r.info.run_id: r for r in mlflow.search_runs(experiment_names=["loop"],
-                                                            output_format="list")}  # fmt: skip
+        runs = {
+            r.info.run_id: r
+            for r in mlflow.search_runs(experiment_names=["loop"], output_format="list")
+        }
         yield dict(
-            first=first, second=second, third=third, warm=warm, fourth=fourth, before=before,
+            first=first,
+            second=second,
+            third=third,
+            warm=warm,
+            fourth=fourth,
+            before=before,
             after=after,
-            added_out=added_out, stored=stored, snapshot=snapshot, runs=runs, root=root,
+            added_out=added_out,
+            stored=stored,
+            snapshot=snapshot,
+            runs=runs,
+            root=root,
             versions=(versions, versions_after_third),
             artifacts=(second_artifacts, third_artifacts),
-        )  # fmt: skip
+        )
 
 
 def test_added_data_teaches_the_champion_the_new_handwriting(loop):
@@ -147,7 +185,8 @@ def test_every_run_lists_its_datasets_with_digests(loop, mnist_data):
     version = registry.get(NAME, loop["second"].training.model_version)
     assert version.tags["added_data_digest"] == loop["snapshot"].digest
     assert float(version.tags["holdout_accuracy"]) == pytest.approx(
-        loop["second"].training.holdout_accuracy, abs=1e-4)  # fmt: skip
+        loop["second"].training.holdout_accuracy, abs=1e-4
+    )
     artifacts = loop["root"] / "mlruns"
     assert list(artifacts.glob(f"*/{run.info.run_id}/artifacts/classification_report_holdout.csv"))
     assert list(artifacts.glob(f"*/{run.info.run_id}/artifacts/plots/confusion_matrix_holdout.png"))

@@ -38,10 +38,15 @@ print(json.dumps({"returned_s": returned, "running": bool(server), "health": hea
 
 
 def probe(tmp_path, **env) -> dict:
-    environ = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path),
-               **env}  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=environ,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    environ = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path), **env}
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 

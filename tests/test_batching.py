@@ -53,8 +53,9 @@ def test_a_failed_call_reaches_each_of_its_callers_and_the_next_call_works():
     async def main():
         batcher = MicroBatcher(predict)
         batcher.start()
-        first = await asyncio.gather(*(batcher(x) for x in _images([1, 1, 1])),
-                                     return_exceptions=True)  # fmt: skip
+        first = await asyncio.gather(
+            *(batcher(x) for x in _images([1, 1, 1])), return_exceptions=True
+        )
         later = await batcher(np.ones((2, 28, 28), np.float32))
         await batcher.stop()
         return first, later

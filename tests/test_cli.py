@@ -15,8 +15,11 @@ from app.cli import main
 def _mnist(*args, env=None):
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
-        capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_help_lists_every_training_option(capsys):
@@ -24,8 +27,17 @@ def test_help_lists_every_training_option(capsys):
         main(["train", "--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--epochs", "--batch-size", "--learning-rate", "--seed", "--model",
-                   "--validation-split", "--data-dir", "--nan-policy", "--experiment"):  # fmt: skip
+    for option in (
+        "--epochs",
+        "--batch-size",
+        "--learning-rate",
+        "--seed",
+        "--model",
+        "--validation-split",
+        "--data-dir",
+        "--nan-policy",
+        "--experiment",
+    ):
         assert option in out
     assert "MNIST_EPOCHS" in out
 
@@ -53,13 +65,21 @@ def test_environment_variables_set_options(capsys, monkeypatch):
 
 @pytest.mark.slow
 def test_corrupt_data_fails_in_one_line_without_traceback(tmp_path, mnist_path):
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte"):  # fmt: skip
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         (tmp_path / f"{name}.gz").write_bytes((mnist_path / f"{name}.gz").read_bytes())
     bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
     bad.write_bytes(bad.read_bytes()[:100])
-    proc = _mnist("train", "--data-dir", str(tmp_path),
-                  env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"})  # fmt: skip
+    proc = _mnist(
+        "train",
+        "--data-dir",
+        str(tmp_path),
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"},
+    )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stdout + proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("mnist: error:")]
@@ -116,8 +136,10 @@ def test_unknown_model_uri_is_one_line(workdir, digits, capsys):
     paths, _ = digits
     assert main(["predict", "--model", "models:/no-such-model@champion", str(paths[0])]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("mnist: error: cannot load model 'models:/no-such-model@champion': "
-                          f"MLflow at sqlite:///{workdir / 'mlflow.db'}: ")  # fmt: skip
+    assert err.startswith(
+        "mnist: error: cannot load model 'models:/no-such-model@champion': "
+        f"MLflow at sqlite:///{workdir / 'mlflow.db'}: "
+    )
     assert len(err.splitlines()) == 1
 
 
@@ -146,8 +168,14 @@ def test_commands_that_need_no_model_do_not_load_tensorflow(tmp_path):
         "print(sorted({'tensorflow', 'keras', 'prefect'} & set(sys.modules)))\n"
     )
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         env=env, cwd=tmp_path, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     status, loaded = out.stdout.strip().splitlines()
     expected = "1 mnist: error: registered model 'mnist-cnn' does not exist"
     assert status.startswith(expected), out.stderr
@@ -163,5 +191,6 @@ def test_serve_binds_loopback_unless_told(monkeypatch):
     assert _settings(parser().parse_args(["serve"]), ServeSettings).host == "0.0.0.0"
     args = parser().parse_args(["serve", "--host", "::1", "--port", "9"])
     assert _settings(args, ServeSettings).model_dump(include={"host", "port"}) == {
-        "host": "::1", "port": 9,
-    }  # fmt: skip
+        "host": "::1",
+        "port": 9,
+    }

@@ -14,11 +14,29 @@ def test_real_mnist_matches_its_readme(mnist_data):
     assert test.images.shape == (10000, 28, 28)
     assert train.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
     assert np.bincount(train.labels).tolist() == [
-        5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949,
-    ]  # fmt: skip
+        5923,
+        6742,
+        5958,
+        6131,
+        5842,
+        5421,
+        5918,
+        6265,
+        5851,
+        5949,
+    ]
     assert np.bincount(test.labels).tolist() == [
-        980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009,
-    ]  # fmt: skip
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
+    ]
     scaled = train.images / 255.0
     assert scaled.mean() == pytest.approx(0.1307, abs=1e-4)
     assert scaled.std() == pytest.approx(0.3081, abs=1e-4)
@@ -52,10 +70,12 @@ def _write(path, payload: bytes):
         (gzip.compress(b"\x00\x00\x08\x01" + b"\x00\x00\x00\x05" + b"abcde")[:-8], "truncated"),
         (b"\x1f\x8bnot really gzip", "corrupt gzip"),
         (b"\x12\x34\x08\x01\x00\x00\x00\x01\x07", "not an IDX file (magic number 0x12340801)"),
-        (b"\x00\x00\x08\x03\x00\x00\x00\x02\x00\x00\x00\x1c\x00\x00\x00\x1c" + b"\x00" * 10,
-         "need 1568 bytes of data, file has 10"),
+        (
+            b"\x00\x00\x08\x03\x00\x00\x00\x02\x00\x00\x00\x1c\x00\x00\x00\x1c" + b"\x00" * 10,
+            "need 1568 bytes of data, file has 10",
+        ),
     ],
-)  # fmt: skip
+)
 def test_damaged_idx_files_name_file_and_problem(tmp_path, payload, message):
     path = _write(tmp_path / "train-images-idx3-ubyte.gz", payload)
     with pytest.raises(MnistError, match=re.escape(message)) as err:
@@ -117,9 +137,11 @@ def test_ragged_csv(tmp_path):
 
 def test_npz_and_load_dispatch(tmp_path, mnist_data):
     arrays = {
-        "x_train": mnist_data.train.images[:50], "y_train": mnist_data.train.labels[:50],
-        "x_test": mnist_data.test.images[:20], "y_test": mnist_data.test.labels[:20],
-    }  # fmt: skip
+        "x_train": mnist_data.train.images[:50],
+        "y_train": mnist_data.train.labels[:50],
+        "x_test": mnist_data.test.images[:20],
+        "y_test": mnist_data.test.labels[:20],
+    }
     np.savez(tmp_path / "mnist.npz", **arrays)
     for where in (tmp_path, tmp_path / "mnist.npz"):
         loaded = data.load(where)

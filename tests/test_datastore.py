@@ -124,8 +124,12 @@ for i in range(int(sys.argv[3])):
 
 
 def test_two_writers_at_once_lose_nothing(url):
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, str(seed), "150"],
-                              stderr=subprocess.PIPE, text=True) for seed in (1, 2)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, url, str(seed), "150"], stderr=subprocess.PIPE, text=True
+        )
+        for seed in (1, 2)
+    ]
     for proc in procs:
         assert proc.wait(timeout=300) == 0, proc.stderr.read()
     store = Store(url)
@@ -174,8 +178,12 @@ def inputs(tmp_path, mnist_data) -> Path:
 
 
 def _mnist(*args: str, url: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "mnist"), "data", *args, "--datastore", url],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [str(BIN / "mnist"), "data", *args, "--datastore", url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_data_add_names_what_it_rejected_and_stores_nothing_unless_told(inputs, url):
@@ -187,8 +195,9 @@ def test_data_add_names_what_it_rejected_and_stores_nothing_unless_told(inputs, 
     assert csv.returncode == 1 and "1 NaN pixel(s), 1 label(s) outside 0-9" in csv.stderr
     assert Store(url).count() == 0
 
-    added = _mnist("add", str(inputs / "folder"), "--nan-policy", "drop", "--source", "scans",
-                   url=url)  # fmt: skip
+    added = _mnist(
+        "add", str(inputs / "folder"), "--nan-policy", "drop", "--source", "scans", url=url
+    )
     assert added.returncode == 0, added.stderr
     assert "blank.png: the image is blank (no digit found)" in added.stdout
     assert "notes.txt: not a PNG or JPEG file" in added.stdout
@@ -219,8 +228,13 @@ def test_data_add_names_what_it_rejected_and_stores_nothing_unless_told(inputs, 
     ],
 )
 def test_data_add_refuses_bad_arguments_in_one_line(inputs, url, args, message):
-    proc = subprocess.run([str(BIN / "mnist"), "data", "add", *args, "--datastore", url],
-                          capture_output=True, text=True, timeout=300, cwd=inputs)  # fmt: skip
+    proc = subprocess.run(
+        [str(BIN / "mnist"), "data", "add", *args, "--datastore", url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=inputs,
+    )
     assert proc.returncode in (1, 2) and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
@@ -244,6 +258,7 @@ def test_npz_labels_must_be_one_number_per_image(tmp_path):
 
 def test_environment_names_the_store(tmp_path, url):
     env = {**os.environ, "MNIST_DATASTORE": url}
-    proc = subprocess.run([str(BIN / "mnist"), "data", "list"], capture_output=True, text=True,
-                          timeout=300, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [str(BIN / "mnist"), "data", "list"], capture_output=True, text=True, timeout=300, env=env
+    )
     assert proc.stdout.strip() == f"{url}: no batches"

@@ -21,8 +21,7 @@ BIN = Path(sys.executable).parent
 
 
 def _run(args, env, cwd=ROOT, timeout=600):
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{args}: {proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
 
@@ -31,18 +30,37 @@ def _run(args, env, cwd=ROOT, timeout=600):
 def deployed_run(prefect_server, mlflow_server, mnist_path, tmp_path_factory):
     """Deploy from prefect.yaml, trigger mnist-retrain by hand, run a worker until it ends."""
     api, home = prefect_server
-    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(home),
-           "MLFLOW_TRACKING_URI": mlflow_server, "MNIST_DATA_DIR": str(mnist_path),
-           "MNIST_DATASTORE": f"sqlite:///{home / 'mnist-data.db'}"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": api,
+        "PREFECT_HOME": str(home),
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "MNIST_DATA_DIR": str(mnist_path),
+        "MNIST_DATASTORE": f"sqlite:///{home / 'mnist-data.db'}",
+    }
     env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
     prefect = str(BIN / "prefect")
     _run([prefect, "work-pool", "create", "mnist-process", "--type", "process"], env)
     _run([prefect, "--no-prompt", "deploy", "--all"], env)
-    config = {"model": "small", "epochs": 2, "train_limit": 4000, "test_limit": 1000,
-              "experiment": "deployed"}  # fmt: skip
+    config = {
+        "model": "small",
+        "epochs": 2,
+        "train_limit": 4000,
+        "test_limit": 1000,
+        "experiment": "deployed",
+    }
     params = {"config": config, "gate": {"floor": 0.8}}
-    out = _run([prefect, "deployment", "run", "mnist-retrain/mnist-retrain",
-                "--params", json.dumps(params)], env)  # fmt: skip
+    out = _run(
+        [
+            prefect,
+            "deployment",
+            "run",
+            "mnist-retrain/mnist-retrain",
+            "--params",
+            json.dumps(params),
+        ],
+        env,
+    )
     run_id = next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
     _run([prefect, "worker", "start", "--pool", "mnist-process", "--run-once"], env)
     return api, run_id, env
@@ -58,7 +76,8 @@ def test_deployment_has_the_weekly_schedule(deployed_run):
         "config": {"profile": "default", "init_from": "models:/mnist-cnn@champion"}
     }
     assert deployment["pull_steps"][0]["prefect.deployments.steps.set_working_directory"][
-        "directory"] == str(ROOT)  # fmt: skip
+        "directory"
+    ] == str(ROOT)
 
 
 @pytest.mark.slow
@@ -99,8 +118,11 @@ def test_predict_with_the_champion_from_another_directory(deployed_run, mnist_da
     for i in range(5):
         paths.append(tmp_path / f"digit{i}.png")
         Image.fromarray(mnist_data.test.images[i]).save(paths[-1])
-    out = _run([str(BIN / "mnist"), "predict", "--model", "models:/mnist-cnn@champion",
-                *map(str, paths)], env, cwd=tmp_path)  # fmt: skip
+    out = _run(
+        [str(BIN / "mnist"), "predict", "--model", "models:/mnist-cnn@champion", *map(str, paths)],
+        env,
+        cwd=tmp_path,
+    )
     predicted = [int(line.split()[1]) for line in out.splitlines()[1:]]
     assert sum(p == t for p, t in zip(predicted, mnist_data.test.labels[:5], strict=True)) >= 4
 
@@ -110,17 +132,34 @@ def test_mnist_train_against_the_server_reports_every_task_run(deployed_run):
     """`mnist train` against a real Prefect server ends without the interpreter's teardown
     (`app.cli.run`): the flow run and every task run still end COMPLETED on the server."""
     api, _, env = deployed_run
-    out = _run([str(BIN / "mnist"), "train", "--model", "small", "--epochs", "1",
-                "--train-limit", "2000", "--test-limit", "500", "--experiment", "cli",
-                "--no-register"], env)  # fmt: skip
+    out = _run(
+        [
+            str(BIN / "mnist"),
+            "train",
+            "--model",
+            "small",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "2000",
+            "--test-limit",
+            "500",
+            "--experiment",
+            "cli",
+            "--no-register",
+        ],
+        env,
+    )
     assert "test accuracy:" in out
-    flows = httpx.post(f"{api}/flow_runs/filter", json={
-        "flow_runs": {"tags": {"all_": ["train"]}}}).json()  # fmt: skip
+    flows = httpx.post(
+        f"{api}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["train"]}}}
+    ).json()
     assert len(flows) == 1 and flows[0]["state"]["type"] == "COMPLETED", flows
     deadline = time.monotonic() + 10  # the server files events a moment after receiving them
     while True:
-        tasks = httpx.post(f"{api}/task_runs/filter", json={
-            "flow_runs": {"id": {"any_": [flows[0]["id"]]}}}).json()  # fmt: skip
+        tasks = httpx.post(
+            f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [flows[0]["id"]]}}}
+        ).json()
         states = {t["name"]: t["state"]["type"] if t["state"] else None for t in tasks}
         if len(tasks) >= 6 and set(states.values()) == {"COMPLETED"}:
             break

@@ -98,16 +98,24 @@ def _pickle(model_dir: Path, marker: Path) -> None:
     ("tamper", "problem"),
     [
         (lambda d, m: _ship_code(d, m, "tensorflow"), "ships code and names the module 'evil'"),
-        (lambda d, m: _ship_code(d, m, "keras"),
-         "has the flavour(s) keras and ships code and names the module 'evil'"),
+        (
+            lambda d, m: _ship_code(d, m, "keras"),
+            "has the flavour(s) keras and ships code and names the module 'evil'",
+        ),
         (_pyfunc_loader, "ships code and names the loader 'evil'"),
         (_edit_loader, "ships code"),
         (_link_code, "ships code"),
         (_pickle, "holds pickled objects"),
     ],
-    ids=["tensorflow flavour", "keras flavour", "pyfunc loader", "edited loader", "linked code",
-         "pickled custom objects"],
-)  # fmt: skip
+    ids=[
+        "tensorflow flavour",
+        "keras flavour",
+        "pyfunc loader",
+        "edited loader",
+        "linked code",
+        "pickled custom objects",
+    ],
+)
 def test_a_model_directory_cannot_run_code(store, tmp_path, capsys, tamper, problem):
     uri = _log_untrained()
     model_dir = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "m")))
@@ -144,10 +152,20 @@ def test_the_server_keeps_serving_when_the_champion_cannot_load(store, tmp_path,
     registry.promote("1", name)
     port = free_port()
     proc = start_server(
-        [str(BIN / "mnist"), "serve", "--model", f"models:/{name}@champion", "--port", str(port),
-         "--poll-seconds", "0.5"],
-        f"http://127.0.0.1:{port}/healthz", tmp_path / "serve.log", {},
-    )  # fmt: skip
+        [
+            str(BIN / "mnist"),
+            "serve",
+            "--model",
+            f"models:/{name}@champion",
+            "--port",
+            str(port),
+            "--poll-seconds",
+            "0.5",
+        ],
+        f"http://127.0.0.1:{port}/healthz",
+        tmp_path / "serve.log",
+        {},
+    )
     api = f"http://127.0.0.1:{port}"
 
     def health_until(status: str) -> dict:
@@ -182,8 +200,12 @@ def test_serve_without_a_model_is_one_line(store, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}
     proc = subprocess.run(
         [str(BIN / "mnist"), "serve", "--model", "models:/nothing@champion", "--port", "0"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         f"mnist: error: registered model 'nothing' does not exist in {store}: the registry is "
@@ -214,10 +236,24 @@ def hostile_api(tmp_path_factory):
         model_uri = _log_untrained()
     port = free_port()
     proc = start_server(
-        [str(BIN / "mnist"), "serve", "--model", model_uri, "--port", str(port),
-         "--poll-seconds", "0", "--max-bytes", "2000000", "--feedback-per-minute", "1000000"],
-        f"http://127.0.0.1:{port}/healthz", root / "serve.log", {"MLFLOW_TRACKING_URI": uri},
-    )  # fmt: skip
+        [
+            str(BIN / "mnist"),
+            "serve",
+            "--model",
+            model_uri,
+            "--port",
+            str(port),
+            "--poll-seconds",
+            "0",
+            "--max-bytes",
+            "2000000",
+            "--feedback-per-minute",
+            "1000000",
+        ],
+        f"http://127.0.0.1:{port}/healthz",
+        root / "serve.log",
+        {"MLFLOW_TRACKING_URI": uri},
+    )
     yield f"http://127.0.0.1:{port}", proc
     stop_server(proc)
 
@@ -234,24 +270,45 @@ def _rss_mb(pid: int) -> float:
 @pytest.mark.parametrize(
     ("what", "request_", "status", "message"),
     [
-        ("multipart over the byte limit",
-         dict(files={"file": ("big.png", b"\x00" * 3_000_000, "image/png")}), 413,
-         "exceeds the 2000000-byte limit"),
-        ("decompression bomb PNG", dict(content=_png_header(20_000, 20_000),
-                                        headers={"Content-Type": "image/png"}),
-         413, "(400000000 pixels) exceeds limit of 32000000 pixels"),
-        ("bomb PNG in multipart", dict(files={"file": ("b.png", _png_header(5_000, 5_000),
-                                                       "image/png")}),
-         413, "5000 x 5000 pixels exceeds the limit of 16,000,000"),
-        ("deeply nested JSON", dict(content=b"[" * 100_000 + b"]" * 100_000,
-                                    headers={"Content-Type": "application/json"}),
-         400, "nested too deeply"),
-        ("malformed multipart", dict(content=b"--x\r\nnonsense",
-                                     headers={"Content-Type": "multipart/form-data; boundary=x"}),
-         400, "multipart"),
+        (
+            "multipart over the byte limit",
+            dict(files={"file": ("big.png", b"\x00" * 3_000_000, "image/png")}),
+            413,
+            "exceeds the 2000000-byte limit",
+        ),
+        (
+            "decompression bomb PNG",
+            dict(content=_png_header(20_000, 20_000), headers={"Content-Type": "image/png"}),
+            413,
+            "(400000000 pixels) exceeds limit of 32000000 pixels",
+        ),
+        (
+            "bomb PNG in multipart",
+            dict(files={"file": ("b.png", _png_header(5_000, 5_000), "image/png")}),
+            413,
+            "5000 x 5000 pixels exceeds the limit of 16,000,000",
+        ),
+        (
+            "deeply nested JSON",
+            dict(
+                content=b"[" * 100_000 + b"]" * 100_000,
+                headers={"Content-Type": "application/json"},
+            ),
+            400,
+            "nested too deeply",
+        ),
+        (
+            "malformed multipart",
+            dict(
+                content=b"--x\r\nnonsense",
+                headers={"Content-Type": "multipart/form-data; boundary=x"},
+            ),
+            400,
+            "multipart",
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
-)  # fmt: skip
+)
 def test_hostile_requests_get_a_4xx_in_bounded_memory(hostile_api, what, request_, status, message):
     api, proc = hostile_api
     before = _rss_mb(proc.pid)
@@ -264,9 +321,11 @@ def test_hostile_requests_get_a_4xx_in_bounded_memory(hostile_api, what, request
 
 @pytest.mark.parametrize(
     ("side", "message"),
-    [(5_000, "5000 x 5000 pixels exceeds the limit of 16,000,000"),
-     (13_300, "Image size (176890000 pixels) exceeds limit of 32000000 pixels")],
-)  # fmt: skip
+    [
+        (5_000, "5000 x 5000 pixels exceeds the limit of 16,000,000"),
+        (13_300, "Image size (176890000 pixels) exceeds limit of 32000000 pixels"),
+    ],
+)
 def test_predict_refuses_a_decompression_bomb_in_one_line(tmp_path, capsys, side, message):
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(_png_header(side, side))
@@ -298,8 +357,13 @@ def test_rollback_after_a_crash_between_moving_the_alias_and_recording_it(store,
         _log_untrained(name)
     registry.promote("1", name)
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}
-    proc = subprocess.run([sys.executable, "-c", KILL_AFTER_THE_MOVE, "2", name], env=env,
-                          cwd=tmp_path, capture_output=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_THE_MOVE, "2", name],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+    )
     assert proc.returncode == -9  # killed after moving the alias, before recording the move
     assert registry.champion(name).version == "2"
     assert registry.history(name)["version"].tolist() == ["1"]
@@ -327,9 +391,17 @@ print("ok")
 def test_two_first_runs_on_a_new_store(tmp_path, attempt):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     ready, go = [tmp_path / f"ready{i}" for i in range(2)], tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", FIRST_RUN, str(r), str(go)], env=env,
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for r in ready]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", FIRST_RUN, str(r), str(go)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in ready
+    ]
     deadline = time.monotonic() + 120
     while not all(r.exists() for r in ready) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -349,8 +421,14 @@ def test_a_server_that_never_answers_fails_in_bounded_time(tmp_path):
         for key in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
             env.pop(key, None)  # the project's defaults (mnist/env.py)
         started = time.monotonic()
-        proc = subprocess.run([str(BIN / "mnist"), "registry", "list"], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        proc = subprocess.run(
+            [str(BIN / "mnist"), "registry", "list"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         took = time.monotonic() - started
     assert proc.returncode == 1 and took < 60, (took, proc.stderr)
     assert proc.stderr.strip() == (
@@ -362,8 +440,14 @@ def test_a_server_that_never_answers_fails_in_bounded_time(tmp_path):
 def test_a_corrupt_store_is_one_line(tmp_path):
     (tmp_path / "mlflow.db").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 40)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    proc = subprocess.run([str(BIN / "mnist"), "registry", "list"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [str(BIN / "mnist"), "registry", "list"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"mnist: error: MLflow store {env['MLFLOW_TRACKING_URI']} cannot be ")
@@ -372,13 +456,22 @@ def test_a_corrupt_store_is_one_line(tmp_path):
 def _start_training(tmp_path: Path, mnist_path: Path) -> subprocess.Popen:
     """`mnist train --profile fast` in a session of its own, as a terminal or a service
     manager starts it, with its own stores; returns once the epochs have begun."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "PREFECT_HOME": str(tmp_path / "prefect"),
-           "MNIST_DATA_DIR": str(mnist_path)}  # fmt: skip
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "MNIST_DATA_DIR": str(mnist_path),
+    }
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen([str(BIN / "mnist"), "train", "--profile", "fast"], env=env,
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [str(BIN / "mnist"), "train", "--profile", "fast"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     for line in proc.stdout:
         if "training small for 2 epochs" in line:
             time.sleep(1)
@@ -450,11 +543,20 @@ def test_kill_9_leaves_no_orphan_and_doctor_closes_the_runs(tmp_path, mnist_path
         time.sleep(0.2)
     assert _api_servers_of(proc.pid) == []  # the temporary API died with its parent
     assert _states(tmp_path) == (["RUNNING"], ["RUNNING"])
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "PREFECT_HOME": str(tmp_path / "prefect")}  # fmt: skip
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+    }
     env.pop("PREFECT_API_URL", None)
-    doctor = subprocess.run([str(BIN / "mnist"), "doctor"], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    doctor = subprocess.run(
+        [str(BIN / "mnist"), "doctor"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert doctor.returncode == 0, doctor.stderr
     assert f"its process {proc.pid} is gone" in doctor.stdout
     assert "marked CRASHED: Prefect flow run" in doctor.stdout
@@ -473,14 +575,31 @@ def small_disk(tmp_path):
 
 @pytest.mark.slow
 def test_a_full_disk_while_logging_the_model_is_one_line_and_leaves_nothing(small_disk, mnist_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{small_disk / 'mlflow.db'}",
-           "PREFECT_HOME": str(small_disk.parent / "prefect"),
-           "MNIST_DATA_DIR": str(mnist_path)}  # fmt: skip
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{small_disk / 'mlflow.db'}",
+        "PREFECT_HOME": str(small_disk.parent / "prefect"),
+        "MNIST_DATA_DIR": str(mnist_path),
+    }
     proc = subprocess.run(
-        [str(BIN / "mnist"), "train", "--profile", "fast", "--epochs", "1", "--train-limit",
-         "2000", "--test-limit", "500"],
-        env=env, cwd=small_disk, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            str(BIN / "mnist"),
+            "train",
+            "--profile",
+            "fast",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "2000",
+            "--test-limit",
+            "500",
+        ],
+        env=env,
+        cwd=small_disk,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     errors = [line for line in proc.stderr.splitlines() if line.startswith("mnist: error:")]
@@ -499,10 +618,22 @@ def test_the_api_keeps_its_openapi_document_under_schemathesis(hostile_api, tmp_
     api, _ = hostile_api
     config = Path(__file__).with_name("schemathesis.toml")
     proc = subprocess.run(
-        [str(BIN / "schemathesis"), "--config-file", str(config), "run", f"{api}/openapi.json",
-         "--max-time", "40", "--seed", "1"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            str(BIN / "schemathesis"),
+            "--config-file",
+            str(config),
+            "run",
+            f"{api}/openapi.json",
+            "--max-time",
+            "40",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     failures = proc.stdout[proc.stdout.find("FAILURES") :]
     assert proc.returncode == 0, failures[:6000]
     assert "Failures:" not in proc.stdout
@@ -510,13 +641,22 @@ def test_the_api_keeps_its_openapi_document_under_schemathesis(hostile_api, tmp_
 
 @pytest.mark.slow
 def test_a_read_only_store_reads_and_refuses_a_run_in_one_line(small_disk, mnist_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{small_disk / 'mlflow.db'}",
-           "PREFECT_HOME": str(small_disk.parent / "prefect"),
-           "MNIST_DATA_DIR": str(mnist_path)}  # fmt: skip
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{small_disk / 'mlflow.db'}",
+        "PREFECT_HOME": str(small_disk.parent / "prefect"),
+        "MNIST_DATA_DIR": str(mnist_path),
+    }
 
     def mnist(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "mnist"), *args], env=env, cwd=small_disk.parent,
-                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        return subprocess.run(
+            [str(BIN / "mnist"), *args],
+            env=env,
+            cwd=small_disk.parent,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     assert "the registry is empty" in mnist("registry", "list").stderr  # creates the store
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
@@ -525,5 +665,7 @@ def test_a_read_only_store_reads_and_refuses_a_run_in_one_line(small_disk, mnist
     trained = mnist("train", "--profile", "fast", "--train-limit", "500", "--test-limit", "100")
     assert trained.returncode == 1 and "Traceback" not in trained.stdout + trained.stderr
     errors = [line for line in trained.stderr.splitlines() if line.startswith("mnist: error:")]
-    assert errors == [f"mnist: error: MLflow at {env['MLFLOW_TRACKING_URI']}: (sqlite3."
-                      "OperationalError) attempt to write a readonly database"]  # fmt: skip
+    assert errors == [
+        f"mnist: error: MLflow at {env['MLFLOW_TRACKING_URI']}: (sqlite3."
+        "OperationalError) attempt to write a readonly database"
+    ]

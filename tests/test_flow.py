@@ -86,8 +86,13 @@ def _npz(path, mnist_data, n_train=600, n_test=200):
     x_train[70, 0, 0] = np.inf
     x_test = mnist_data.test.images[:n_test].astype(np.float32)
     x_test[5, 14, 14] = np.nan
-    np.savez(path, x_train=x_train, y_train=mnist_data.train.labels[:n_train],
-             x_test=x_test, y_test=mnist_data.test.labels[:n_test])  # fmt: skip
+    np.savez(
+        path,
+        x_train=x_train,
+        y_train=mnist_data.train.labels[:n_train],
+        x_test=x_test,
+        y_test=mnist_data.test.labels[:n_test],
+    )
     return path
 
 
@@ -101,17 +106,25 @@ def test_nan_fail_policy_stops_the_run_and_logs_the_report(prefect_api, workdir,
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.status == "FAILED"
     assert run.data.metrics["validation.test.nan"] == 1
-    assert run.data.metrics["validation.train.bad_samples"] + run.data.metrics[
-        "validation.val.bad_samples"] == 3  # fmt: skip
+    assert (
+        run.data.metrics["validation.train.bad_samples"]
+        + run.data.metrics["validation.val.bad_samples"]
+        == 3
+    )
     report = _report(client, run.info.run_id)
     assert report["policy"] == "fail" and report["problems"] == 4
 
 
 def test_nan_drop_policy_trains_on_clean_samples(prefect_api, workdir, mnist_data):
     path = _npz(workdir / "dirty-drop.npz", mnist_data)
-    config = TrainConfig(data_dir=path, experiment="dirty-drop", model="small", epochs=1,
-                         register_model=False,
-                         nan_policy="drop")  # fmt: skip
+    config = TrainConfig(
+        data_dir=path,
+        experiment="dirty-drop",
+        model="small",
+        epochs=1,
+        register_model=False,
+        nan_policy="drop",
+    )
     result = training_flow(config)
     assert result.test_samples == 199
     run = MlflowClient().get_run(result.run_id)

@@ -24,8 +24,9 @@ with hold(Path(sys.argv[1]), "flow run crash-test", 10):
 @pytest.fixture
 def holder_process(tmp_path):
     path = tmp_path / "mnist-cnn-champion-gate.lock"
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "held"
     yield path, proc
     proc.kill()

@@ -42,10 +42,13 @@ def test_raw_pixel_wrapper_scales_inside_the_model(mnist_data):
 def _evaluation(labels, predicted):
     probabilities = np.eye(10, dtype=np.float32)[predicted] * 0.9 + 0.01
     return evaluation.Evaluation(
-        loss=0.1, accuracy=float(np.mean(labels == predicted)), samples=len(labels),
-        probabilities=probabilities, labels=np.asarray(labels),
+        loss=0.1,
+        accuracy=float(np.mean(labels == predicted)),
+        samples=len(labels),
+        probabilities=probabilities,
+        labels=np.asarray(labels),
         confusion=confusion_matrix(labels, predicted, labels=range(10)),
-    )  # fmt: skip
+    )
 
 
 def test_per_class_metrics():
@@ -67,10 +70,14 @@ def test_metrics_agree_with_scikit_learn(pairs):
     mine = evaluation.confusion_matrix(labels, predicted)
     np.testing.assert_array_equal(mine, confusion_matrix(labels, predicted, labels=range(10)))
     table = _evaluation(labels, predicted).per_class()
-    p, r, f, s = precision_recall_fscore_support(labels, predicted, labels=range(10),
-                                                 zero_division=0)  # fmt: skip
-    np.testing.assert_allclose(table[["precision", "recall", "f1"]].to_numpy(),
-                               np.round(np.stack([p, r, f], axis=1), 4), atol=1e-12)  # fmt: skip
+    p, r, f, s = precision_recall_fscore_support(
+        labels, predicted, labels=range(10), zero_division=0
+    )
+    np.testing.assert_allclose(
+        table[["precision", "recall", "f1"]].to_numpy(),
+        np.round(np.stack([p, r, f], axis=1), 4),
+        atol=1e-12,
+    )
     np.testing.assert_array_equal(table["support"], s)
 
 
@@ -78,8 +85,9 @@ def test_evaluate_a_model_on_real_images(mnist_data):
     test = preprocess.prepare(mnist_data, 0.1, 0, train_limit=10, test_limit=300).test
     result = evaluation.evaluate(models.build("small"), test)
     assert result.samples == 300 and result.confusion.sum() == 300
-    assert result.loss == pytest.approx(-np.mean(np.log(result.probabilities[
-        np.arange(300), test.labels])), rel=1e-4)  # fmt: skip
+    assert result.loss == pytest.approx(
+        -np.mean(np.log(result.probabilities[np.arange(300), test.labels])), rel=1e-4
+    )
     assert result.accuracy == pytest.approx(np.trace(result.confusion) / 300)
 
 
@@ -89,9 +97,14 @@ def test_figures_render_to_png(tmp_path, mnist_data):
     predicted[[3, 7]] = (predicted[[3, 7]] + 1) % 10
     result = _evaluation(labels, predicted)
     history = pd.DataFrame(
-        {"epoch": [1, 2, 3], "accuracy": [0.9, 0.95, 0.97], "loss": [0.3, 0.2, 0.1],
-         "val_accuracy": [0.92, 0.96, 0.97], "val_loss": [0.25, 0.15, 0.12]}
-    )  # fmt: skip
+        {
+            "epoch": [1, 2, 3],
+            "accuracy": [0.9, 0.95, 0.97],
+            "loss": [0.3, 0.2, 0.1],
+            "val_accuracy": [0.92, 0.96, 0.97],
+            "val_loss": [0.25, 0.15, 0.12],
+        }
+    )
     figures = plots.all_figures(history, mnist_data.test.images[:40] / 255.0, result)
     assert set(figures) == {"training_curves.png", "predictions.png", "confusion_matrix.png"}
     assert "2 of 25 shown are mistakes" in figures["predictions.png"]._suptitle.get_text()

@@ -15,8 +15,9 @@ from app.serve import _json_pixels
 from mnist import data, digits
 from mnist.errors import MnistError
 
-FAST = settings(max_examples=150, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+FAST = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def _one_line(call, *args):
@@ -73,10 +74,11 @@ def test_csv_reader_on_any_bytes(tmp_path_factory, raw):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=5),
-                                                                      children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=30,
-)  # fmt: skip
+)
 
 
 @FAST

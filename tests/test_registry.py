@@ -18,8 +18,15 @@ from tests.test_locks import HOLD
 
 def _config(mnist_path, name, **overrides) -> TrainConfig:
     """A quick challenger: the small net on a real MNIST subset."""
-    settings = dict(data_dir=mnist_path, model="small", epochs=2, train_limit=4000,
-                    test_limit=1000, experiment=f"test-{name}", registered_model=name)  # fmt: skip
+    settings = dict(
+        data_dir=mnist_path,
+        model="small",
+        epochs=2,
+        train_limit=4000,
+        test_limit=1000,
+        experiment=f"test-{name}",
+        registered_model=name,
+    )
     return TrainConfig(**(settings | overrides))
 
 
@@ -177,8 +184,9 @@ def test_a_gate_killed_while_holding_the_lock_does_not_block_the_next(
     """`kill -9` of a process inside the gate, while another retrain waits for it."""
     name = "killed-gate"
     lock = workdir / f"{name}-champion-gate.lock"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock)], stdout=subprocess.PIPE,
-                              text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(lock)], stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "held"
     config = _config(mnist_path, name, train_limit=1000)
     gate = GateSettings(floor=0.5, wait_seconds=2)

@@ -36,12 +36,29 @@ def _serve(name: str, log: Path, *options: str, datastore: str | None = None):
     beside the log."""
     port = free_port()
     proc = start_server(
-        [str(BIN / "mnist"), "serve", "--model", f"models:/{name}@champion", "--port", str(port),
-         "--poll-seconds", "1", "--max-images", "100", "--max-bytes", "2000000",
-         "--datastore", datastore or f"sqlite:///{log.parent / 'feedback.db'}",
-         "--feedback-per-minute", "1000", *options],
-        f"http://127.0.0.1:{port}/healthz", log, {},
-    )  # fmt: skip
+        [
+            str(BIN / "mnist"),
+            "serve",
+            "--model",
+            f"models:/{name}@champion",
+            "--port",
+            str(port),
+            "--poll-seconds",
+            "1",
+            "--max-images",
+            "100",
+            "--max-bytes",
+            "2000000",
+            "--datastore",
+            datastore or f"sqlite:///{log.parent / 'feedback.db'}",
+            "--feedback-per-minute",
+            "1000",
+            *options,
+        ],
+        f"http://127.0.0.1:{port}/healthz",
+        log,
+        {},
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -91,8 +108,12 @@ def test_predicts_real_test_images_as_json(api, champion, mnist_data):
 
 def test_predicts_uploaded_images(api, mnist_data):
     images, labels = mnist_data.test.images[:10], mnist_data.test.labels[:10]
-    raw = [httpx.post(f"{api}/predict", content=_png(im, scale=10),
-                      headers={"Content-Type": "image/png"}).json() for im in images]  # fmt: skip
+    raw = [
+        httpx.post(
+            f"{api}/predict", content=_png(im, scale=10), headers={"Content-Type": "image/png"}
+        ).json()
+        for im in images
+    ]
     assert sum(r["predictions"][0]["digit"] == t for r, t in zip(raw, labels, strict=True)) >= 9
     form = httpx.post(f"{api}/predict", files={"file": ("d.png", _png(images[0]), "image/png")})
     assert form.json()["predictions"][0]["digit"] == labels[0]
@@ -104,8 +125,11 @@ def test_model_and_health(api, champion):
     assert info["run_id"] == champion.run_id
     assert info["test_accuracy"] == pytest.approx(champion.test_accuracy, abs=1e-4)
     assert httpx.get(f"{api}/healthz").json() == {
-        "status": "ok", "version": "1", "refresh_error": None, "feedback": True,
-    }  # fmt: skip
+        "status": "ok",
+        "version": "1",
+        "refresh_error": None,
+        "feedback": True,
+    }
 
 
 def _zeros(n):
@@ -113,36 +137,86 @@ def _zeros(n):
 
 
 BAD = [
-    ("NaN", dict(content='{"pixels": [' + ",".join(["NaN"] + ["0"] * 783) + "]}",
-                 headers={"Content-Type": "application/json"}), 422, "1 NaN pixel(s)"),
-    ("Infinity", dict(content='{"pixels": [' + ",".join(["Infinity"] + ["0"] * 783) + "]}",
-                      headers={"Content-Type": "application/json"}), 422, "+Inf pixel(s)"),
+    (
+        "NaN",
+        dict(
+            content='{"pixels": [' + ",".join(["NaN"] + ["0"] * 783) + "]}",
+            headers={"Content-Type": "application/json"},
+        ),
+        422,
+        "1 NaN pixel(s)",
+    ),
+    (
+        "Infinity",
+        dict(
+            content='{"pixels": [' + ",".join(["Infinity"] + ["0"] * 783) + "]}",
+            headers={"Content-Type": "application/json"},
+        ),
+        422,
+        "+Inf pixel(s)",
+    ),
     ("out of range", dict(json={"pixels": [[300.0] * 784]}), 422, "outside [0.0, 255.0]"),
-    ("just past 255", dict(json={"pixels": [[255.00000000000003] * 784]}), 422,
-     "outside [0.0, 255.0]"),  # rounds to 255 in float32: found by schemathesis
-    ("wrong shape", dict(json={"pixels": np.zeros((2, 27, 27)).tolist()}), 422,
-     "shape (2, 27, 27)"),
+    (
+        "just past 255",
+        dict(json={"pixels": [[255.00000000000003] * 784]}),
+        422,
+        "outside [0.0, 255.0]",
+    ),  # rounds to 255 in float32: found by schemathesis
+    (
+        "wrong shape",
+        dict(json={"pixels": np.zeros((2, 27, 27)).tolist()}),
+        422,
+        "shape (2, 27, 27)",
+    ),
     ("non-numeric", dict(json={"pixels": [["a"] * 784]}), 422, "regular array of numbers"),
-    ("past float range", dict(json={"pixels": [[10**400] + [0] * 783]}), 422,
-     "regular array of numbers"),
+    (
+        "past float range",
+        dict(json={"pixels": [[10**400] + [0] * 783]}),
+        422,
+        "regular array of numbers",
+    ),
     ("booleans", dict(json={"pixels": [[False] * 784]}), 422, "not true or false"),
     ("ragged", dict(json={"pixels": [[0] * 784, [0] * 10]}), 422, "regular array of numbers"),
     ("no pixels key", dict(json={"image": []}), 422, '"pixels"'),
     ("empty body", dict(content=b"", headers={"Content-Type": "application/json"}), 400, "empty"),
-    ("broken JSON", dict(content=b"{pixels", headers={"Content-Type": "application/json"}),
-     400, "not valid JSON"),
+    (
+        "broken JSON",
+        dict(content=b"{pixels", headers={"Content-Type": "application/json"}),
+        400,
+        "not valid JSON",
+    ),
     ("too many images", dict(json={"pixels": _zeros(101)}), 413, "101 images exceed the limit"),
-    ("too many bytes", dict(content=b"0" * 2_100_000, headers={"Content-Type": "application/json"}),
-     413, "exceeds the 2000000-byte limit"),
-    ("not an image", dict(content=b"hello", headers={"Content-Type": "image/png"}), 422,
-     "not a readable PNG or JPEG"),
-    ("corrupt PNG", dict(content=b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,
-                         headers={"Content-Type": "image/png"}), 422, "not a readable PNG"),
-    ("blank image", dict(content=_png(np.zeros((28, 28)), 10),
-                         headers={"Content-Type": "image/png"}), 422, "blank"),
-    ("wrong type", dict(content=b"1,2,3", headers={"Content-Type": "text/csv"}), 415,
-     "unsupported content type"),
-]  # fmt: skip
+    (
+        "too many bytes",
+        dict(content=b"0" * 2_100_000, headers={"Content-Type": "application/json"}),
+        413,
+        "exceeds the 2000000-byte limit",
+    ),
+    (
+        "not an image",
+        dict(content=b"hello", headers={"Content-Type": "image/png"}),
+        422,
+        "not a readable PNG or JPEG",
+    ),
+    (
+        "corrupt PNG",
+        dict(content=b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, headers={"Content-Type": "image/png"}),
+        422,
+        "not a readable PNG",
+    ),
+    (
+        "blank image",
+        dict(content=_png(np.zeros((28, 28)), 10), headers={"Content-Type": "image/png"}),
+        422,
+        "blank",
+    ),
+    (
+        "wrong type",
+        dict(content=b"1,2,3", headers={"Content-Type": "text/csv"}),
+        415,
+        "unsupported content type",
+    ),
+]
 
 
 @pytest.mark.parametrize(("what", "request_", "status", "message"), BAD, ids=[b[0] for b in BAD])
@@ -186,10 +260,23 @@ def test_champion_change_is_picked_up_without_restart(full_run, workdir, mnist_d
 def test_mlflow_models_serve_answers_raw_pixels(champion, workdir, mnist_data, tmp_path):
     port = free_port()
     proc = start_server(
-        [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}/1", "--env-manager",
-         "local", "-h", "127.0.0.1", "-p", str(port)],
-        f"http://127.0.0.1:{port}/ping", tmp_path / "mlflow-serve.log", {},
-    )  # fmt: skip
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{NAME}/1",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        f"http://127.0.0.1:{port}/ping",
+        tmp_path / "mlflow-serve.log",
+        {},
+    )
     try:
         images, labels = mnist_data.test.images[:50], mnist_data.test.labels[:50]
         payload = {"inputs": images.astype(float).tolist()}
@@ -201,8 +288,14 @@ def test_mlflow_models_serve_answers_raw_pixels(champion, workdir, mnist_data, t
         stop_server(proc)
 
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _chromium() -> str:
@@ -261,16 +354,31 @@ BAD_FEEDBACK = [
     ("label as text", dict(json={"pixels": [[9] * 784], "label": "3"}), 422, "got '3'"),
     ("no label", dict(json={"pixels": [[9] * 784]}), 422, '"pixels" and "label"'),
     ("blank", dict(json={"pixels": [[0] * 784], "label": 3}), 422, "blank"),
-    ("NaN", dict(content=b'{"pixels": [' + b", ".join([b"NaN"] + [b"9"] * 783) + b'], "label": 3}',
-                 headers={"Content-Type": "application/json"}), 422, "1 NaN pixel(s)"),
+    (
+        "NaN",
+        dict(
+            content=b'{"pixels": [' + b", ".join([b"NaN"] + [b"9"] * 783) + b'], "label": 3}',
+            headers={"Content-Type": "application/json"},
+        ),
+        422,
+        "1 NaN pixel(s)",
+    ),
     ("wrong shape", dict(json={"pixels": [[9] * 27] * 28, "label": 3}), 422, "shape (28, 27)"),
     ("two images", dict(json={"pixels": [[9] * 784] * 2, "label": 3}), 422, "one image, got 2"),
-    ("oversized", dict(content=b"0" * 2_100_000, headers={"Content-Type": "application/json"}),
-     413, "exceeds the 2000000-byte limit"),
-    ("file without a label", dict(files={"file": ("d.png", b"x", "image/png")}), 422,
-     '"label" field'),
+    (
+        "oversized",
+        dict(content=b"0" * 2_100_000, headers={"Content-Type": "application/json"}),
+        413,
+        "exceeds the 2000000-byte limit",
+    ),
+    (
+        "file without a label",
+        dict(files={"file": ("d.png", b"x", "image/png")}),
+        422,
+        '"label" field',
+    ),
     ("raw image", dict(content=b"x", headers={"Content-Type": "image/png"}), 415, "multipart"),
-]  # fmt: skip
+]
 
 
 def test_feedback_is_stored_before_the_answer_and_bad_samples_are_not(served, mnist_data):
@@ -287,13 +395,19 @@ def test_feedback_is_stored_before_the_answer_and_bad_samples_are_not(served, mn
     assert store.count() == stored_before  # nothing of a refused sample is kept
     good = httpx.post(f"{api}/feedback", json={"pixels": image.tolist(), "label": 7})
     assert good.status_code == 201, good.text
-    upload = httpx.post(f"{api}/feedback", data={"label": "7"},
-                        files={"file": ("d.png", _png(image, 10), "image/png")})  # fmt: skip
+    upload = httpx.post(
+        f"{api}/feedback",
+        data={"label": "7"},
+        files={"file": ("d.png", _png(image, 10), "image/png")},
+    )
     assert upload.status_code == 201, upload.text
     assert store.count() == stored_before + 2  # committed before the 201 was sent
     snapshot = store.snapshot()
-    stored = {datastore.sample_digest(p, int(y)) for split in (snapshot.train, snapshot.holdout)
-              for p, y in zip(split.images, split.labels, strict=True)}  # fmt: skip
+    stored = {
+        datastore.sample_digest(p, int(y))
+        for split in (snapshot.train, snapshot.holdout)
+        for p, y in zip(split.images, split.labels, strict=True)
+    }
     assert datastore.sample_digest(image, 7) in stored  # the very pixels, with their label
 
 
@@ -327,8 +441,9 @@ def test_feedback_refuses_other_sites_and_floods(champion, workdir, mnist_data, 
         other = httpx.post(f"{api}/feedback", json=body, headers={"Origin": "https://evil.example"})
         assert other.status_code == 403 and "cross-site" in other.json()["error"]
         same = {"Origin": api}  # the page itself
-        assert [httpx.post(f"{api}/feedback", json=body, headers=same).status_code
-                for _ in range(4)] == [201, 201, 201, 429]  # fmt: skip
+        assert [
+            httpx.post(f"{api}/feedback", json=body, headers=same).status_code for _ in range(4)
+        ] == [201, 201, 201, 429]
     finally:
         stop_server(proc)
 

@@ -26,22 +26,38 @@ PASSWORD = "stack-test-secret"
 
 
 def _stack(env: dict[str, str], action: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.stack", action], env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "app.stack", action],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _exports(text: str) -> dict[str, str]:
-    return {k: v for line in text.splitlines() if line.startswith("export ")
-            for k, _, v in [shlex.split(line[7:])[0].partition("=")]}  # fmt: skip
+    return {
+        k: v
+        for line in text.splitlines()
+        if line.startswith("export ")
+        for k, _, v in [shlex.split(line[7:])[0].partition("=")]
+    }
 
 
 @pytest.fixture(scope="module")
 def stack(mnist_path):
     root = Path(tempfile.mkdtemp(prefix="mnist-stack-"))  # PostgreSQL's user must reach it
-    env = {**os.environ, "MNIST_STACK_DIR": str(root), "MNIST_STACK_HOST": "0.0.0.0",
-           "MNIST_STACK_PG_PORT": str(free_port()), "MNIST_STACK_PREFECT_PORT": str(free_port()),
-           "MNIST_STACK_MLFLOW_PORT": str(free_port()), "MNIST_STACK_WORKERS": "2",
-           "MNIST_STACK_PASSWORD": PASSWORD, "MNIST_DATA_DIR": str(mnist_path)}  # fmt: skip
+    env = {
+        **os.environ,
+        "MNIST_STACK_DIR": str(root),
+        "MNIST_STACK_HOST": "0.0.0.0",
+        "MNIST_STACK_PG_PORT": str(free_port()),
+        "MNIST_STACK_PREFECT_PORT": str(free_port()),
+        "MNIST_STACK_MLFLOW_PORT": str(free_port()),
+        "MNIST_STACK_WORKERS": "2",
+        "MNIST_STACK_PASSWORD": PASSWORD,
+        "MNIST_DATA_DIR": str(mnist_path),
+    }
     for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
         env.pop(key, None)
     started = time.monotonic()
@@ -74,8 +90,13 @@ def _wait_run(api: str, run_id: str, timeout: float = 600) -> dict:
 
 def test_stack_up_prints_what_a_client_needs(stack):
     _, _, exports, seconds = stack
-    assert set(exports) >= {"PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MNIST_DATASTORE",
-                            "PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_PASSWORD"}  # fmt: skip
+    assert set(exports) >= {
+        "PREFECT_API_URL",
+        "MLFLOW_TRACKING_URI",
+        "MNIST_DATASTORE",
+        "PREFECT_API_AUTH_STRING",
+        "MLFLOW_TRACKING_PASSWORD",
+    }
     assert exports["MLFLOW_TRACKING_PASSWORD"] == PASSWORD
     assert seconds < 300
 
@@ -86,8 +107,9 @@ def test_postgres_takes_no_one_without_the_password(stack):
     _, env, exports, _ = stack
     port = int(env["MNIST_STACK_PG_PORT"])
     with pytest.raises(psycopg.OperationalError, match="password"):
-        psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="mlflow",
-                        connect_timeout=5)  # fmt: skip
+        psycopg.connect(
+            host="127.0.0.1", port=port, user="postgres", dbname="mlflow", connect_timeout=5
+        )
     assert exports["MNIST_DATASTORE"].startswith("postgresql+psycopg://postgres:")
 
 
@@ -112,12 +134,29 @@ def champion(stack, tmp_path_factory):
     _, _, exports, _ = stack
     where = tmp_path_factory.mktemp("trigger")
     client = _client(stack, where)
-    config = {"model": "small", "epochs": 2, "train_limit": 4000, "test_limit": 1000,
-              "experiment": "stack"}  # fmt: skip
+    config = {
+        "model": "small",
+        "epochs": 2,
+        "train_limit": 4000,
+        "test_limit": 1000,
+        "experiment": "stack",
+    }
     params = {"config": config, "gate": {"floor": 0.8}}
-    out = subprocess.run([str(BIN / "prefect"), "deployment", "run", "mnist-retrain/mnist-retrain",
-                          "--params", json.dumps(params)], env=client, cwd=where,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [
+            str(BIN / "prefect"),
+            "deployment",
+            "run",
+            "mnist-retrain/mnist-retrain",
+            "--params",
+            json.dumps(params),
+        ],
+        env=client,
+        cwd=where,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     run_id = next(line.split()[-1] for line in out.stdout.splitlines() if "UUID" in line)
     return _wait_run(exports["PREFECT_API_URL"], run_id)
@@ -130,8 +169,14 @@ def test_a_worker_retrains_and_a_client_elsewhere_serves_the_champion(
     client = _client(stack, tmp_path)
     assert champion["state"]["type"] == "COMPLETED", champion["state"]
 
-    listed = subprocess.run([str(BIN / "mnist"), "registry", "list"], env=client, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    listed = subprocess.run(
+        [str(BIN / "mnist"), "registry", "list"],
+        env=client,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert listed.returncode == 0, listed.stderr
     assert "champion" in listed.stdout.splitlines()[1]
     # The artifacts went through the server into its directory, not into this client's.
@@ -141,40 +186,55 @@ def test_a_worker_retrains_and_a_client_elsewhere_serves_the_champion(
     port = free_port()
     server = start_server(
         [str(BIN / "mnist"), "serve", "--port", str(port)],
-        f"http://127.0.0.1:{port}/healthz", tmp_path / "serve.log",
+        f"http://127.0.0.1:{port}/healthz",
+        tmp_path / "serve.log",
         {k: v for k, v in client.items() if k not in os.environ or os.environ[k] != v},
-    )  # fmt: skip
+    )
     try:
         images = mnist_data.test.images[:50]
         body = httpx.post(f"http://127.0.0.1:{port}/predict", json={"pixels": images.tolist()})
         digits = [p["digit"] for p in body.json()["predictions"]]
         assert np.mean(np.array(digits) == mnist_data.test.labels[:50]) >= 0.9
         assert body.json()["model"]["version"] == "1"
-        sent = httpx.post(f"http://127.0.0.1:{port}/feedback",
-                          json={"pixels": images[0].tolist(), "label": 7})  # fmt: skip
+        sent = httpx.post(
+            f"http://127.0.0.1:{port}/feedback", json={"pixels": images[0].tolist(), "label": 7}
+        )
         assert sent.status_code == 201  # into the stack's PostgreSQL
     finally:
         stop_server(server)
-    data = subprocess.run([str(BIN / "mnist"), "data", "list"], env=client, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    data = subprocess.run(
+        [str(BIN / "mnist"), "data", "list"],
+        env=client,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "feedback" in data.stdout, data.stderr
 
 
 def test_serving_beyond_loopback_needs_an_admin_token(stack, champion, tmp_path):
     client = _client(stack, tmp_path)
-    refused = subprocess.run([str(BIN / "mnist"), "serve", "--host", "0.0.0.0", "--port",
-                              str(free_port())], env=client, cwd=tmp_path, capture_output=True,
-                             text=True, timeout=300)  # fmt: skip
+    refused = subprocess.run(
+        [str(BIN / "mnist"), "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+        env=client,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert refused.returncode == 1
-    assert refused.stderr.strip().endswith("needs an admin token for POST /reload: set "
-                                           "MNIST_SERVE_ADMIN_TOKEN")  # fmt: skip
+    assert refused.stderr.strip().endswith(
+        "needs an admin token for POST /reload: set MNIST_SERVE_ADMIN_TOKEN"
+    )
     port = free_port()
     token = {"MNIST_SERVE_ADMIN_TOKEN": "reload-secret"}
     server = start_server(
         [str(BIN / "mnist"), "serve", "--host", "0.0.0.0", "--port", str(port)],
-        f"http://127.0.0.1:{port}/healthz", tmp_path / "serve.log",
+        f"http://127.0.0.1:{port}/healthz",
+        tmp_path / "serve.log",
         {k: v for k, v in client.items() if os.environ.get(k) != v} | token,
-    )  # fmt: skip
+    )
     try:
         url = f"http://127.0.0.1:{port}/reload"
         assert httpx.post(url).status_code == 401

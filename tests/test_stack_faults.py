@@ -54,25 +54,52 @@ def stack(tmp_path_factory, mnist_path):
     urls = {name: pg.url(name) for name in ("prefect", "mlflow", "mnist_data")}
     prefect_port, mlflow_port = free_port(), free_port()
     database = urls["prefect"].replace("postgresql://", "postgresql+asyncpg://")
-    prefect_env = {"PREFECT_HOME": str(root / "prefect"), "PREFECT_UI_ENABLED": "false",
-                   "PREFECT_API_DATABASE_CONNECTION_URL": database}  # fmt: skip
+    prefect_env = {
+        "PREFECT_HOME": str(root / "prefect"),
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_API_DATABASE_CONNECTION_URL": database,
+    }
     prefect = Service(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-         str(prefect_port)], f"http://127.0.0.1:{prefect_port}/api/health",
-        root / "prefect.log", prefect_env,
-    )  # fmt: skip
+        [
+            str(BIN / "prefect"),
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(prefect_port),
+        ],
+        f"http://127.0.0.1:{prefect_port}/api/health",
+        root / "prefect.log",
+        prefect_env,
+    )
     mlflow_server = Service(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-         "--workers", "1", "--backend-store-uri",
-         urls["mlflow"].replace("postgresql://", "postgresql+psycopg://"),
-         "--artifacts-destination", str(root / "artifacts")],
-        f"http://127.0.0.1:{mlflow_port}/health", root / "mlflow.log",
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(mlflow_port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            urls["mlflow"].replace("postgresql://", "postgresql+psycopg://"),
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        f"http://127.0.0.1:{mlflow_port}/health",
+        root / "mlflow.log",
         {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )  # fmt: skip
-    env = {**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
-           "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
-           "MNIST_DATASTORE": urls["mnist_data"], "MNIST_DATA_DIR": str(mnist_path),
-           "PREFECT_HOME": str(root / "client")}  # fmt: skip
+    )
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+        "MNIST_DATASTORE": urls["mnist_data"],
+        "MNIST_DATA_DIR": str(mnist_path),
+        "PREFECT_HOME": str(root / "client"),
+    }
     env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
     yield dict(pg=pg, prefect=prefect, mlflow=mlflow_server, env=env, root=root)
     prefect.stop()
@@ -82,10 +109,23 @@ def stack(tmp_path_factory, mnist_path):
 
 def _train(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [str(BIN / "mnist"), "train", "--model", "small", "--train-limit", "6000", "--test-limit",
-         "1000", *args], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            str(BIN / "mnist"),
+            "train",
+            "--model",
+            "small",
+            "--train-limit",
+            "6000",
+            "--test-limit",
+            "1000",
+            *args,
+        ],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
 
 
 def _runs(uri: str, experiment: str) -> list:
@@ -150,14 +190,22 @@ def test_postgres_restart_between_two_runs_needs_nothing_restarted(stack):
 def _worker(env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [str(BIN / "prefect"), "worker", "start", "--pool", "mnist-process", "--type", "process"],
-        env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _trigger(env: dict[str, str], deployment: str, params: dict) -> str:
-    out = subprocess.run([str(BIN / "prefect"), "deployment", "run", deployment, "--params",
-                          json.dumps(params)], env=env, capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [str(BIN / "prefect"), "deployment", "run", deployment, "--params", json.dumps(params)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return next(line.split()[-1] for line in out.stdout.splitlines() if "UUID" in line)
 
@@ -216,11 +264,32 @@ def test_two_workers_run_a_training_and_a_retraining_at_once(stack, workers, tmp
     home = tmp_path / "home"
     home.mkdir()
     elsewhere = subprocess.run(
-        [str(BIN / "mnist"), "retrain", "--model", "small", "--epochs", "2", "--train-limit",
-         "6000", "--test-limit", "1000", "--seed", "7", "--registered-model", name,
-         "--experiment", name, "--floor", "0.8"],
-        env={**env, "HOME": str(home)}, cwd=tmp_path, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        [
+            str(BIN / "mnist"),
+            "retrain",
+            "--model",
+            "small",
+            "--epochs",
+            "2",
+            "--train-limit",
+            "6000",
+            "--test-limit",
+            "1000",
+            "--seed",
+            "7",
+            "--registered-model",
+            name,
+            "--experiment",
+            name,
+            "--floor",
+            "0.8",
+        ],
+        env={**env, "HOME": str(home)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert elsewhere.returncode == 0, elsewhere.stderr[-3000:]
     runs = [_wait(env, trained), _wait(env, retrained)]
     assert [r["state"]["type"] for r in runs] == ["COMPLETED", "COMPLETED"]
@@ -244,8 +313,10 @@ def test_a_killed_worker_leaves_nothing_running_or_half_registered(stack, worker
     try:
         _kill_a_worker_mid_run(stack, workers, config, name)
     finally:  # the machine comes back: two workers again, for whichever test comes next
-        workers[:] = [w if w.poll() is None else _worker(env, stack["root"] / f"w{i}b.log")
-                      for i, w in enumerate(workers)]  # fmt: skip
+        workers[:] = [
+            w if w.poll() is None else _worker(env, stack["root"] / f"w{i}b.log")
+            for i, w in enumerate(workers)
+        ]
 
 
 def _kill_a_worker_mid_run(stack, workers, config: dict, name: str) -> None:
@@ -265,8 +336,11 @@ def _kill_a_worker_mid_run(stack, workers, config: dict, name: str) -> None:
     )
     assert crashed["state"]["type"] == "CRASHED"
     workers[1] = _worker(env, stack["root"] / "worker3.log")  # the machine comes back
-    nxt = _trigger(env, "mnist-retrain/mnist-retrain",
-                   {"config": config | {"epochs": 1}, "gate": {"floor": 0.5}})  # fmt: skip
+    nxt = _trigger(
+        env,
+        "mnist-retrain/mnist-retrain",
+        {"config": config | {"epochs": 1}, "gate": {"floor": 0.5}},
+    )
     assert _wait(env, nxt)["state"]["type"] == "COMPLETED"
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     assert client.get_run(run.info.run_id).info.status == "FAILED"
