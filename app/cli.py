@@ -131,7 +131,7 @@ def _start_prefect() -> Callable[[], None]:
     """Prefect's console logging (without tracebacks for user errors), and its temporary API
     starting in the background while the caller imports the flow (TensorFlow: about 8 s)."""
     _prefect_logging()
-    from flows.api import start_early
+    from flows.temporary_api import start_early
 
     return start_early()
 
@@ -326,7 +326,7 @@ def _models(args: argparse.Namespace) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> None:
-    from flows.api import close_stale_runs
+    from flows.stale_runs import close_stale_runs
     from mnist import locks, registry, tracking
 
     print(f"store: {tracking.store_uri()}")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from flows.api import HEARTBEAT_SECONDS, ensure_zombie_detection
+from flows.automations import HEARTBEAT_SECONDS, ensure_zombie_detection
 from mnist.settings import loopback
 
 ROOT = Path(__file__).resolve().parent.parent

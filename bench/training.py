@@ -136,7 +136,7 @@ def flow_and_inference(workdir: Path) -> dict:
     Started as `mnist train` starts it: Prefect's temporary API boots while TensorFlow loads,
     so the flow's time counts every stage but not the API's start, which is reported apart."""
     process_start = time.perf_counter()
-    from flows.api import start_early
+    from flows.temporary_api import start_early
 
     api_started = start_early()
     import mlflow

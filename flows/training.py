@@ -13,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 import tasks
-from flows.api import close_stale_runs
+from flows.stale_runs import close_stale_runs
 from mnist import registry
 from mnist.data import Added, Dataset, digest
 from mnist.errors import MnistError

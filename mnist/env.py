@@ -7,7 +7,7 @@ the user has set wins.
 import os
 
 TEMPORARY_PREFECT_API = "MNIST_TEMPORARY_PREFECT_API"
-"""Set to the URL of the Prefect API that this process started for itself (`flows.api`): a
+"""Set to the URL of the Prefect API that this process started for itself (`flows.temporary_api`): a
 server of its own, not one shared with other machines."""
 
 DEFAULTS = {

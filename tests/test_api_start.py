@@ -1,4 +1,4 @@
-"""Prefect's temporary API started early (flows/api.py), in fresh processes with their own
+"""Prefect's temporary API started early (flows/temporary_api.py), in fresh processes with their own
 Prefect home, as `mnist train` starts it."""
 
 import json
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # real servers and processes: the full suite only
 
 PROBE = """
 import json, sys, time
-from flows.api import TemporaryAPI, start_early
+from flows.temporary_api import TemporaryAPI, start_early
 started = time.perf_counter()
 wait = start_early()
 returned = time.perf_counter() - started

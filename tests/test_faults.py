@@ -487,7 +487,7 @@ def _api_servers_of(pid: int) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"flows.api_server" in argv and str(pid).encode() in argv:
+        if b"flows.temporary_api_child" in argv and str(pid).encode() in argv:
             found.append(int(entry.name))
     return found
 

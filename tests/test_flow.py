@@ -140,7 +140,7 @@ def test_a_run_whose_flow_run_ended_elsewhere_is_closed_from_here(prefect_api, s
     from prefect.client.orchestration import get_client
     from prefect.states import Crashed
 
-    from flows.api import close_stale_runs
+    from flows.stale_runs import close_stale_runs
     from mnist.tracking import Run
 
     @flow(name="elsewhere")

@@ -238,7 +238,7 @@ def workers(stack):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from app.stack import deploy
-    from flows.api import HEARTBEAT_SECONDS, ensure_zombie_detection
+    from flows.automations import HEARTBEAT_SECONDS, ensure_zombie_detection
 
     deploy(stack["env"])
     with temporary_settings({PREFECT_API_URL: stack["env"]["PREFECT_API_URL"]}):

@@ -1,6 +1,6 @@
 """Prefect's temporary API server as a child that never outlives its parent.
 
-    python -m flows.api_server PARENT_PID UVICORN_ARGS...
+    python -m flows.temporary_api_child PARENT_PID UVICORN_ARGS...
 
 Runs uvicorn (as Prefect's temporary server does) with a watchdog thread: when the parent
 dies, even by `kill -9`, the server shuts down within a second instead of lingering as an

@@ -1,0 +1,131 @@
+"""Prefect's temporary API, started early and dying with its parent.
+
+With no PREFECT_API_URL, Prefect starts a temporary API server in a subprocess when the first
+flow runs (`SubprocessASGIServer`): 5-10 s on a 2-core machine during which nothing else
+happens, after importing Prefect's whole server (2-3 s) into the flow's own process. Here a
+command that is about to run a flow calls `start_early()` first: Prefect's own server command
+starts in a child at once, without that import, while the caller imports TensorFlow; the flows
+then use it as a configured API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from importlib.util import find_spec
+from pathlib import Path
+
+from mnist.env import TEMPORARY_PREFECT_API
+from mnist.errors import MnistError
+
+_settings = contextlib.ExitStack()  # the process's Prefect settings, pointing at the server
+
+
+class TemporaryAPI:
+    """Prefect's temporary API server (its own uvicorn command, as `SubprocessASGIServer` runs
+    it: no UI, no background services) as a child that dies with this process, even by
+    `kill -9`, and that a Ctrl-C at the terminal does not stop before this process is done
+    with it (`flows/temporary_api_child.py`)."""
+
+    _current: TemporaryAPI | None = None
+
+    def __init__(self) -> None:
+        self.process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        prefect_dir = Path(find_spec("prefect").origin).parent  # no import of Prefect here
+        args = [
+            "--app-dir",
+            str(prefect_dir.parent),
+            "--factory",
+            "prefect.server.api.server:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "error",
+            "--lifespan",
+            "on",
+        ]
+        from prefect.settings import get_current_settings  # light: no server code
+
+        settings = get_current_settings().to_environment_variables(exclude_unset=True)
+        env = {
+            **os.environ,
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+            **settings,
+        }
+        # -P: the working directory (maybe another project's `flows/`) stays off sys.path
+        command = [sys.executable, "-P", "-m", "flows.temporary_api_child", str(os.getpid()), *args]
+        return subprocess.Popen(command, env=env, start_new_session=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def wait(self, timeout: float) -> None:
+        """Until the server answers; a child that lost its port to another process is started
+        again on another one. One that never answers is stopped."""
+        import httpx
+
+        deadline, tries = time.monotonic() + timeout, 1
+        while time.monotonic() < deadline:
+            if (code := self.process.poll()) is not None:
+                if tries == 3:
+                    raise MnistError(f"Prefect's temporary API exited with code {code} at start")
+                self.process, tries = self._spawn(), tries + 1
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise MnistError(f"Prefect's temporary API did not answer within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+        self.process.kill()
+        self.process.wait()
+
+
+def start_early() -> Callable[[], None]:
+    """Start the temporary API if flows will need one; returns the function that waits for it
+    and points this process's Prefect settings at it. One server per process."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
+        return lambda: None
+    server = TemporaryAPI._current = TemporaryAPI._current or TemporaryAPI()
+
+    def started() -> None:
+        from prefect.settings import (
+            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+            PREFECT_UI_URL,
+            temporary_settings,
+        )
+
+        if PREFECT_API_URL.value() == server.url:
+            return
+        try:
+            server.wait(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        except MnistError:
+            TemporaryAPI._current = None  # the next command starts another
+            raise
+        os.environ[TEMPORARY_PREFECT_API] = server.url
+        # no UI to link to: it is off, and the server ends with this process
+        updates = {PREFECT_API_URL: server.url, PREFECT_UI_URL: ""}
+        _settings.enter_context(temporary_settings(updates=updates))
+
+    return started
