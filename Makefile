@@ -7,12 +7,12 @@ PYTEST_ARGS ?=
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser postgres train test test-fast lint bench clean stack-up stack-down
+.PHONY: install browser postgres train test test-fast test-integration test-system lint docs bench clean stack-up stack-down
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,docs]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -31,13 +31,24 @@ train: install  ## run the training flow end to end (ARGS="--epochs 3 ...")
 test: lint browser postgres  ## lint, then the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: install  ## the unit tests of every layer on small data (about 1.5 minutes)
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+test-fast: install  ## the unit tier: every module on small data, no servers (about a minute)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-lint: install  ## style, and the layers' import contracts (pyproject.toml)
+test-integration: install postgres  ## real MLflow, Prefect and PostgreSQL servers, real training
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+test-system: install browser postgres  ## whole commands, the browser page, the stack, faults
+	$(BIN)/pytest tests/system $(PYTEST_ARGS)
+
+lint: install  ## style, types, the layers' import contracts, the docs site
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/pyright
+	$(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
+
+docs: install  ## the documentation site on http://127.0.0.1:8000/
+	$(BIN)/mkdocs serve
 
 stack-up: install postgres  ## PostgreSQL, Prefect and MLflow servers, workers (app/stack.py)
 	$(BIN)/python -m app.stack up
