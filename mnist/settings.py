@@ -326,5 +326,4 @@ class RegistrySettings(BaseSettings):
         MODEL_NAME,
         min_length=1,
         description="registered model",
-        json_schema_extra={"flag": "--name"},
     )

@@ -81,31 +81,31 @@ def test_promote_then_rollback_restores_the_previous_champion(gated, capsys):
     name = "rollback-test"
     for result in (first, weak):
         registry.register(result.training.model_uri, result.training.run_id, {}, name)
-    assert main(["registry", "--name", name, "promote", "1", "--reason", "first"]) == 0
-    assert main(["registry", "--name", name, "promote", "2", "--reason", "drill"]) == 0
+    assert main(["registry", "--registered-model", name, "promote", "1", "--reason", "first"]) == 0
+    assert main(["registry", "--registered-model", name, "promote", "2", "--reason", "drill"]) == 0
     assert registry.champion(name).version == "2"
-    assert main(["registry", "--name", name, "rollback"]) == 0
+    assert main(["registry", "--registered-model", name, "rollback"]) == 0
     assert registry.champion(name).version == "1"
     assert f"champion is now {name} v1" in capsys.readouterr().out
     events = registry.history(name)
     assert events["action"].tolist() == ["promote", "promote", "rollback"]
     assert events["previous"].tolist() == ["", "1", "2"]
     # v1 was the first champion: there is nothing earlier to roll back to.
-    assert main(["registry", "--name", name, "rollback"]) == 1
+    assert main(["registry", "--registered-model", name, "rollback"]) == 1
     assert "no earlier champion" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_registry_cli_list_show_history(gated, capsys):
     name, first, weak = gated
-    assert main(["registry", "--name", name, "list"]) == 0
+    assert main(["registry", "--registered-model", name, "list"]) == 0
     out = capsys.readouterr().out
     assert "champion" in out and "rejected" in out and first.training.run_id in out
-    assert main(["registry", "--name", name, "show"]) == 0
+    assert main(["registry", "--registered-model", name, "show"]) == 0
     assert f"{name} v{first.training.model_version}  aliases: champion" in capsys.readouterr().out
-    assert main(["registry", "--name", name, "show", weak.training.model_version]) == 0
+    assert main(["registry", "--registered-model", name, "show", weak.training.model_version]) == 0
     assert "decision:             rejected" in capsys.readouterr().out
-    assert main(["registry", "--name", name, "history"]) == 0
+    assert main(["registry", "--registered-model", name, "history"]) == 0
     assert "below the floor" in capsys.readouterr().out
 
 
@@ -144,8 +144,14 @@ def test_concurrent_retrains_leave_one_consistent_champion(prefect_api, workdir,
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--name", "nothing-here", "list"], "registered model 'nothing-here' does not exist"),
-        (["--name", "nothing-here", "rollback"], "registered model 'nothing-here' does not exist"),
+        (
+            ["--registered-model", "nothing-here", "list"],
+            "registered model 'nothing-here' does not exist",
+        ),
+        (
+            ["--registered-model", "nothing-here", "rollback"],
+            "registered model 'nothing-here' does not exist",
+        ),
         (["show", "999"], "model 'mnist-cnn' has no version 999"),
         (["show", "--alias", "gold"], "model 'mnist-cnn' has no alias 'gold'"),
         (["promote", "999"], "model 'mnist-cnn' has no version 999"),
