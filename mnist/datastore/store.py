@@ -1,16 +1,10 @@
-"""Labelled data added by users: batches of samples in a SQL database, through SQLAlchemy.
+"""The added-data store: batches of labelled samples in a SQL database, through SQLAlchemy.
 
 A SQLite file beside the MLflow store by default (`MNIST_DATASTORE` or `--datastore`: any
 SQLAlchemy URL, PostgreSQL included), so that several `mnist serve` processes and
-`mnist data add` can write at once: a batch and its samples are one transaction.
-
-Each sample is assigned to training or to the holdout when it is stored, and keeps that split
-for good, so a holdout sample never moves into training as data grows. The rule works within
-each source and digit: of the samples of one digit from one source, every `HOLDOUT_EVERY`-th
-(in the order stored; within one batch, in the order of their digests) is held out, which
-makes the holdout stratified by digit and source. An image already stored (the same pixels,
-whatever its label) takes that one's split, so no image is both trained on and judged on.
-Writers take turns: SQLite's database lock (`BEGIN IMMEDIATE`), PostgreSQL's advisory lock.
+`mnist data add` can write at once: a batch and its samples are one transaction. Each sample
+is given its split when stored (`mnist.datastore.holdout`) and keeps it for good. Writers
+take turns: SQLite's database lock (`BEGIN IMMEDIATE`), PostgreSQL's advisory lock.
 
 `snapshot` reads every active batch: the arrays a training run uses and one digest that names
 them exactly. A removed batch stays in the database (its history), out of every snapshot.
@@ -18,100 +12,29 @@ them exactly. A removed batch stays in the database (its history), out of every 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import overload
 
 import numpy as np
-from sqlalchemy import (
-    Boolean,
-    DateTime,
-    Engine,
-    ForeignKey,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    create_engine,
-    event,
-    func,
-    select,
-)
+from sqlalchemy import Row, func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from mnist.data import IMAGE_SIZE, Added, Split
+from mnist.datastore import holdout as rule
+from mnist.datastore.engines import default_url, engine, safe_url, sqlite_file
+from mnist.datastore.holdout import sample_digest
+from mnist.datastore.tables import Base, Batch, BatchInfo, Sample
 from mnist.errors import MnistError, first_line
 
-HOLDOUT_EVERY = 5
-"""Every fifth sample of each source and digit is held out: 20% of the added data."""
 FEEDBACK = "feedback"
 """The source of samples sent to `POST /feedback`; one batch per day."""
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-FILE_NAME = "mnist-data.db"
-
-
-class _Base(DeclarativeBase):
-    pass
-
-
-class Batch(_Base):
-    __tablename__ = "mnist_added_batches"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    source: Mapped[str] = mapped_column(String(64), index=True)
-    origin: Mapped[str] = mapped_column(Text)  # what was added: the paths, or the endpoint
-    created: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    removed: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-class Sample(_Base):
-    __tablename__ = "mnist_added_samples"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    batch_id: Mapped[int] = mapped_column(ForeignKey(Batch.id), index=True)
-    source: Mapped[str] = mapped_column(String(64), index=True)
-    label: Mapped[int] = mapped_column(Integer)
-    pixels: Mapped[bytes] = mapped_column(LargeBinary)  # 784 bytes, row-major uint8
-    digest: Mapped[str] = mapped_column(String(64), index=True)  # of the label and pixels
-    image: Mapped[str] = mapped_column(String(64), index=True)  # of the pixels alone
-    holdout: Mapped[bool] = mapped_column(Boolean)
-
-
-@dataclass(frozen=True)
-class BatchInfo:
-    """A batch as `mnist data list` shows it."""
-
-    id: int
-    source: str
-    origin: str
-    created: datetime
-    removed: datetime | None
-    counts: dict[int, int]  # samples per digit
-    holdout: int
-    digest: str
-
-    @property
-    def samples(self) -> int:
-        return sum(self.counts.values())
-
-
-def default_url() -> str:
-    """A SQLite file beside the MLflow store (or in the per-user state directory)."""
-    from mnist import tracking
-
-    return f"sqlite:///{tracking.state_dir() / FILE_NAME}"
-
-
-def sample_digest(pixels: np.ndarray, label: int | None = None) -> str:
-    """SHA-256 of a sample: its label and pixels, or (label None) its pixels alone."""
-    head = b"" if label is None else bytes([label])
-    return hashlib.sha256(head + np.ascontiguousarray(pixels, np.uint8).tobytes()).hexdigest()
+WRITERS = 0x6D6E697374  # PostgreSQL advisory lock key: "mnist"
 
 
 def check_source(name: str) -> str:
@@ -123,45 +46,14 @@ def check_source(name: str) -> str:
     return name
 
 
-def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
-
-
-WRITERS = 0x6D6E697374  # PostgreSQL advisory lock key: "mnist"
-
-
-@functools.cache
-def _engine(url: str, write: bool) -> Engine:
-    """One engine per URL and use. SQLite, in WAL mode so that readers never wait: a writer
-    takes the database lock when its transaction begins (`BEGIN IMMEDIATE`), waiting up to
-    30 s for another; a reader's transaction is deferred."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
-
-        @event.listens_for(engine, "connect")
-        def _connect(connection, record):
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA foreign_keys=ON")
-
-        @event.listens_for(engine, "begin")
-        def _begin(connection):
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-    else:  # psycopg 3 for PostgreSQL, which SQLAlchemy takes for psycopg2 unless told
-        url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
-        engine = create_engine(url, pool_pre_ping=True)
-    return engine
-
-
 class Store:
     """The added-data store at `url` (default: `default_url()`)."""
 
     def __init__(self, url: str | None = None):
         self.url = url or default_url()
         try:
-            self.engine = _engine(self.url, write=True)
-            self.reader = _engine(self.url, write=False)
+            self.engine = engine(self.url, write=True)
+            self.reader = engine(self.url, write=False)
         except (SQLAlchemyError, ValueError, ImportError, OSError) as exc:
             raise MnistError(f"added-data store {safe_url(self.url)}: {first_line(exc)}") from exc
         self._create()
@@ -184,10 +76,10 @@ class Store:
 
     def _create(self) -> None:
         try:
-            _Base.metadata.create_all(self.engine)
+            Base.metadata.create_all(self.engine)
         except SQLAlchemyError:  # another process created the tables at the same moment
             try:
-                _Base.metadata.create_all(self.engine)
+                Base.metadata.create_all(self.engine)
             except SQLAlchemyError as exc:
                 raise MnistError(f"added-data store {self}: {first_line(exc)}") from exc
 
@@ -249,25 +141,23 @@ class Store:
                 .group_by(Sample.label)
             ).all()
         )
-        samples: list[Sample | None] = [None] * len(pixels)
-        for i in sorted(range(len(pixels)), key=lambda i: digests[i]):
-            label = int(labels[i])
-            ordinal = counts.get(label, 0)
-            counts[label] = ordinal + 1
-            holdout = known.get(image_digests[i], ordinal % HOLDOUT_EVERY == HOLDOUT_EVERY - 1)
-            known[image_digests[i]] = holdout
-            samples[i] = Sample(
+        digits = [int(y) for y in labels]
+        held = rule.assign(digits, digests, image_digests, counts, known)
+        samples = [
+            Sample(
                 batch_id=batch.id,
                 source=batch.source,
                 label=label,
                 pixels=pixels[i].tobytes(),
                 digest=digests[i],
                 image=image_digests[i],
-                holdout=holdout,
+                holdout=held[i],
             )
+            for i, label in enumerate(digits)
+        ]
         session.add_all(samples)
         session.flush()
-        return samples  # type: ignore[return-value]
+        return samples
 
     def remove(self, batch_id: int) -> BatchInfo:
         """Retract a batch from future snapshots; it stays in the database."""
@@ -297,7 +187,7 @@ class Store:
                     Sample.digest
                 )
             ).all()
-        by_batch: dict[int, list] = {}
+        by_batch: dict[int, list[Row]] = {}
         for row in rows:
             by_batch.setdefault(row.batch_id, []).append(row)
         out = []
@@ -362,18 +252,22 @@ def snapshot(url: str | None = None) -> Added:
     """The snapshot of the store at `url`; nothing, without creating it, where no SQLite
     store exists yet (a training run only reads)."""
     url = url or default_url()
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+    if (path := sqlite_file(url)) is not None and not path.exists():
         return Added.nothing()
     return Store(url).snapshot()
 
 
-def _digest(items) -> str:
+def _digest(items: Iterable[tuple[str, bool]]) -> str:
     h = hashlib.sha256()
     for digest, holdout in items:
         h.update(f"{digest}:{'h' if holdout else 't'}\n".encode())
     return h.hexdigest()
 
 
+@overload
+def _utc(when: datetime) -> datetime: ...
+@overload
+def _utc(when: None) -> None: ...
 def _utc(when: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; they were stored in UTC."""
     return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when

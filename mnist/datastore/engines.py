@@ -1,0 +1,67 @@
+"""Where the added-data store lives: its URL (SQLAlchemy's), shown without a password, and
+one engine per URL and use, set up for SQLite (WAL, writers in turn) or PostgreSQL (psycopg 3).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+FILE_NAME = "mnist-data.db"
+
+
+def default_url() -> str:
+    """A SQLite file beside the MLflow store (or in the per-user state directory)."""
+    from mnist import tracking
+
+    return f"sqlite:///{tracking.state_dir() / FILE_NAME}"
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages (SQLAlchemy's rendering, `***` for it); a
+    URL without one is shown as given."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:  # not a URL: no password to find in it
+        return url
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+
+
+def sqlite_file(url: str | URL) -> Path | None:
+    """The database file of a SQLite URL; None for any other URL (or none at all)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+@functools.cache
+def engine(url: str, write: bool) -> Engine:
+    """One engine per URL and use. SQLite, in WAL mode so that readers never wait: a writer
+    takes the database lock when its transaction begins (`BEGIN IMMEDIATE`), waiting up to
+    30 s for another; a reader's transaction is deferred."""
+    if (path := sqlite_file(url)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        made = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
+
+        @event.listens_for(made, "connect")
+        def _connect(connection, record):
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+
+        @event.listens_for(made, "begin")
+        def _begin(connection):
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    else:  # psycopg 3 for PostgreSQL, which SQLAlchemy takes for psycopg2 unless told
+        parsed = make_url(url)
+        if parsed.drivername in ("postgres", "postgresql"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        made = create_engine(parsed, pool_pre_ping=True)
+    return made
