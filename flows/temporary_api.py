@@ -15,7 +15,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
@@ -77,20 +76,28 @@ class TemporaryAPI:
     def wait(self, timeout: float) -> None:
         """Until the server answers; a child that lost its port to another process is started
         again on another one. One that never answers is stopped."""
-        import httpx
+        from mnist.waiting import Gone, answers, wait_until
 
-        deadline, tries = time.monotonic() + timeout, 1
-        while time.monotonic() < deadline:
-            if (code := self.process.poll()) is not None:
-                if tries == 3:
-                    raise MnistError(f"Prefect's temporary API exited with code {code} at start")
-                self.process, tries = self._spawn(), tries + 1
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.05)
-        self.stop()
-        raise MnistError(f"Prefect's temporary API did not answer within {timeout:.0f} s")
+        tries = 1
+
+        def gone() -> str | None:
+            nonlocal tries
+            if (code := self.process.poll()) is None:
+                return None
+            if tries == 3:
+                return f"Prefect's temporary API exited with code {code} at start"
+            self.process, tries = self._spawn(), tries + 1  # on another port
+            return None
+
+        try:  # the URL is asked each time: a child started again has another port
+            wait_until(lambda: answers(f"{self.url}/health")(), timeout, 0.05, gone)
+        except Gone as exc:
+            raise MnistError(str(exc)) from None
+        except TimeoutError:
+            self.stop()
+            raise MnistError(
+                f"Prefect's temporary API did not answer within {timeout:.0f} s"
+            ) from None
 
     def stop(self) -> None:
         self.process.terminate()
