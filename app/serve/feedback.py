@@ -1,0 +1,62 @@
+"""POST /feedback's guards and storage: `same_site` refuses another site's page posting to the
+server; `FeedbackDesk` admits at most `per_minute` valid samples from one client address in any
+minute (a moving window of the `limits` library) and stores them in the added-data store.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlparse
+
+import numpy as np
+from fastapi import Request
+from limits import RateLimitItemPerMinute
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from app.serve.errors import RequestError
+from mnist.datastore import Store
+from mnist.errors import MnistError
+
+log = logging.getLogger(__name__)
+
+
+def same_site(request: Request) -> None:
+    """Refuse a browser's cross-site POST (another site's page posting to this server): its
+    Origin header names another host than the one it was sent to."""
+    origin = request.headers.get("origin")
+    if origin and urlparse(origin).netloc != request.headers.get("host", ""):
+        raise RequestError(f"cross-site request from {origin[:80]} refused", 403)
+
+
+class FeedbackDesk:
+    """Where POST /feedback stores samples: the added-data store, opened on first use (a store
+    that is down costs the feedback, never the predictions); at most `per_minute` samples
+    from one client address a minute."""
+
+    def __init__(self, url: str | None, per_minute: int):
+        self.url, self.per_minute = url, per_minute
+        self._store: Store | None = None
+        self._limit = RateLimitItemPerMinute(per_minute)
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    def admit(self, client: str) -> None:
+        """Count one sample from `client`; refused (429) past the limit. Called only for a
+        valid sample, so that refused ones do not use up a client's minute."""
+        if not self._limiter.hit(self._limit, "feedback", client):
+            raise RequestError(
+                f"more than {self.per_minute} samples a minute from one client: try again later",
+                429,
+            )
+
+    def store(self, pixels: np.ndarray, label: int) -> tuple[int, int]:
+        """Store one sample durably; its id and the batch it joined."""
+        try:
+            if self._store is None:
+                self._store = Store(self.url)
+            return self._store.feedback(pixels, label)
+        except MnistError as exc:
+            log.error("cannot store a feedback sample: %s", exc)
+            raise RequestError(
+                "cannot store the sample now: the added-data store is unavailable", 503
+            ) from exc
