@@ -27,6 +27,8 @@ class _Request:
 
 
 class MicroBatcher:
+    """Callers `await batcher(images)`; one worker task runs `predict` for what is queued."""
+
     def __init__(self, predict: Predict, max_images: int = 256, max_wait: float = 0.0):
         self.predict, self.max_images, self.max_wait = predict, max_images, max_wait
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()

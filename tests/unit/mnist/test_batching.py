@@ -42,27 +42,30 @@ def test_concurrent_callers_share_calls_and_get_their_own_rows():
 
 
 def test_a_failed_call_reaches_each_of_its_callers_and_the_next_call_works():
-    state = {"fail": True}
+    calls = []
 
-    def predict(x):
-        if state.pop("fail", False):
-            time.sleep(0.05)
+    def predict(x):  # fails its first call; then one row per image, its first pixel
+        calls.append(len(x))
+        if len(calls) == 1:
             raise RuntimeError("model broke")
         return x.reshape(len(x), -1)[:, :1], None
 
     async def main():
-        batcher = MicroBatcher(predict)
+        batcher = MicroBatcher(predict, max_wait=0.05)  # the three callers share one call
         batcher.start()
         first = await asyncio.gather(
-            *(batcher(x) for x in _images([1, 1, 1])), return_exceptions=True
+            *(batcher(x) for x in _images([1, 2, 1])), return_exceptions=True
         )
-        later = await batcher(np.ones((2, 28, 28), np.float32))
+        later = await asyncio.gather(*(batcher(x) for x in _images([2, 1, 3])))
         await batcher.stop()
         return first, later
 
     first, later = asyncio.run(main())
-    assert any(isinstance(r, RuntimeError) for r in first)
-    assert later[0].tolist() == [[1.0], [1.0]]
+    assert calls[0] == 4  # the failed call held every caller's images
+    assert len(first) == 3 and all(
+        isinstance(r, RuntimeError) and str(r) == "model broke" for r in first
+    )
+    assert [rows.tolist() for rows, _ in later] == [[[0.0]] * 2, [[1.0]], [[2.0]] * 3]
 
 
 @pytest.mark.parametrize(("wait", "most_calls"), [(0.0, 20), (0.05, 2)])
