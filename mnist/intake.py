@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist import inference
-from mnist.data import IMAGE_SIZE, read_csv
 from mnist.digits import BLANK, LABELS, blank
 from mnist.errors import MnistError
 from mnist.preprocess import RAW_RANGE, Arrays, one_hot
+from mnist.readers import IMAGE_SIZE, IMAGE_SUFFIXES, as_images, read_csv, read_image, read_npz
 from mnist.settings import NanPolicy
 from mnist.validation import ValidationReport, validate
 
@@ -40,7 +39,7 @@ class Intake:
 def _images(files: list[Path], label: int, read: list, rejected: list) -> None:
     for path in files:
         try:
-            image = inference.read_image(path)
+            image = read_image(path)
         except MnistError as exc:
             rejected.append((str(path), str(exc).removeprefix(f"{path}: ")))
             continue
@@ -56,7 +55,7 @@ def _folder(path: Path, read: list, rejected: list) -> None:
         if item.is_dir() and item.name in LABELS:
             files = sorted(p for p in item.iterdir() if p.is_file())
             _images(
-                [p for p in files if p.suffix.lower() in inference.IMAGE_SUFFIXES],
+                [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES],
                 int(item.name),
                 read,
                 rejected,
@@ -64,7 +63,7 @@ def _folder(path: Path, read: list, rejected: list) -> None:
             rejected += [
                 (str(p), "not a PNG or JPEG file")
                 for p in files
-                if p.suffix.lower() not in inference.IMAGE_SUFFIXES
+                if p.suffix.lower() not in IMAGE_SUFFIXES
             ]
             found = True
         elif not item.name.startswith("."):
@@ -77,15 +76,9 @@ def _arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Images and labels from a labelled CSV or an .npz with `x` and `y`."""
     if path.suffix.lower() == ".csv":
         split = read_csv(path, labelled=True)
-        return inference.as_images(split.images, str(path)), np.asarray(split.labels)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "x" not in z or "y" not in z:
-                raise MnistError(f"{path}: expected arrays 'x' and 'y', found {sorted(z.keys())}")
-            x, y = z["x"], z["y"]
-    except (OSError, ValueError, EOFError) as exc:
-        raise MnistError(f"{path}: not a readable .npz file ({exc})") from exc
-    images = inference.as_images(x, f"{path}:x")
+        return as_images(split.images, str(path)), np.asarray(split.labels)
+    arrays = read_npz(path, ("x", "y"))
+    images, y = as_images(arrays["x"], f"{path}:x"), arrays["y"]
     if y.dtype.kind not in "uif" or y.shape != (len(images),):
         raise MnistError(
             f"{path}: 'y' must hold one number per image ({len(images)}), found shape {y.shape}"
@@ -98,7 +91,7 @@ def read(paths: list[Path], label: int | None = None, policy: NanPolicy = "fail"
     read_: list[tuple[np.ndarray, float, str]] = []
     arrays: list[tuple[np.ndarray, np.ndarray]] = []
     rejected: list[tuple[str, str]] = []
-    images = [p for p in paths if p.suffix.lower() in inference.IMAGE_SUFFIXES]
+    images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES]
     if images and label is None:
         raise MnistError(f"{images[0]}: give the digit of image files with --label")
     if label is not None and len(images) != len(paths):
@@ -108,7 +101,7 @@ def read(paths: list[Path], label: int | None = None, policy: NanPolicy = "fail"
             _folder(path, read_, rejected)
         elif not path.is_file():
             raise MnistError(f"{path}: no such file or folder")
-        elif path.suffix.lower() in inference.IMAGE_SUFFIXES:
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
             _images([path], label, read_, rejected)  # type: ignore[arg-type]
         elif path.suffix.lower() in (".csv", ".npz"):
             arrays.append(_arrays(path))

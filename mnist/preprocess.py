@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from mnist.data import IMAGE_SIZE, PIXELS, Added, Dataset
+from mnist.errors import MnistError
 
 NUM_CLASSES = 10
 MAX_PIXEL = np.float32(255.0)
@@ -35,7 +36,14 @@ class Arrays:
     @property
     def labels(self) -> np.ndarray:
         """Integer labels (argmax of the one-hot rows)."""
-        return self.y.argmax(axis=1)
+        return self.labelled_y.argmax(axis=1)
+
+    @property
+    def labelled_y(self) -> np.ndarray:
+        """`y` of a split that must be labelled (training, validation, test, holdout)."""
+        if self.y is None:
+            raise MnistError("unlabelled input has no labels")
+        return self.y
 
     def take(self, index: np.ndarray) -> Arrays:
         def pick(a: np.ndarray | None) -> np.ndarray | None:
@@ -123,25 +131,24 @@ def prepare(
     becomes its own split."""
     added = added or Added.nothing()
     tr, te = data.train, data.test
-    train = Arrays(scale(tr.images[:train_limit]), one_hot(tr.labels[:train_limit]))
-    test = Arrays(scale(te.images[:test_limit]), one_hot(te.labels[:test_limit]))
+    train = Arrays(scale(tr.images[:train_limit]), one_hot(tr.targets[:train_limit]))
+    test = Arrays(scale(te.images[:test_limit]), one_hot(te.targets[:test_limit]))
     holdout = Arrays(
-        scale(added.holdout.images), one_hot(added.holdout.labels), added.holdout_sources
+        scale(added.holdout.images), one_hot(added.holdout.targets), added.holdout_sources
     )
-    if len(train.x) != len(train.y):  # counts differ: leave it whole for validation to report
-        return Prepared(train, Arrays(train.x[:0], train.y[:0]), test, holdout)
+    if len(train.x) != len(train.labelled_y):  # counts differ: left whole, for validation
+        return Prepared(train, Arrays(train.x[:0], train.labelled_y[:0]), test, holdout)
     train_idx, val_idx = stratified_split(
-        np.asarray(tr.labels[:train_limit]), validation_split, seed
+        np.asarray(tr.targets[:train_limit]), validation_split, seed
     )
     train, val = train.take(train_idx[:rehearse]), train.take(val_idx)
     times = repeats(len(added.train), len(train), added_share) if len(added.train) else 0
     if times:
-        extra = Arrays(
-            scale(np.tile(added.train.images, (times, 1, 1))),
-            one_hot(np.tile(added.train.labels, times)),
-        )
-        order = np.random.default_rng(seed).permutation(len(train) + len(extra))
+        extra_x = scale(np.tile(added.train.images, (times, 1, 1)))
+        extra_y = one_hot(np.tile(added.train.targets, times))
+        order = np.random.default_rng(seed).permutation(len(train) + len(extra_x))
         train = Arrays(
-            np.concatenate([train.x, extra.x])[order], np.concatenate([train.y, extra.y])[order]
+            np.concatenate([train.x, extra_x])[order],
+            np.concatenate([train.labelled_y, extra_y])[order],
         )
     return Prepared(train, val, test, holdout, times)
