@@ -1,0 +1,161 @@
+"""Model files: how a model is saved into MLflow (the TensorFlow flavour with our own pyfunc
+loader), the audit that an MLflow model directory is one this project logged, and loading a
+model from a `.keras` file, a model directory or an MLflow URI.
+
+Each logged model ships `mnist/mnist_pyfunc.py` as its pyfunc loader; the audit accepts that
+file only with the digest of this loader or of an earlier one (`_EARLIER_LOADERS`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from mnist import mnist_pyfunc
+from mnist.errors import MnistError, first_line
+from mnist.references import ModelRef
+from mnist.tracking.store import call
+
+if TYPE_CHECKING:
+    import keras
+
+MODEL_ARTIFACT = "model"
+PYFUNC_LOADER = mnist_pyfunc.__name__.rpartition(".")[2]
+"""The pyfunc loader module, shipped with each model as `code/mnist_pyfunc.py`."""
+_EARLIER_LOADERS: tuple[str, ...] = (
+    "bdaaf96a443c3d8c45ed4833cc313c29ba8b9785168dab4729aa5e3d80d21926",
+    "50b2491f960221e180ecf0f7adec1704d1e39c28f4def673c0422aa4cd15d537",
+)
+"""SHA-256 of earlier `mnist_pyfunc.py` files: when the file changes, add its old digest here,
+or the models logged with it stop loading (tests/unit/mnist/test_tracking_model_files.py pins
+every shipped one)."""
+PYFUNC_LOADER_DIGESTS = {
+    hashlib.sha256(Path(mnist_pyfunc.__file__).read_bytes()).hexdigest(),
+    *_EARLIER_LOADERS,
+}
+"""The loaders a logged model may ship: this one and every earlier one."""
+
+
+class KerasFlavour:
+    """MLflow's TensorFlow flavour (`mlflow.tensorflow.load_model` gives the Keras model), with
+    its pyfunc flavour loaded by `mnist_pyfunc`, shipped as the model's only code: one graph
+    call per chunk instead of a data pipeline per call (`mnist/mnist_pyfunc.py`)."""
+
+    @staticmethod
+    def save_model(path: str, mlflow_model: Any, **kwargs: Any) -> None:
+        from mlflow.pyfunc import FLAVOR_NAME
+        from mlflow.tensorflow import save_model
+
+        save_model(
+            path=path, mlflow_model=mlflow_model, code_paths=[mnist_pyfunc.__file__], **kwargs
+        )
+        mlflow_model.flavors[FLAVOR_NAME]["loader_module"] = PYFUNC_LOADER
+        mlflow_model.save(str(Path(path) / "MLmodel"))
+
+
+KERAS_MODULES = ("keras", "tensorflow.keras")
+"""The only Keras modules a logged model may name (MLflow would import any module named)."""
+PICKLES = ("*.pkl", "*.pickle", "*.cloudpickle")
+
+
+def check_logged_model(path: Path, ref: str) -> Path:
+    """The Keras file of an MLflow model directory that this project logged, or an error: the
+    TensorFlow flavour (and the pyfunc one, loaded by `mlflow.tensorflow` or by the shipped
+    `mnist_pyfunc.py`) and no other, no other code, a real Keras module, no pickled objects, a
+    `.keras` file. The file is then loaded by Keras in safe mode, never through MLflow: no code
+    in the directory runs here, and a directory shaped otherwise was not logged by us."""
+    from mlflow.models import Model
+
+    try:
+        meta = Model.load(str(path / "MLmodel"))
+    except Exception as exc:  # a hostile or damaged MLmodel: any parse error is possible
+        raise MnistError(f"model {ref!r}: unreadable MLmodel file ({exc})") from exc
+    flavor = meta.flavors.get("tensorflow")
+    if not isinstance(flavor, dict):
+        kinds = ", ".join(meta.flavors) or "none"
+        raise MnistError(f"model {ref!r} has no TensorFlow flavour (flavours: {kinds})")
+    problems = []
+    if others := sorted(set(meta.flavors) - {"tensorflow", "python_function"}):
+        problems.append(f"has the flavour(s) {', '.join(others)}")
+    codes = {conf.get("code") for conf in meta.flavors.values() if isinstance(conf, dict)}
+    if (codes - {None, "code"}) or not _only_our_loader(path / "code"):
+        problems.append("ships code")
+    named = path / str(flavor.get("data", "data")) / "keras_module.txt"
+    modules = {
+        conf["keras_module"]
+        for conf in meta.flavors.values()
+        if isinstance(conf, dict) and conf.get("keras_module")
+    }
+    modules |= {named.read_text().strip()} if named.is_file() else set()
+    if bad := sorted(modules - set(KERAS_MODULES)):
+        problems.append(f"names the module {bad[0]!r}")
+    pyfunc = meta.flavors.get("python_function") or {}
+    if pyfunc and pyfunc.get("loader_module") not in ("mlflow.tensorflow", PYFUNC_LOADER):
+        problems.append(f"names the loader {pyfunc.get('loader_module')!r}")
+    if any(next(path.rglob(pattern), None) for pattern in PICKLES):
+        problems.append("holds pickled objects")
+    keras_file = path / str(flavor.get("data", "data")) / "model.keras"
+    if flavor.get("model_type", "keras") != "keras" or not keras_file.is_file():
+        problems.append("is not a Keras 3 model file")
+    if problems:
+        raise MnistError(
+            f"refusing model {ref!r}: it {' and '.join(problems)}; only models logged by "
+            "mnist-pipeline are loaded"
+        )
+    return keras_file
+
+
+def _only_our_loader(code: Path) -> bool:
+    """Nothing in `code/` but a loader this project shipped (and the bytecode cache that
+    MLflow's pyfunc leaves beside it when it loads a model in place); no links."""
+    for item in code.rglob("*") if code.is_dir() else ():
+        if item.is_symlink():
+            return False
+        if item.is_dir() and item.name == "__pycache__" and item.parent == code:
+            continue
+        if item.parent == code / "__pycache__" and item.name.startswith(f"{PYFUNC_LOADER}."):
+            continue  # never read here: nothing in a model directory is imported by us
+        if item != code / f"{PYFUNC_LOADER}.py":
+            return False
+        if hashlib.sha256(item.read_bytes()).hexdigest() not in PYFUNC_LOADER_DIGESTS:
+            return False
+    return True
+
+
+def load_model(ref: str) -> keras.Model:
+    """A raw-pixel Keras model from a `.keras` file, an MLflow model directory, or an MLflow URI
+    (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `models:/m-ID`, `runs:/ID/model`). MLflow
+    models pass `check_logged_model`; Keras loads the file itself, in safe mode."""
+    import tempfile
+
+    import keras
+    import mlflow.artifacts
+
+    path = Path(ref).expanduser()
+    try:
+        with tempfile.TemporaryDirectory(prefix="mnist-model-") as scratch:
+            if not (path.is_file() and path.suffix == ".keras"):
+                if not (path.is_dir() and (path / "MLmodel").is_file()):
+                    if ModelRef.parse(ref).local:
+                        raise MnistError(
+                            f"model {ref!r}: no such .keras file or MLflow model directory"
+                        )
+                    try:
+                        path = Path(
+                            call(
+                                mlflow.artifacts.download_artifacts,
+                                artifact_uri=ref,
+                                dst_path=scratch,
+                            )
+                        )
+                    except MnistError as exc:
+                        raise MnistError(f"cannot load model {ref!r}: {exc}") from exc
+                path = check_logged_model(path, ref)
+            # A `.keras` file holds one model (its config names the class).
+            return cast("keras.Model", keras.saving.load_model(path, safe_mode=True))
+    except MnistError:
+        raise
+    except Exception as exc:  # a damaged or hostile file can fail anywhere inside Keras
+        detail = f"{type(exc).__name__}: {first_line(exc)}"
+        raise MnistError(f"cannot load model {ref!r}: {detail}") from exc

@@ -1,0 +1,154 @@
+"""The tracking store: where it is, a client for it, and `call`, through which every MLflow call
+of the project goes, so that any failure is one `MnistError` naming the store.
+
+The store is MLflow's default (`sqlite:///mlflow.db`, artifacts in `./mlruns`) unless
+`MLFLOW_TRACKING_URI` says otherwise. A new SQLite store is created once, under a file lock.
+MLflow's own HTTP retries (`MLFLOW_HTTP_REQUEST_*`, set in `mnist.env`) handle a slow or failing
+server; `call` adds only the wait for a server that refuses connections while it restarts
+(decision record 0010).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from mnist.errors import MnistError, first_line
+
+log = logging.getLogger("mnist.tracking")
+# MLflow logs a store error with its traceback before raising it; `call` turns it into one line.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+T = TypeVar("T")
+
+
+class NotFound(MnistError):
+    """The experiment, run, model, version or alias asked for does not exist."""
+
+
+def store_uri() -> str:
+    return mlflow.get_tracking_uri()
+
+
+def _remote() -> bool:
+    return store_uri().startswith(("http://", "https://"))
+
+
+RESTART_SECONDS = 30.0
+"""How long a call waits for a tracking server that refuses connections (one restarting) before
+it gives up: `MNIST_MLFLOW_RESTART_SECONDS`."""
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every exception behind it: causes, contexts, and what requests and urllib3
+    carry as arguments (`ConnectionError(MaxRetryError(reason=NewConnectionError(...)))`)."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        todo += [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args]
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the server refused the connection: the request never reached it, so sending it
+    again cannot do anything twice."""
+    return any(isinstance(e, ConnectionRefusedError) for e in _chain(exc))
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether no connection could be made, or none that answered, after MLflow's retries."""
+    from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+    return any(isinstance(e, (MaxRetryError, NewConnectionError)) for e in _chain(exc))
+
+
+def call(fn: Callable[..., T], *args: Any, missing: str | None = None, **kwargs: Any) -> T:
+    """Run an MLflow call, turning its errors into one line naming the store; `missing` is
+    the message for something that does not exist. A tracking server that refuses connections
+    (restarting) is waited for, up to `MNIST_MLFLOW_RESTART_SECONDS` (30)."""
+    _initialise(store_uri())
+    patience = float(os.environ.get("MNIST_MLFLOW_RESTART_SECONDS", RESTART_SECONDS))
+    deadline, warned = time.monotonic() + patience, False
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except (MlflowException, OSError) as exc:
+            if not (_remote() and _refused(exc) and time.monotonic() < deadline):
+                raise _one_line(exc, missing) from exc
+            if not warned:
+                log.warning(
+                    "the MLflow tracking server at %s refuses connections; waiting up "
+                    "to %.0f s for it to come back",
+                    store_uri(),
+                    patience,
+                )
+                warned = True
+            time.sleep(2)
+
+
+def _one_line(exc: BaseException, missing: str | None) -> MnistError:
+    if isinstance(exc, MlflowException):
+        if missing and exc.error_code in NOT_FOUND:
+            return NotFound(missing)
+        if _unreachable(exc):
+            return MnistError(f"cannot reach the MLflow tracking server at {store_uri()}")
+        return MnistError(f"MLflow at {store_uri()}: {first_line(exc)}")
+    if _remote():  # requests' ConnectionError: an OSError
+        return MnistError(f"cannot reach the MLflow tracking server at {store_uri()}")
+    return MnistError(f"MLflow at {store_uri()}: {getattr(exc, 'strerror', None) or exc}")
+
+
+def state_dir() -> Path:
+    """Where this machine keeps state that goes with the store (its locks): beside a SQLite
+    store, else the per-user state directory."""
+    if (path := _sqlite_path(store_uri())) is not None:
+        return path.resolve().parent
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("mnist-pipeline"))
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a SQLite store, else None."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def client() -> MlflowClient:
+    _initialise(store_uri())
+    return MlflowClient()
+
+
+@functools.cache
+def _initialise(uri: str) -> None:
+    """Create a new SQLite store once, under a file lock beside it: two first runs at once
+    would both run MLflow's schema migrations, and one of them would fail. A store that
+    cannot be opened (corrupt, read-only, a missing directory) is one line."""
+    if (path := _sqlite_path(uri)) is None:
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            import fcntl
+
+            lock = stack.enter_context(open(f"{path}.lock", "a"))
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel, also when we are killed
+        except OSError:  # a read-only place: nothing can be created there, nothing to lock
+            pass
+        try:
+            MlflowClient(uri).search_registered_models(max_results=1)
+        except Exception as exc:  # a corrupt or unwritable database fails deep in SQLAlchemy
+            raise MnistError(f"MLflow store {uri} cannot be opened: {first_line(exc)}") from exc
