@@ -2,7 +2,8 @@
 data's holdout when there is one), decide, then tag the challenger's version, move the
 `champion` alias and append the decision to the history.
 
-Gates of one model run one at a time: the caller holds `lock` around `judge`.
+Gates of one model run one at a time: the caller holds `lock` around `judge` (and, with a
+Prefect server, the global concurrency limit of the same name, `gate_name`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mnist import evaluation, locks, preprocess, registry, tracking
 from mnist.preprocess import Arrays
 from mnist.settings import GateSettings
+
+GATE_SUFFIX = "-champion-gate"
+GATE_LOCK_GLOB = f"*{GATE_SUFFIX}.lock"
+"""The gate locks of every model, in `tracking.state_dir()` (what `mnist doctor` lists)."""
+
+
+def gate_name(name: str) -> str:
+    """The name of model `name`'s gate: its lock file's stem, and its Prefect concurrency limit."""
+    return f"{name}{GATE_SUFFIX}"
+
+
+def gate_lock_path(name: str) -> Path:
+    """The file that keeps model `name`'s gate single on this machine (`mnist.locks`)."""
+    return tracking.state_dir() / f"{gate_name(name)}.lock"
+
+
+def gate_locks() -> list[Path]:
+    """Every model's gate lock file, by name."""
+    return sorted(tracking.state_dir().glob(GATE_LOCK_GLOB))
 
 
 @dataclass(frozen=True)
@@ -91,14 +112,14 @@ def decide(
         return Decision(
             True, f"no champion yet; {scores}: the test reaches the floor {floor}", details
         )
-    if holdout and challenger_holdout < incumbent_holdout:  # type: ignore[operator]
-        return Decision(False, f"loses to the champion on the holdout ({scores})", details)
+    holdout_gain = 0.0
+    if challenger_holdout is not None and incumbent_holdout is not None:
+        if challenger_holdout < incumbent_holdout:
+            return Decision(False, f"loses to the champion on the holdout ({scores})", details)
+        holdout_gain = challenger_holdout - incumbent_holdout
     better = [
         what
-        for what, gain in (
-            ("test", challenger - incumbent),
-            ("holdout", (challenger_holdout - incumbent_holdout) if holdout else 0.0),  # type: ignore[operator]
-        )
+        for what, gain in (("test", challenger - incumbent), ("holdout", holdout_gain))
         if gain > margin
     ]
     if better:
@@ -121,8 +142,7 @@ def lock(
 ) -> AbstractContextManager[None]:
     """One gate at a time per model, on this machine: a lock beside the store that dies with
     its holder, waited for at most `gate.wait_seconds`."""
-    path = tracking.state_dir() / f"{name}-champion-gate.lock"
-    return locks.hold(path, what, gate.wait_seconds, on_wait)
+    return locks.hold(gate_lock_path(name), what, gate.wait_seconds, on_wait)
 
 
 def judge(
@@ -134,10 +154,11 @@ def judge(
     name = challenger.name
     incumbent = registry.champion(name)
     judged = [test, *([holdout] if holdout is not None and len(holdout) else [])]
-    mine: list[float | None] = [*score(challenger.uri, judged), None]
+    mine = score(challenger.uri, judged)
     theirs: list[float | None] = [*score(incumbent.uri, judged), None] if incumbent else [None] * 2
-    decision = decide(mine[0], theirs[0], gate, mine[1], theirs[1])
-    outcome = Outcome(decision, challenger, mine[0], incumbent, theirs[0], mine[1], theirs[1])
+    mine_holdout = mine[1] if len(mine) > 1 else None
+    decision = decide(mine[0], theirs[0], gate, mine_holdout, theirs[1])
+    outcome = Outcome(decision, challenger, mine[0], incumbent, theirs[0], mine_holdout, theirs[1])
     tags = {
         "decision": decision.verdict,
         "decision_reason": decision.reason,

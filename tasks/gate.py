@@ -52,7 +52,7 @@ def _across_workers(name: str, settings: GateSettings) -> Iterator[None]:
     if PREFECT_API_URL.value() in (None, "", os.environ.get(TEMPORARY_PREFECT_API)):
         yield
         return
-    limit = f"{name}-champion-gate"
+    limit = promotion.gate_name(name)
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(limit, limit=1)
     with ExitStack() as stack:
@@ -100,15 +100,14 @@ def gate(
     ):
         outcome = promotion.judge(challenger, test, settings, holdout)
     decision = outcome.decision
-    metrics = {
+    scores = {
         "gate.challenger_test_accuracy": outcome.challenger_accuracy,
         "gate.champion_test_accuracy": outcome.incumbent_accuracy,
         "gate.challenger_holdout_accuracy": outcome.challenger_holdout,
         "gate.champion_holdout_accuracy": outcome.incumbent_holdout,
     }
-    metrics = {k: v for k, v in metrics.items() if v is not None} | {
-        "gate.promoted": decision.promote
-    }
+    metrics = {k: v for k, v in scores.items() if v is not None}
+    metrics["gate.promoted"] = float(decision.promote)
     run.log_metrics(metrics)
     run.set_tags({"gate.decision": decision.verdict, "gate.compared_to": outcome.compared_to})
     logger.info("v%s %s: %s", challenger.version, decision.verdict, decision.reason)
