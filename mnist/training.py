@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import keras
 import pandas as pd
@@ -65,12 +65,24 @@ def compile_model(
     """Adam, categorical cross-entropy, accuracy; several steps per graph call, since on a
     small CPU the per-step Python overhead is a large share of a small net's step."""
     net.compile(
-        optimizer=keras.optimizers.Adam(learning_rate, beta_1=betas[0], beta_2=betas[1]),
+        optimizer=keras.optimizers.Adam(
+            learning_rate,  # pyright: ignore[reportArgumentType]  (a schedule is accepted)
+            beta_1=betas[0],
+            beta_2=betas[1],
+        ),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=["accuracy"],
         steps_per_execution=STEPS_PER_EXECUTION,
     )
     return net
+
+
+def plan(config: TrainConfig, warm: bool) -> tuple[int, float]:
+    """The epochs and peak learning rate of a run: the recipe's, or from a warm start its
+    fine-tuning ones (`finetune_epochs`, `finetune_learning_rate`)."""
+    if warm:
+        return config.finetune_epochs, config.finetune_learning_rate
+    return config.epochs, config.learning_rate
 
 
 def warm_start(config: TrainConfig, model: keras.Model) -> keras.Model | None:
@@ -92,21 +104,14 @@ def train(
     config: TrainConfig,
     data: Prepared,
     on_epoch: EpochHook | None = None,
-    callbacks: list[keras.callbacks.Callback] = (),
+    callbacks: Sequence[keras.callbacks.Callback] = (),
     init: keras.Model | None = None,
 ) -> tuple[keras.Model, pd.DataFrame]:
     """Build and fit `config.model` on data.train, monitoring data.val each epoch; from `init`
-    (made by `warm_start`), the fine-tuning recipe: `finetune_epochs` epochs at a peak
-    learning rate of `finetune_learning_rate`."""
+    (made by `warm_start`), for the epochs and learning rate `plan` gives a warm start."""
     keras.utils.set_random_seed(config.seed)
-    if init is None:
-        net, epochs, lr = (
-            models.build(config.model, config.augment),
-            config.epochs,
-            config.learning_rate,
-        )
-    else:
-        net, epochs, lr = init, config.finetune_epochs, config.finetune_learning_rate
+    epochs, lr = plan(config, warm=init is not None)
+    net = models.build(config.model, config.augment) if init is None else init
     steps = math.ceil(len(data.train) / config.batch_size) * epochs
     compile_model(
         net,
@@ -114,7 +119,7 @@ def train(
         config.label_smoothing,
         (config.adam_beta_1, config.adam_beta_2),
     )
-    callbacks = [*callbacks, _SafePoints(), *([_EpochReporter(on_epoch)] if on_epoch else [])]
+    hooks = [*callbacks, _SafePoints(), *([_EpochReporter(on_epoch)] if on_epoch else [])]
     validation = (data.val.x, data.val.y) if len(data.val) else None
     with stopping.deferred():
         fit = net.fit(
@@ -123,8 +128,8 @@ def train(
             batch_size=config.batch_size,
             epochs=epochs,
             validation_data=validation,
-            callbacks=callbacks,
-            verbose=0,
+            callbacks=hooks,
+            verbose=0,  # pyright: ignore[reportArgumentType]  (Keras' stub says str; 0 is silent)
         )
     history = pd.DataFrame(fit.history)
     history.insert(0, "epoch", range(1, len(history) + 1))

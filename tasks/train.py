@@ -23,11 +23,7 @@ def train(
     """Fit the model (from `init`'s weights when given), logging each epoch to the Prefect log
     and to MLflow (step = epoch)."""
     logger = get_run_logger()
-    epochs, lr = (
-        (config.epochs, config.learning_rate)
-        if init is None
-        else (config.finetune_epochs, config.finetune_learning_rate)
-    )
+    epochs, lr = training.plan(config, warm=init is not None)
     logger.info(
         "%s %s for %d epochs on %d images (batch %d, peak lr %g, seed %d)",
         "training" if init is None else "fine-tuning",
