@@ -2,7 +2,7 @@
 
     python -m bench.stack [--repeats 3] [--profile fast]
 
-Brings a stack up in a scratch directory on free ports (`app/stack.py`, as `make stack-up`:
+Brings a stack up in a scratch directory on free ports (`app/stack/`, as `make stack-up`:
 cold, then down and up again: warm), then times whole `mnist retrain --retrain-unchanged`
 commands: embedded (temporary Prefect API, SQLite MLflow store), against the stack from the
 command line (Prefect server, MLflow server with proxied artifacts, all on PostgreSQL), and
@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from bench import machine, save
+from mnist.waiting import wait_until
 from tests.servers import free_port
 
 BIN = Path(sys.executable).parent
@@ -109,13 +110,12 @@ def main() -> None:
             out = subprocess.run(trigger, env=client, capture_output=True, text=True, check=True)
             run_id = next(line.split()[-1] for line in out.stdout.splitlines() if "UUID" in line)
             api = client["PREFECT_API_URL"]
-            while (state := httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]["type"]) not in (
-                "COMPLETED",
-                "FAILED",
-                "CRASHED",
-                "CANCELLED",
-            ):
-                time.sleep(0.5)
+
+            def ended(api: str = api, run_id: str = run_id) -> str | None:
+                state = httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]["type"]
+                return state if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+            state = wait_until(ended, 3600, 0.5)
             if state != "COMPLETED":
                 raise SystemExit(f"the deployment's run ended {state}")
             rows["stack, the deployment on a worker"].append(

@@ -163,7 +163,8 @@ def prefect_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
-    """A real PostgreSQL server for the session (Debian's package, on a free loopback port)."""
+    """A real PostgreSQL server for the session (Debian's package, on a free loopback port),
+    started by the stack's launcher as a child of this process: it dies with pytest."""
     server = Postgres()
     yield server
     server.close()

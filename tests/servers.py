@@ -8,10 +8,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
+from app.stack.postgres import PostgreSQL
+from mnist.waiting import Gone, answers, exited, wait_until
 
 
 def free_port() -> int:
@@ -22,17 +22,12 @@ def free_port() -> int:
 
 def wait_for(url: str, proc, timeout: float = 180) -> None:
     """Poll `url` until it answers 200, failing early if `proc` dies."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
+    try:
+        wait_until(answers(url), timeout, 0.5, exited(proc))
+    except Gone:
+        raise RuntimeError(f"server exited with {proc.returncode} before {url} answered") from None
+    except TimeoutError:
+        raise TimeoutError(f"{url} did not answer within {timeout} s") from None
 
 
 def start_server(args: list[str], health: str, log: Path, env: dict[str, str]):
@@ -65,61 +60,28 @@ def stop_server(proc) -> None:
         proc.kill()
 
 
-class Postgres:
-    """A real PostgreSQL server (Debian's package) on a free loopback port, in a scratch data
-    directory owned by the `postgres` user when we are root (the server refuses to run as
-    root). `url(db)` creates database `db` and gives its SQLAlchemy URL."""
+class Postgres(PostgreSQL):
+    """A throwaway PostgreSQL server (the stack's launcher, `app.stack.postgres`) on a free
+    loopback port, trusting its user, durability off, in a scratch directory; a child of this
+    process that dies with it. `url(db)` creates database `db` and gives its SQLAlchemy URL."""
 
-    def __init__(self):
-        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-        if not bins:
-            raise RuntimeError("PostgreSQL is not installed: `make postgres` installs it")
-        self.bin = bins[-1].parent
+    def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mnist-pg-"))
-        self.port = free_port()
-        self.as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        if self.as_owner:
+        if os.geteuid() == 0:  # the server runs as `postgres`, who must enter the directory
             shutil.chown(self.root, "postgres", "postgres")
-        self.data = self.root / "data"
-        self._pg("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        fast = {"fsync": "off", "full_page_writes": "off"}
+        super().__init__(self.root / "data", free_port(), settings=fast, log=self.root / "log")
+        self.init()
         self.start()
 
-    def _pg(self, tool: str, *args: str) -> None:
-        subprocess.run(
-            [*self.as_owner, str(self.bin / tool), *args],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+    def start(self) -> subprocess.Popen:
+        process = super().start()
+        self.wait()
+        return process
 
-    def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c full_page_writes=off"
-        )
-        self._pg(
-            "pg_ctl",
-            "-D",
-            str(self.data),
-            "-o",
-            options,
-            "-l",
-            str(self.root / "log"),
-            "-w",
-            "start",
-        )
-
-    def stop(self, mode: str = "fast") -> None:
-        self._pg("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
-
-    def url(self, database: str) -> str:
-        import psycopg
-
-        with psycopg.connect(
-            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
-        ) as conn:
-            conn.execute(f'CREATE DATABASE "{database}"')
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str, driver: str | None = None) -> str:
+        self.create(database)
+        return super().url(database, driver)
 
     def close(self) -> None:
         try:

@@ -1,4 +1,4 @@
-"""The production stack as `make stack-up` brings it up (app/stack.py under honcho): a real
+"""The production stack as `make stack-up` brings it up (app/stack/ under honcho): a real
 PostgreSQL, `prefect server` and `mlflow server` on it with proxied artifacts, two process
 workers; bound to 0.0.0.0, so with authentication. End to end: deploy from prefect.yaml, a
 worker retrains, the registry and `mnist serve` from another directory with another HOME.
@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
+from mnist.waiting import wait_until
 from tests.servers import free_port, start_server, stop_server
 
 pytestmark = pytest.mark.slow
@@ -79,13 +80,13 @@ def _client(stack, tmp_path: Path) -> dict[str, str]:
 
 
 def _wait_run(api: str, run_id: str, timeout: float = 600) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
+    def ended() -> dict | None:
         run = httpx.get(f"{api}/flow_runs/{run_id}", auth=("admin", PASSWORD)).json()
-        if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            return run
-        assert time.monotonic() < deadline, run["state"]
-        time.sleep(2)
+        return (
+            run if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+        )
+
+    return wait_until(ended, timeout, 2)
 
 
 def test_stack_up_prints_what_a_client_needs(stack):

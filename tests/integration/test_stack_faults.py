@@ -3,7 +3,7 @@ real PostgreSQL (each started and restarted by the fixtures, as a service manage
 process workers, `mnist` commands as clients.
 
 - the MLflow server, then the Prefect server, restarts while a run logs its epochs;
-- PostgreSQL restarts between two flow runs;
+- PostgreSQL (the stack's launcher, `app.stack.postgres`) restarts between two flow runs;
 - two workers take a training run and a retraining run at once, and a retraining elsewhere
   (another HOME: another lock directory) gates at the same time as a worker's;
 - a worker is killed (with its flow run's process) in the middle of a run.
@@ -21,6 +21,7 @@ import httpx
 import mlflow
 import pytest
 
+from mnist.waiting import wait_until
 from tests.conftest import ROOT
 from tests.servers import Postgres, free_port, start_server, stop_server
 
@@ -51,9 +52,8 @@ def stack(tmp_path_factory, mnist_path):
     """PostgreSQL with the stack's databases, `prefect server` and `mlflow server` on it."""
     root = tmp_path_factory.mktemp("stack")
     pg = Postgres()
-    urls = {name: pg.url(name) for name in ("prefect", "mlflow", "mnist_data")}
     prefect_port, mlflow_port = free_port(), free_port()
-    database = urls["prefect"].replace("postgresql://", "postgresql+asyncpg://")
+    database = pg.url("prefect", "asyncpg")
     prefect_env = {
         "PREFECT_HOME": str(root / "prefect"),
         "PREFECT_UI_ENABLED": "false",
@@ -84,7 +84,7 @@ def stack(tmp_path_factory, mnist_path):
             "--workers",
             "1",
             "--backend-store-uri",
-            urls["mlflow"].replace("postgresql://", "postgresql+psycopg://"),
+            pg.url("mlflow", "psycopg"),
             "--artifacts-destination",
             str(root / "artifacts"),
         ],
@@ -96,7 +96,7 @@ def stack(tmp_path_factory, mnist_path):
         **os.environ,
         "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
-        "MNIST_DATASTORE": urls["mnist_data"],
+        "MNIST_DATASTORE": pg.url("mnist_data"),
         "MNIST_DATA_DIR": str(mnist_path),
         "PREFECT_HOME": str(root / "client"),
     }
@@ -136,14 +136,18 @@ def _runs(uri: str, experiment: str) -> list:
 
 def _wait_for_epochs(uri: str, experiment: str, epochs: int, timeout: float = 300):
     """The experiment's run once it has logged `epochs` epochs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def logged():
         for run in _runs(uri, experiment):
             history = mlflow.MlflowClient(uri).get_metric_history(run.info.run_id, "accuracy")
             if len(history) >= epochs:
                 return run
-        time.sleep(0.5)
-    raise TimeoutError(f"no run in {experiment} logged {epochs} epoch(s)")
+        return None
+
+    try:
+        return wait_until(logged, timeout, 0.5)
+    except TimeoutError:
+        raise TimeoutError(f"no run in {experiment} logged {epochs} epoch(s)") from None
 
 
 def _outcome(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
@@ -215,11 +219,11 @@ def _flow_run(env: dict[str, str], run_id: str) -> dict:
 
 
 def _wait(env: dict[str, str], run_id: str, timeout: float = 600) -> dict:
-    deadline = time.monotonic() + timeout
-    while (run := _flow_run(env, run_id))["state"]["type"] not in FINAL:
-        assert time.monotonic() < deadline, run["state"]
-        time.sleep(2)
-    return run
+    def ended() -> dict | None:
+        run = _flow_run(env, run_id)
+        return run if run["state"]["type"] in FINAL else None
+
+    return wait_until(ended, timeout, 2)
 
 
 def _tree(pid: int) -> list[int]:

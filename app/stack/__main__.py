@@ -1,0 +1,69 @@
+"""The production stack on one machine: PostgreSQL, `prefect server` and `mlflow server` on it
+(MLflow with proxied artifacts), and process workers on the `mnist-process` pool, run together
+by honcho (a Procfile runner) from `stack/Procfile`.
+
+    python -m app.stack up        # `make stack-up`: start, health-check, deploy, print exports
+    python -m app.stack down      # `make stack-down`
+    python -m app.stack env       # the export lines a client needs
+    python -m app.stack automation   # the zombie automation, on the PREFECT_API_URL server
+
+Settings come from variables: `MNIST_STACK_DIR` (state, logs; default `.stack` in the
+checkout), `MNIST_STACK_HOST` (default 127.0.0.1), `MNIST_STACK_PG_PORT` (5432),
+`MNIST_STACK_PREFECT_PORT` (4200), `MNIST_STACK_MLFLOW_PORT` (5000), `MNIST_STACK_WORKERS` (1).
+Bound anywhere but loopback, everything asks for a password (`MNIST_STACK_PASSWORD`, else one
+generated into `<dir>/secrets.env`): MLflow's basic-auth app, Prefect's API auth string.
+State (the databases, the artifacts) stays in the directory between restarts.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from app.stack import postgres
+from app.stack.config import Stack, StackError
+from app.stack.lifecycle import down, up, wait
+from flows.automations import ensure_zombie_detection
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m app.stack up|down|env|automation`, and `postgres` and `wait WHAT...` for the
+    processes of the Procfile; 1 with one line on a StackError, 2 with this help."""
+    args = argv if argv is not None else sys.argv[1:]
+    stack = Stack.from_env()
+    try:
+        if args[:1] == ["postgres"]:
+            return postgres.serve(stack)
+        if args[:1] == ["wait"]:
+            for what in args[1:]:
+                wait(stack, what)
+        elif args[:1] == ["up"]:
+            seconds = up(stack)
+            print(
+                f"stack up in {seconds:.1f} s: Prefect {stack.prefect_api} (UI "
+                f"http://{stack.reach}:{stack.prefect_port}), MLflow {stack.mlflow_uri}, "
+                f"{stack.workers} worker(s) on mnist-process; logs {stack.dir / 'logs'}\n"
+                "For a client:",
+                file=sys.stderr,
+            )
+            print(stack.exports(), end="")
+        elif args[:1] == ["down"]:
+            print(
+                "stack stopped" if down(stack) else f"no stack running in {stack.dir}",
+                file=sys.stderr,
+            )
+        elif args[:1] == ["env"]:
+            print(stack.exports(), end="")
+        elif args[:1] == ["automation"]:  # for a Prefect server that `up` did not start
+            made = ensure_zombie_detection()
+            print("created" if made else "already there", file=sys.stderr)
+        else:
+            print(__doc__, file=sys.stderr)
+            return 2
+    except StackError as exc:
+        print(f"stack: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

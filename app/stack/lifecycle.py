@@ -1,0 +1,187 @@
+"""Bringing the stack up and down: honcho runs `stack/Procfile` in the background, `up` waits
+until each piece answers and deploys `prefect.yaml`, `down` stops every process of the stack
+(found by the `MNIST_STACK_DIR` each inherits, so also what a killed honcho left behind)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from app.stack import postgres
+from app.stack.config import BIN, PROCFILE, ROOT, USER, Stack, StackError
+from flows.automations import ensure_zombie_detection
+from mnist.waiting import Gone, answers, never, wait_until
+
+if TYPE_CHECKING:
+    from prefect.settings.context import SettingKey  # a name only for type checkers
+
+
+def wait(
+    stack: Stack, what: str, timeout: float = 180, gone: Callable[[], str | None] = never
+) -> None:
+    """Until `what` (postgres, its databases, prefect or mlflow) answers; `gone` says why to
+    stop waiting early (the process manager exited)."""
+    if what == "postgres":
+        postgres.wait(stack, timeout, gone)
+        return
+    url = {"prefect": f"{stack.prefect_api}/health", "mlflow": f"{stack.mlflow_uri}/health"}[what]
+    auth = (USER, stack.password()) if stack.secured else None
+    try:
+        wait_until(answers(url, auth), timeout, 0.5, gone)
+    except Gone as exc:
+        raise StackError(f"{what} did not start: {exc}") from None
+    except TimeoutError:
+        raise StackError(f"{what} did not answer at {url} within {timeout:.0f} s") from None
+
+
+def _pidfile(stack: Stack) -> Path:
+    return stack.dir / "honcho.pid"
+
+
+def _running(stack: Stack) -> int | None:
+    try:
+        pid = int(_pidfile(stack).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def up(stack: Stack, timeout: float = 300) -> float:
+    """Start the stack under honcho (logs: <dir>/logs/stack.log), wait until every piece is
+    healthy, deploy prefect.yaml; returns the seconds it took."""
+    started = time.monotonic()
+    if (pid := _running(stack)) is not None:
+        raise StackError(f"the stack in {stack.dir} is already running (honcho pid {pid})")
+    if left := members(stack):
+        pids = ", ".join(map(str, left[:5]))
+        raise StackError(
+            f"processes of an earlier stack in {stack.dir} still run (pids {pids}):"
+            " stop them with make stack-down"
+        )
+    (stack.dir / "logs").mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:  # PostgreSQL, running as `postgres`, must reach its data directory
+        stack.dir.chmod(stack.dir.stat().st_mode | 0o011)
+        closed = [p for p in stack.dir.parents if not p.stat().st_mode & 0o001]
+        if closed:
+            raise StackError(
+                f"PostgreSQL runs as the user postgres, who cannot enter {closed[0]}:"
+                " choose another MNIST_STACK_DIR (or chmod o+x it)"
+            )
+    env = {**os.environ, **stack.server_env()}
+    os.umask(0o077)  # the artifacts, logs and secrets the stack writes: its owner's alone
+    log = (stack.dir / "logs" / "stack.log").open("a")
+    proc = subprocess.Popen(
+        [
+            str(BIN / "honcho"),
+            "start",
+            "-f",
+            str(PROCFILE),
+            "-d",
+            str(ROOT),
+            "-c",
+            f"worker={stack.workers}",
+            "--no-colour",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    _pidfile(stack).write_text(str(proc.pid))
+
+    def gone() -> str | None:
+        if proc.poll() is None:
+            return None
+        lines = Path(log.name).read_text(errors="replace").splitlines()
+        stopped = [line for line in lines if "stopped (rc=" in line]
+        return f"{stopped[0].split('| ')[-1] if stopped else 'honcho exited'}; see {log.name}"
+
+    try:
+        for what in ("postgres", "prefect", "mlflow"):
+            left = timeout - (time.monotonic() - started)
+            wait(stack, what, max(left, 1), gone)
+        _deploy(stack, env)
+    except BaseException:
+        down(stack)
+        raise
+    return time.monotonic() - started
+
+
+def _deploy(stack: Stack, env: dict[str, str]) -> None:
+    """The work pool, the deployments of prefect.yaml, and the automation that crashes flow
+    runs whose heartbeats stopped (a worker or its machine died); all idempotent."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    deploy(env)
+    settings: dict[SettingKey, str] = {PREFECT_API_URL: stack.prefect_api}
+    if stack.secured:
+        settings[PREFECT_API_AUTH_STRING] = env["PREFECT_API_AUTH_STRING"]
+    with temporary_settings(settings):
+        ensure_zombie_detection()
+
+
+def deploy(env: dict[str, str]) -> None:
+    """`prefect work-pool create mnist-process` and `prefect deploy --all` from the checkout,
+    against the Prefect API that `env` names."""
+    prefect = str(BIN / "prefect")
+    for args in (
+        ["work-pool", "create", "mnist-process", "--type", "process", "--overwrite"],
+        ["--no-prompt", "deploy", "--all"],
+    ):
+        out = subprocess.run(
+            [prefect, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        if out.returncode:
+            raise StackError(f"prefect {' '.join(args)} failed: {out.stderr.strip()[-500:]}")
+
+
+def members(stack: Stack) -> list[int]:
+    """Every process of the stack in `stack.dir`, found by the variable each one inherits
+    (honcho starts each in a session of its own, and may itself be gone)."""
+    mark = f"MNIST_STACK_DIR={stack.dir}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if mark in proc.joinpath("environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return [pid for pid in found if pid != os.getpid()]
+
+
+def down(stack: Stack, timeout: float = 60) -> bool:
+    """Stop honcho and everything it runs (also what a killed honcho left behind); False if
+    nothing was running."""
+    pid = _running(stack)
+    left = members(stack)
+    if pid is None and not left:
+        _pidfile(stack).unlink(missing_ok=True)
+        return False
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)  # honcho stops its processes, each in its own session
+
+    def stopped() -> bool:
+        nonlocal pid
+        if not (left := members(stack)):
+            return True
+        if pid is None or _running(stack) is None:  # honcho is gone; its orphans are not
+            for orphan in left:
+                with contextlib.suppress(OSError):
+                    os.kill(orphan, signal.SIGTERM)
+            pid = None
+        return False
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(stopped, timeout, 0.5)
+    for orphan in members(stack):
+        with contextlib.suppress(OSError):
+            os.kill(orphan, signal.SIGKILL)
+    _pidfile(stack).unlink(missing_ok=True)
+    return True
