@@ -7,7 +7,7 @@ concern: `app` (the routes), `parsing` (request bodies), `holder` (the model in 
 `feedback` (storing corrected labels), `admin` (the token of /reload), `errors`.
 """
 
-from app.serve.app import PAGE, create_app
+from app.serve.app import create_app
 from app.serve.errors import RequestError
 from app.serve.feedback import FeedbackDesk
 from app.serve.holder import ModelHolder
@@ -15,4 +15,4 @@ from app.serve.parsing import json_pixels
 
 _json_pixels = json_pixels  # the name tests/test_parsers_properties.py imports
 
-__all__ = ["PAGE", "FeedbackDesk", "ModelHolder", "RequestError", "create_app", "json_pixels"]
+__all__ = ["FeedbackDesk", "ModelHolder", "RequestError", "create_app", "json_pixels"]
