@@ -1,4 +1,5 @@
-"""The registry and the champion gate, for real: Prefect API, SQLite MLflow store, MNIST."""
+"""The registry and the champion gate, for real: Prefect API, SQLite MLflow store, MNIST
+(`tests/unit/mnist/test_registry.py` has the registry on its own, without training)."""
 
 import os
 import signal
@@ -161,21 +162,6 @@ def test_registry_errors_are_one_line(full_run, capsys, args, message):
     assert main(["registry", *args]) == 1
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
-
-
-def test_unreachable_tracking_server(monkeypatch, capsys):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MNIST_MLFLOW_RESTART_SECONDS", "0")  # no wait for a restart
-    import mlflow
-
-    mlflow.set_tracking_uri("http://127.0.0.1:9")
-    try:
-        assert main(["registry", "list"]) == 1
-    finally:
-        mlflow.set_tracking_uri(None)
-    err = capsys.readouterr().err.strip()
-    assert err == "mnist: error: cannot reach the MLflow tracking server at http://127.0.0.1:9"
 
 
 def test_retrain_needs_registration(prefect_api, workdir, mnist_path):

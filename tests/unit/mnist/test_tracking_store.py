@@ -1,0 +1,95 @@
+"""`mnist.tracking.store`: every MLflow failure is one line naming the store, and a server that
+refuses connections (restarting) is waited for, told by the exception's type."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from mnist.errors import MnistError
+from mnist.tracking import Run, call, client
+from mnist.tracking import store as tracking_store
+from tests.servers import free_port
+
+
+@pytest.fixture
+def nowhere(monkeypatch) -> Iterator[str]:
+    """A tracking URI where nothing listens; MLflow does not retry, nor do we wait."""
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MNIST_MLFLOW_RESTART_SECONDS", "0")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)
+
+
+def _refusal(uri: str) -> MlflowException:
+    """What MLflow raises for a refused connection, for real."""
+    with pytest.raises(MlflowException) as err:
+        MlflowClient(uri).search_experiments()
+    return err.value
+
+
+def test_an_mlflow_failure_is_one_line_naming_the_store(store):
+    run = Run.start("door", "deleted", {})
+    client().delete_run(run.run_id)
+    with pytest.raises(MnistError) as err:
+        run.log_params({"a": "1"})
+    message = str(err.value)
+    assert message.startswith(f"MLflow at {store}: ") and "\n" not in message
+    with pytest.raises(MnistError, match="MLflow at"):
+        run.end(False)
+
+
+def test_an_unreachable_server_is_one_line(nowhere):
+    with pytest.raises(MnistError) as err:
+        Run.start("door", "nowhere", {})
+    assert str(err.value) == f"cannot reach the MLflow tracking server at {nowhere}"
+
+
+def test_a_refused_connection_is_told_by_its_type_not_its_text(nowhere):
+    refusal = _refusal(nowhere)
+    assert tracking_store._refused(refusal) and tracking_store._unreachable(refusal)
+    echoed = MlflowException(f"the server said: {refusal.message}")  # a message, no cause
+    assert not tracking_store._refused(echoed) and not tracking_store._unreachable(echoed)
+
+
+def test_a_restarting_server_is_waited_for(nowhere, monkeypatch, caplog):
+    """Refused twice, then answered: one warning, the answer, two pauses of 2 s."""
+    monkeypatch.setenv("MNIST_MLFLOW_RESTART_SECONDS", "30")
+    pauses: list[float] = []
+    monkeypatch.setattr(tracking_store.time, "sleep", pauses.append)
+    refusal, tries = _refusal(nowhere), []
+
+    def flaky() -> str:
+        tries.append(1)
+        if len(tries) < 3:
+            raise refusal
+        return "answered"
+
+    with caplog.at_level(logging.WARNING, "mnist.tracking"):
+        assert call(flaky) == "answered"
+    assert pauses == [2, 2]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the MLflow tracking server at {nowhere} refuses connections; waiting up to 30 s "
+        "for it to come back"
+    ]
+
+
+def test_other_failures_are_not_sent_again(nowhere, monkeypatch):
+    monkeypatch.setenv("MNIST_MLFLOW_RESTART_SECONDS", "30")
+    tries = []
+
+    def failing() -> None:
+        tries.append(1)
+        raise MlflowException("Connection refused, said the server's artifact store")
+
+    with pytest.raises(MnistError, match=f"^MLflow at {nowhere}: Connection refused"):
+        call(failing)
+    assert len(tries) == 1
