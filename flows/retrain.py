@@ -82,7 +82,7 @@ def retrain_flow(
     (`mnist.promotion`): MNIST test accuracy at least the floor, no loss to the champion on the
     added data's holdout, and more than the margin above it on one of them, on the same images.
     Ends early, registering nothing, when a version was made from the same inputs."""
-    config, gate = config or TrainConfig(), gate or GateSettings()
+    config, gate = config or TrainConfig.from_profile(), gate or GateSettings()
     if not config.register_model:
         raise MnistError("retraining registers its challenger: drop --no-register")
     inputs = gather(config)

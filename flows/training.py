@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -20,6 +21,9 @@ from mnist.errors import MnistError
 from mnist.preprocess import Prepared
 from mnist.settings import TrainConfig
 from mnist.tracking import Input, Run, code_version
+
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,8 @@ def gather(config: TrainConfig) -> Inputs:
 def _lineage(config: TrainConfig, inputs: Inputs) -> list[Input]:
     """The datasets the run trains and is judged on, for MLflow's dataset tracking."""
     train, test, added = inputs.dataset.train, inputs.dataset.test, inputs.added
-    tr = (train.images[: config.train_limit], train.labels[: config.train_limit])
-    te = (test.images[: config.test_limit], test.labels[: config.test_limit])
+    tr = (train.images[: config.train_limit], train.targets[: config.train_limit])
+    te = (test.images[: config.test_limit], test.targets[: config.test_limit])
     found = [
         Input("mnist-train", *tr, train.source, digest(*tr), "training"),
         Input("mnist-test", *te, test.source, digest(*te), "evaluation"),
@@ -80,7 +84,7 @@ def _lineage(config: TrainConfig, inputs: Inputs) -> list[Input]:
                 Input(
                     name,
                     split.images,
-                    split.labels,
+                    split.targets,
                     split.source,
                     added.digest,
                     context,
@@ -148,7 +152,8 @@ def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingRes
         "test": dataset.test.source,
         "holdout": added.holdout.source,
     }
-    init = tasks.warm_start(config, inputs.init_from, added, run)
+    # cast: Prefect's overloads take keras' Model, of unknown bases, for a coroutine
+    init = cast("keras.Model | None", tasks.warm_start(config, inputs.init_from, added, run))
     prepared = tasks.preprocess(dataset, added, config, warm=init is not None)
     prepared = tasks.validate(prepared, config.nan_policy, sources, run)
     net, history = tasks.train(config, prepared, run, init)
@@ -221,7 +226,7 @@ Model: `{result.model_uri}`; plots: `{result.plots}`
 @flow(name="mnist-training", flow_run_name=lambda: run_name("train"))
 def training_flow(config: TrainConfig | None = None) -> TrainingResult:
     """Train and evaluate a CNN on MNIST, logging everything to one MLflow run."""
-    config = config or TrainConfig()
+    config = config or TrainConfig.from_profile()
     inputs = gather(config)
     with mlflow_run(config, run_name("train")) as run:
         result, _ = pipeline(config, run, inputs)

@@ -69,7 +69,7 @@ def mnist_style(gray: np.ndarray, name: str = "image") -> np.ndarray:
     if border.mean() > 127:
         img, border = 255.0 - img, 255.0 - border
     img = np.clip(img - np.median(border), 0, 255)
-    rows, cols = np.nonzero(img > 0.1 * img.max()) if img.max() > 0 else ((), ())
+    rows, cols = np.nonzero(img > 0.1 * img.max()) if img.max() > 0 else (np.empty(0, int),) * 2
     if len(rows) == 0:
         raise MnistError(f"{name}: {BLANK}")
     crop = img[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]

@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.colors import SymLogNorm
 from matplotlib.figure import Figure
 
 from mnist.evaluation import Evaluation
@@ -63,7 +64,7 @@ def confusion_matrix(result: Evaluation, what: str = "test images") -> Figure:
     """Counts of true (rows) against predicted (columns) digits, on a log colour scale."""
     cm = result.confusion
     fig, ax = plt.subplots(figsize=(7, 6), constrained_layout=True)
-    image = ax.imshow(cm, cmap="Blues", norm=matplotlib.colors.SymLogNorm(1, vmin=0))
+    image = ax.imshow(cm, cmap="Blues", norm=SymLogNorm(1, vmin=0))
     fig.colorbar(image, ax=ax, label="images")
     for (i, j), n in np.ndenumerate(cm):
         if n:

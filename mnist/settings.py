@@ -107,7 +107,7 @@ class DatastoreSettings(BaseSettings):
     model_config = _env("MNIST_")
 
     datastore: str | None = Field(
-        None,
+        default=None,
         description="SQLAlchemy URL of the added-data store (default: mnist-data.db beside a "
         "SQLite MLflow store, else in the per-user state directory)",
         json_schema_extra={"metavar": "URL"},
@@ -120,24 +120,32 @@ class DataSettings(DatastoreSettings):
     model_config = _env("MNIST_")
 
     data_dir: Path | None = Field(
-        None, description="MNIST directory or .npz (default: MNIST_DATA_DIR, else the cache)"
+        default=None,
+        description="MNIST directory or .npz (default: MNIST_DATA_DIR, else the cache)",
     )
-    seed: int = Field(42, ge=0, description="fixes the validation split and initialisation")
+    seed: int = Field(default=42, ge=0, description="fixes the validation split and initialisation")
     validation_split: float = Field(
-        0.1, ge=0, lt=1, description="fraction of training data held out, stratified by label"
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="fraction of training data held out, stratified by label",
     )
-    nan_policy: NanPolicy = Field("fail", description="what to do with NaN/Inf/invalid samples")
+    nan_policy: NanPolicy = Field(
+        default="fail", description="what to do with NaN/Inf/invalid samples"
+    )
     train_limit: int | None = Field(
-        None, ge=1, description="use only the first N training images (quick runs)"
+        default=None, ge=1, description="use only the first N training images (quick runs)"
     )
-    test_limit: int | None = Field(None, ge=1, description="use only the first N test images")
+    test_limit: int | None = Field(
+        default=None, ge=1, description="use only the first N test images"
+    )
     added_data: bool = Field(
-        True,
+        default=True,
         description="train on MNIST plus every active batch of added data (`mnist data list`)",
         json_schema_extra={"flag": "--added-data"},
     )
     added_share: float = Field(
-        0.1,
+        default=0.1,
         ge=0,
         lt=1,
         description="share of each epoch's training images that come from added data, by "
@@ -150,14 +158,14 @@ class TrackingSettings(BaseSettings):
 
     model_config = _env("MNIST_")
 
-    experiment: str = Field("mnist", min_length=1, description="MLflow experiment name")
+    experiment: str = Field(default="mnist", min_length=1, description="MLflow experiment name")
     register_model: bool = Field(
-        True,
+        default=True,
         description="register the model as a new version",
         json_schema_extra={"flag": "--register"},
     )
     registered_model: str = Field(
-        MODEL_NAME, min_length=1, description="registered model name in the MLflow registry"
+        default=MODEL_NAME, min_length=1, description="registered model name in the MLflow registry"
     )
 
 
@@ -173,23 +181,23 @@ class WarmStartSettings(BaseSettings):
     model_config = _env("MNIST_")
 
     init_from: str | None = Field(
-        None,
+        default=None,
         description="start from this model's weights (e.g. models:/mnist-cnn@champion) when its "
         "architecture is the recipe's; else train from scratch",
         json_schema_extra={"metavar": "REF"},
     )
-    finetune_epochs: int = Field(2, ge=1, le=1000, description="epochs of a warm start")
+    finetune_epochs: int = Field(default=2, ge=1, le=1000, description="epochs of a warm start")
     finetune_learning_rate: float = Field(
-        3e-3, gt=0, le=1, description="peak learning rate of a warm start"
+        default=3e-3, gt=0, le=1, description="peak learning rate of a warm start"
     )
     finetune_mnist_images: int | None = Field(
-        20000,
+        default=20000,
         ge=1,
         description="MNIST training images a warm start rehearses (a seeded sample), beside "
         "the added data; none: all",
     )
     finetune_added_share: float = Field(
-        0.5, ge=0, lt=1, description="--added-share of a warm start"
+        default=0.5, ge=0, lt=1, description="--added-share of a warm start"
     )
 
 
@@ -199,7 +207,7 @@ class TrainConfig(Recipe, DataSettings, WarmStartSettings, TrackingSettings):
     model_config = _env("MNIST_") | {"json_schema_extra": _knobs_come_from_the_recipe}
 
     profile: str = Field(
-        "default",
+        default="default",
         description="the recipe: a name (see `mnist recipes`) or a .toml file; options and "
         "MNIST_* variables given explicitly win over its values",
     )
@@ -214,10 +222,17 @@ class TrainConfig(Recipe, DataSettings, WarmStartSettings, TrackingSettings):
         try:
             recipe = load_recipe(name)
         except ValueError as exc:
-            error = PydanticCustomError("recipe", str(exc))
+            error = PydanticCustomError("recipe", "{problem}", {"problem": str(exc)})
             details = InitErrorDetails(type=error, loc=("profile",), input=name)
             raise ValidationError.from_exception_data(cls.__name__, [details]) from None
         return {**recipe.model_dump(), **data}
+
+    @classmethod
+    def from_profile(cls, **given: Any) -> TrainConfig:
+        """The settings of a run: the recipe of `profile` (default: `default`) under the
+        MNIST_* variables and `given`. (`cls()` with no knobs given: a type checker cannot see
+        that the recipe file supplies them.)"""
+        return cls(**given)
 
     @property
     def recipe(self) -> Recipe:
@@ -242,15 +257,17 @@ class GateSettings(BaseSettings):
 
     model_config = _env("MNIST_GATE_")
 
-    floor: float = Field(0.99, ge=0, le=1, description="minimum test accuracy for promotion")
+    floor: float = Field(
+        default=0.99, ge=0, le=1, description="minimum test accuracy for promotion"
+    )
     margin: float = Field(
-        0.0, ge=0, le=1, description="how much the challenger must beat the champion by"
+        default=0.0, ge=0, le=1, description="how much the challenger must beat the champion by"
     )
     wait_seconds: float = Field(
-        1800, ge=0, description="longest wait for another gate of the same model to finish"
+        default=1800, ge=0, description="longest wait for another gate of the same model to finish"
     )
     retrain_unchanged: bool = Field(
-        False,
+        default=False,
         description="retrain even when the data, recipe and code are those of a registered "
         "version (otherwise the run ends early: nothing new)",
         json_schema_extra={"flag": "--retrain-unchanged"},
@@ -263,45 +280,49 @@ class ServeSettings(BaseSettings):
     model_config = _env("MNIST_SERVE_")
 
     model: str = Field(
-        f"models:/{MODEL_NAME}@{CHAMPION}",
+        default=f"models:/{MODEL_NAME}@{CHAMPION}",
         description="model to serve: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model "
         "or a path",
         json_schema_extra={"metavar": "REF"},
     )
-    host: str = Field("127.0.0.1", description="address to bind")
+    host: str = Field(default="127.0.0.1", description="address to bind")
     admin_token: SecretStr | None = Field(
-        None,
+        default=None,
         description="bearer token that POST /reload requires (required when --host is not a "
         "loopback address; prefer the variable to the option, which `ps` shows)",
         json_schema_extra={"metavar": "TOKEN"},
     )
-    port: int = Field(8000, ge=0, le=65535, description="port")
+    port: int = Field(default=8000, ge=0, le=65535, description="port")
     poll_seconds: float = Field(
-        30.0, ge=0, description="how often to check whether the alias moved; 0: only on /reload"
+        default=30.0,
+        ge=0,
+        description="how often to check whether the alias moved; 0: only on /reload",
     )
-    max_images: int = Field(1000, ge=1, description="most images in one request")
+    max_images: int = Field(default=1000, ge=1, description="most images in one request")
     batch_images: int = Field(
-        256, ge=1, description="most images in one model call shared by concurrent requests"
+        default=256, ge=1, description="most images in one model call shared by concurrent requests"
     )
     batch_wait_ms: float = Field(
-        0.0,
+        default=0.0,
         ge=0,
         le=1000,
         description="how long a model call waits for more requests when it has room (0: it "
         "takes what is queued; requests that arrive while the model runs form the next call)",
     )
-    max_bytes: int = Field(8 * 1024 * 1024, ge=1, description="largest request body in bytes")
+    max_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1, description="largest request body in bytes"
+    )
     feedback: bool = Field(
-        True,
+        default=True,
         description="accept corrected labels at POST /feedback (and on the page) into the "
         "added-data store",
         json_schema_extra={"flag": "--feedback"},
     )
     feedback_per_minute: int = Field(
-        30, ge=1, description="most feedback samples one client address may send a minute"
+        default=30, ge=1, description="most feedback samples one client address may send a minute"
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
-        "warning", description="uvicorn log level"
+        default="warning", description="uvicorn log level"
     )
 
 
@@ -314,7 +335,7 @@ class PredictSettings(BaseSettings):
         description="PATH (.keras or MLflow model dir), runs:/ID/model or models:/NAME@ALIAS",
         json_schema_extra={"metavar": "REF"},
     )
-    nan_policy: NanPolicy = DataSettings.model_fields["nan_policy"]
+    nan_policy: NanPolicy = DataSettings.model_fields["nan_policy"]  # pyright: ignore[reportAssignmentType]  (pydantic takes a field as its default)
 
 
 class RegistrySettings(BaseSettings):
@@ -323,7 +344,7 @@ class RegistrySettings(BaseSettings):
     model_config = _env("MNIST_")
 
     registered_model: str = Field(
-        MODEL_NAME,
+        default=MODEL_NAME,
         min_length=1,
         description="registered model",
     )

@@ -131,8 +131,8 @@ def _check(
         outside = np.isfinite(flat) & ((flat < lo) | (flat > hi))
     report.nan, report.posinf, report.neginf = int(nan.sum()), int(posinf.sum()), int(neginf.sum())
     report.out_of_range = int(outside.sum())
-    bad_pixels = (nan | posinf | neginf | outside).any(axis=1)
-    bad_labels = np.zeros(len(x), bool) if y is None else y.sum(axis=1) != 1
+    bad_pixels = np.asarray((nan | posinf | neginf | outside).any(axis=1))
+    bad_labels = np.zeros(len(x), bool) if y is None else np.asarray(y.sum(axis=1) != 1)
     report.invalid_labels = int(bad_labels.sum())
     bad = bad_pixels | bad_labels
     report.bad_samples = int(bad.sum())
