@@ -1,0 +1,73 @@
+"""`mnist registry`: the versions of a registered model, its champion and their history."""
+
+from __future__ import annotations
+
+import argparse
+
+from app.cli.options import add_command, settings
+from mnist.errors import MnistError
+from mnist.settings import CHAMPION, RegistrySettings
+
+
+def registry_command(args: argparse.Namespace) -> None:
+    from mnist import registry
+
+    name = settings(args, RegistrySettings).registered_model
+    if args.action == "list":
+        import pandas as pd
+
+        rows = [
+            {
+                "version": v.version,
+                "aliases": ",".join(v.aliases) or "-",
+                "test_accuracy": v.tags.get("test_accuracy", "-"),
+                "decision": v.tags.get("decision", "-"),
+                "run_id": v.run_id,
+                "created": v.created.strftime("%Y-%m-%d %H:%M:%S"),
+            }
+            for v in registry.versions(name)
+        ]
+        print(pd.DataFrame(rows).to_string(index=False) if rows else f"{name}: no versions")
+    elif args.action == "show":
+        if args.version and args.alias:
+            raise MnistError("give a VERSION or --alias, not both")
+        alias = args.alias if args.alias or args.version else CHAMPION
+        v = registry.get(name, args.version, alias)
+        print(f"{v.name} v{v.version}  aliases: {', '.join(v.aliases) or '-'}")
+        print(f"uri:      {v.uri}\nrun:      {v.run_id}\nsource:   {v.source}")
+        print(f"created:  {v.created:%Y-%m-%d %H:%M:%S %Z}")
+        for key in sorted(v.tags):
+            print(f"{key + ':':22}{v.tags[key]}")
+    elif args.action == "promote":
+        v = registry.promote(args.version, name, args.reason or "promoted by hand")
+        print(f"champion is now {name} v{v.version}")
+    elif args.action == "rollback":
+        v = registry.rollback(name)
+        print(f"rolled back: champion is now {name} v{v.version}")
+    elif args.action == "history":
+        events = registry.history(name)
+        if events.empty:
+            print(f"{name}: no champion history yet")
+        else:
+            events["time"] = events["time"].dt.strftime("%Y-%m-%d %H:%M:%S")
+            print(events.to_string(index=False))
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    reg = add_command(
+        commands,
+        "registry",
+        registry_command,
+        "the MLflow model registry: versions, champion, history",
+        RegistrySettings,
+    )
+    actions = reg.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="every version, newest first")
+    show = actions.add_parser("show", help="one version (default: the champion)")
+    show.add_argument("version", nargs="?", help="version number")
+    show.add_argument("--alias", help="look the version up by alias")
+    promote = actions.add_parser("promote", help="make VERSION the champion")
+    promote.add_argument("version")
+    promote.add_argument("--reason", help="why (kept in the history)")
+    actions.add_parser("rollback", help="give champion back to the previous holder")
+    actions.add_parser("history", help="every gate decision and champion move")

@@ -1,0 +1,40 @@
+"""`mnist serve`: the HTTP service (`app.serve`) under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+
+from app.cli.options import add_command, settings
+from mnist.settings import DatastoreSettings, ServeSettings
+
+
+def serve(args: argparse.Namespace) -> None:
+    chosen = settings(args, ServeSettings)
+    import uvicorn
+
+    from app.serve import create_app
+
+    store = settings(args, DatastoreSettings).datastore
+    app = create_app(chosen, store)
+    app.state.holder.refresh()  # no model, no server: one line, before uvicorn starts
+    print(f"serving {chosen.model} on http://{chosen.host}:{chosen.port}/", flush=True)
+    if chosen.feedback:
+        from mnist import datastore
+
+        where = datastore.safe_url(store or datastore.default_url())
+        print(f"feedback (POST /feedback) is stored in {where}", flush=True)
+    # On Ctrl-C or SIGTERM uvicorn stops gracefully, then raises the signal again: `main`
+    # reports it in one line (`uvicorn.run` would swallow a Ctrl-C and exit 0).
+    config = uvicorn.Config(app, chosen.host, chosen.port, log_level=chosen.log_level)
+    uvicorn.Server(config).run()
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    add_command(
+        commands,
+        "serve",
+        serve,
+        "serve a model: REST API and a draw-a-digit page",
+        ServeSettings,
+        DatastoreSettings,
+    )
