@@ -236,10 +236,13 @@ def test_still_serving_after_bad_requests(api, mnist_data):
 
 
 def test_champion_change_is_picked_up_without_restart(full_run, workdir, mnist_data, tmp_path):
-    """Its own registered model and server: moving the champion touches no other test."""
+    """Its own registered model and two servers: one polls the alias every second, the other
+    (`--poll-seconds 0`) looks it up only on POST /reload. Moving the champion touches no
+    other test; the second server shows /reload's answer without racing a poller."""
     name, (_, result) = "serve-move-test", full_run
     _register_champion(name, result.model_uri)
-    proc, api = _serve(name, tmp_path / "serve.log")
+    polling, api = _serve(name, tmp_path / "polling.log")
+    manual, admin = _serve(name, tmp_path / "manual.log", "--poll-seconds", "0")
     try:
         assert httpx.get(f"{api}/model").json()["version"] == "1"
         mlflow.register_model(result.model_uri, name)
@@ -250,11 +253,16 @@ def test_champion_change_is_picked_up_without_restart(full_run, workdir, mnist_d
         assert httpx.get(f"{api}/model").json()["version"] == "2"
         body = httpx.post(f"{api}/predict", json={"pixels": mnist_data.test.images[:2].tolist()})
         assert body.json()["model"]["version"] == "2"
+        assert httpx.get(f"{admin}/model").json()["version"] == "1"  # no poller there
+        reload = httpx.post(f"{admin}/reload").json()
+        assert reload["changed"] is True and reload["model"]["version"] == "2"
         registry.rollback(name)
-        reload = httpx.post(f"{api}/reload").json()
+        reload = httpx.post(f"{admin}/reload").json()
         assert reload["changed"] is True and reload["model"]["version"] == "1"
+        assert httpx.post(f"{admin}/reload").json()["changed"] is False
     finally:
-        stop_server(proc)
+        stop_server(polling)
+        stop_server(manual)
 
 
 def test_mlflow_models_serve_answers_raw_pixels(champion, workdir, mnist_data, tmp_path):
