@@ -14,7 +14,7 @@ from flows.retrain import retrain_flow
 from mnist import registry
 from mnist.errors import MnistError
 from mnist.settings import GateSettings, TrainConfig
-from tests.test_locks import HOLD
+from tests.unit.mnist.test_locks import HOLD
 
 
 def _config(mnist_path, name, **overrides) -> TrainConfig:
