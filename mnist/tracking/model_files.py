@@ -28,8 +28,8 @@ _EARLIER_LOADERS: tuple[str, ...] = (
     "50b2491f960221e180ecf0f7adec1704d1e39c28f4def673c0422aa4cd15d537",
 )
 """SHA-256 of earlier `mnist_pyfunc.py` files: when the file changes, add its old digest here,
-or the models logged with it stop loading (tests/unit/mnist/test_tracking_model_files.py pins
-every shipped one)."""
+or the models logged with it stop loading, and copy the new file into
+`tests/unit/mnist/shipped_loaders/` (named by its digest), where a test loads a model with each."""
 PYFUNC_LOADER_DIGESTS = {
     hashlib.sha256(Path(mnist_pyfunc.__file__).read_bytes()).hexdigest(),
     *_EARLIER_LOADERS,
