@@ -1,6 +1,6 @@
 """`python -m app.cli`: the `mnist` command."""
 
-from app.cli.main import run
+from app.cli import run
 
 if __name__ == "__main__":
     run()

@@ -1,4 +1,5 @@
-"""The `mnist` command as users run it: one-line errors, predictions on real digits."""
+"""`mnist` commands as users run them: one-line errors, predictions on real digits, no heavy
+imports for commands that need none."""
 
 import os
 import subprocess
@@ -11,6 +12,8 @@ from PIL import Image
 
 from app.cli import main
 
+pytestmark = pytest.mark.slow  # real logged models and processes: not the unit tier
+
 
 def _mnist(*args, env=None):
     return subprocess.run(
@@ -22,48 +25,6 @@ def _mnist(*args, env=None):
     )
 
 
-def test_help_lists_every_training_option(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["train", "--help"])
-    assert exit_.value.code == 0
-    out = capsys.readouterr().out
-    for option in (
-        "--epochs",
-        "--batch-size",
-        "--learning-rate",
-        "--seed",
-        "--model",
-        "--validation-split",
-        "--data-dir",
-        "--nan-policy",
-        "--experiment",
-    ):
-        assert option in out
-    assert "MNIST_EPOCHS" in out
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--epochs", "0"], "--epochs: Input should be greater than or equal to 1"),
-        (["--nan-policy", "skip"], "--nan-policy: Input should be 'fail', 'drop' or 'impute'"),
-        (["--batch-size", "many"], "--batch-size: Input should be a valid integer"),
-    ],
-)
-def test_bad_options_are_one_line_errors(capsys, args, message):
-    assert main(["train", *args]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("mnist: error: invalid option(s)") and message in err
-    assert len(err.splitlines()) == 1
-
-
-def test_environment_variables_set_options(capsys, monkeypatch):
-    monkeypatch.setenv("MNIST_EPOCHS", "-3")
-    assert main(["train"]) == 2
-    assert "--epochs: Input should be greater than or equal to 1" in capsys.readouterr().err
-
-
-@pytest.mark.slow
 def test_corrupt_data_fails_in_one_line_without_traceback(tmp_path, mnist_path):
     for name in (
         "train-images-idx3-ubyte",
@@ -104,7 +65,6 @@ def digits(tmp_path_factory, mnist_data):
     return paths, mnist_data.test.labels[:12]
 
 
-@pytest.mark.slow
 def test_predict_pngs_with_a_logged_model(full_run, workdir, digits):
     _, result = full_run
     paths, labels = digits
@@ -117,7 +77,6 @@ def test_predict_pngs_with_a_logged_model(full_run, workdir, digits):
     assert table["probability"].between(0, 1).all()
 
 
-@pytest.mark.slow
 def test_predict_arrays_with_nan_drop_policy(full_run, workdir, mnist_data, capsys):
     _, result = full_run
     x = mnist_data.test.images[:5].astype(np.float32)
@@ -130,31 +89,6 @@ def test_predict_arrays_with_nan_drop_policy(full_run, workdir, mnist_data, caps
     captured = capsys.readouterr()
     assert "five.npy[2]" not in captured.out and "five.npy[4]" in captured.out
     assert "1 NaN pixel(s) in 1 of 5 samples" in captured.err
-
-
-def test_unknown_model_uri_is_one_line(workdir, digits, capsys):
-    paths, _ = digits
-    assert main(["predict", "--model", "models:/no-such-model@champion", str(paths[0])]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(
-        "mnist: error: cannot load model 'models:/no-such-model@champion': "
-        f"MLflow at sqlite:///{workdir / 'mlflow.db'}: "
-    )
-    assert len(err.splitlines()) == 1
-
-
-def test_missing_model_path(tmp_path, digits, capsys):
-    paths, _ = digits
-    assert main(["predict", "--model", str(tmp_path / "none.keras"), str(paths[0])]) == 1
-    assert "no such .keras file or MLflow model directory" in capsys.readouterr().err
-
-
-def test_unreadable_image_is_one_line(tmp_path, capsys):
-    bad = tmp_path / "broken.png"
-    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
-    assert main(["predict", "--model", "runs:/x/model", str(bad)]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(f"mnist: error: {bad}: not a readable PNG or JPEG image")
 
 
 def test_commands_that_need_no_model_do_not_load_tensorflow(tmp_path):
@@ -180,17 +114,3 @@ def test_commands_that_need_no_model_do_not_load_tensorflow(tmp_path):
     expected = "1 mnist: error: registered model 'mnist-cnn' does not exist"
     assert status.startswith(expected), out.stderr
     assert loaded == "[]"
-
-
-def test_serve_binds_loopback_unless_told(monkeypatch):
-    from app.cli import _settings, parser
-    from mnist.settings import ServeSettings
-
-    assert _settings(parser().parse_args(["serve"]), ServeSettings).host == "127.0.0.1"
-    monkeypatch.setenv("MNIST_SERVE_HOST", "0.0.0.0")
-    assert _settings(parser().parse_args(["serve"]), ServeSettings).host == "0.0.0.0"
-    args = parser().parse_args(["serve", "--host", "::1", "--port", "9"])
-    assert _settings(args, ServeSettings).model_dump(include={"host", "port"}) == {
-        "host": "::1",
-        "port": 9,
-    }
