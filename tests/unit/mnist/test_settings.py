@@ -71,10 +71,27 @@ def test_every_recipe_knob_has_no_default_of_its_own():
 
 
 def test_adam_betas_reach_the_optimizer():
-    from mnist import models, training
+    """The optimizer `training.train` builds from a recipe has the recipe's betas, and an
+    override wins over the profile's."""
+    import numpy as np
 
-    config = TrainConfig(profile="fast", adam_beta_2=0.95)
-    net = training.compile_model(
-        models.build(config.model), 1e-3, 0.0, (config.adam_beta_1, config.adam_beta_2)
+    from mnist import preprocess, training
+
+    config = TrainConfig(profile="fast", adam_beta_2=0.95, epochs=1, batch_size=8)
+    assert (config.adam_beta_1, config.adam_beta_2) == (0.7, 0.95)  # fast's beta_1: 0.7
+    rng = np.random.default_rng(0)
+    tiny = preprocess.Arrays(
+        rng.random((16, 28, 28, 1), np.float32), np.eye(10)[np.arange(16) % 10]
     )
-    assert (net.optimizer.beta_1, net.optimizer.beta_2) == (0.7, 0.95)
+    empty = tiny.take(np.arange(0))
+    net, _ = training.train(config, preprocess.Prepared(tiny, empty, empty, empty))
+    optimizer = net.optimizer
+    assert (optimizer.beta_1, optimizer.beta_2) == pytest.approx((0.7, 0.95))
+
+
+def test_a_warm_start_trains_for_the_fine_tuning_epochs_and_rate():
+    from mnist import training
+
+    config = TrainConfig(profile="fast", finetune_epochs=3, finetune_learning_rate=5e-4)
+    assert training.plan(config, warm=False) == (config.epochs, config.learning_rate)
+    assert training.plan(config, warm=True) == (3, 5e-4)
