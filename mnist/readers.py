@@ -7,6 +7,7 @@ in any accepted shape into (N, 28, 28) pixels.
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +144,7 @@ def read_npz(
                 if not wanted:
                     raise MnistError(f"{path}: no arrays in .npz file")
             return {k: z[k] for k in wanted}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise MnistError(f"{path}: not a readable .npz file ({exc})") from exc
 
 
