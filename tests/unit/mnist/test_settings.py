@@ -4,7 +4,8 @@ import pydantic
 import pytest
 
 from app.cli import main
-from mnist.settings import Recipe, TrainConfig, load_recipe, recipe_names
+from mnist.recipe import Recipe, load_recipe, recipe_names
+from mnist.settings import TrainConfig
 
 BUILT_IN = ["best", "default", "fast", "reference"]
 
