@@ -45,10 +45,10 @@ lint: install  ## style, types, the layers' import contracts, the docs site
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/pyright
-	$(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
 docs: install  ## the documentation site on http://127.0.0.1:8000/
-	$(BIN)/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 stack-up: install postgres  ## PostgreSQL, Prefect and MLflow servers, workers (app/stack.py)
 	$(BIN)/python -m app.stack up
