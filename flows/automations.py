@@ -16,16 +16,21 @@ def ensure_zombie_detection() -> bool:
 
     from prefect.automations import Automation
     from prefect.client.schemas.objects import StateType
-    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.actions import ActionTypesOrUnknown, ChangeFlowRunState
     from prefect.events.schemas.automations import EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
     try:
-        Automation.read(name=ZOMBIES)
+        # async_dispatch runs it synchronously here; Prefect's overloads declare only async
+        Automation.read(name=ZOMBIES)  # pyright: ignore[reportUnusedCoroutine]
         return False
     except ValueError:
         pass
     over = ("Completed", "Failed", "Cancelled", "Crashed")
+    message = "no heartbeat for 90 s: its process died"
+    # name and force given: pyright does not see Prefect's positional `Field(None)` defaults
+    crash = ChangeFlowRunState(name=None, state=StateType.CRASHED, message=message, force=False)
+    actions: list[ActionTypesOrUnknown] = [crash]
     Automation(
         name=ZOMBIES,
         trigger=EventTrigger(
@@ -37,10 +42,6 @@ def ensure_zombie_detection() -> bool:
             threshold=1,
             within=timedelta(seconds=3 * HEARTBEAT_SECONDS),
         ),
-        actions=[
-            ChangeFlowRunState(
-                state=StateType.CRASHED, message="no heartbeat for 90 s: its process died"
-            )
-        ],
+        actions=actions,
     ).create()
     return True

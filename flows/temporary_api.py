@@ -16,18 +16,20 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from importlib.util import find_spec
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mnist.env import TEMPORARY_PREFECT_API
 from mnist.errors import MnistError
+
+if TYPE_CHECKING:
+    from prefect.settings.context import SettingKey
 
 _settings = contextlib.ExitStack()  # the process's Prefect settings, pointing at the server
 
 
 class TemporaryAPI:
-    """Prefect's temporary API server (its own uvicorn command, as `SubprocessASGIServer` runs
-    it: no UI, no background services) as a child that dies with this process, even by
+    """Prefect's temporary API server (uvicorn, as `SubprocessASGIServer` runs it: no UI, only
+    the services of an ephemeral server) as a child that dies with this process, even by
     `kill -9`, and that a Ctrl-C at the terminal does not stop before this process is done
     with it (`flows/temporary_api_child.py`)."""
 
@@ -40,12 +42,9 @@ class TemporaryAPI:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        prefect_dir = Path(find_spec("prefect").origin).parent  # no import of Prefect here
         args = [
-            "--app-dir",
-            str(prefect_dir.parent),
             "--factory",
-            "prefect.server.api.server:create_app",
+            "flows.temporary_api_child:create_app",  # Prefect's app, as an ephemeral server
             "--host",
             "127.0.0.1",
             "--port",
@@ -58,13 +57,7 @@ class TemporaryAPI:
         from prefect.settings import get_current_settings  # light: no server code
 
         settings = get_current_settings().to_environment_variables(exclude_unset=True)
-        env = {
-            **os.environ,
-            "PREFECT_UI_ENABLED": "0",
-            "PREFECT__SERVER_EPHEMERAL": "1",
-            "PREFECT__SERVER_FINAL": "1",
-            **settings,
-        }
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", **settings}
         # -P: the working directory (maybe another project's `flows/`) stays off sys.path
         command = [sys.executable, "-P", "-m", "flows.temporary_api_child", str(os.getpid()), *args]
         return subprocess.Popen(command, env=env, start_new_session=True)
@@ -132,7 +125,7 @@ def start_early() -> Callable[[], None]:
             raise
         os.environ[TEMPORARY_PREFECT_API] = server.url
         # no UI to link to: it is off, and the server ends with this process
-        updates = {PREFECT_API_URL: server.url, PREFECT_UI_URL: ""}
+        updates: dict[SettingKey, str] = {PREFECT_API_URL: server.url, PREFECT_UI_URL: ""}
         _settings.enter_context(temporary_settings(updates=updates))
 
     return started

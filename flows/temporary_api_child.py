@@ -5,14 +5,32 @@
 Runs uvicorn (as Prefect's temporary server does) with a watchdog thread: when the parent
 dies, even by `kill -9`, the server shuts down within a second instead of lingering as an
 orphan. It runs in its own session, so a Ctrl-C at the terminal reaches only the parent, which
-can then still report the interrupted run to this server before stopping it.
+can then still report the interrupted run to this server before stopping it. The app is
+Prefect's, built by `create_app` below as Prefect builds its own ephemeral server's (ADR 0032).
 """
+
+from __future__ import annotations
 
 import os
 import signal
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+
+def create_app() -> FastAPI:
+    """Prefect's API as an ephemeral server: no UI, and only the background services marked
+    to run in one (not the scheduler, the late-runs marker or the foreman, say). Uvicorn's
+    `--factory` calls it; Prefect's own temporary server asks for the same through the private
+    variables `PREFECT__SERVER_EPHEMERAL` and `PREFECT__SERVER_FINAL`, this through the
+    parameter of `create_app` (`tests/integration/test_temporary_api_start.py` checks it)."""
+    from prefect.server.api.server import create_app as prefect_app
+
+    return prefect_app(ephemeral=True)
 
 
 def _watch(parent: int) -> None:

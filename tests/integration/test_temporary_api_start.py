@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow  # real servers and processes: the full suite only
 PROBE = """
 import json, sys, time
 from flows.temporary_api import TemporaryAPI, start_early
+import prefect.settings  # its import (about 1 s on a loaded machine) is not the wait measured
 started = time.perf_counter()
 wait = start_early()
 returned = time.perf_counter() - started
@@ -67,3 +68,19 @@ def test_a_configured_api_is_left_alone(tmp_path, prefect_server):
     api_url, _ = prefect_server
     result = probe(tmp_path, PREFECT_API_URL=api_url)
     assert not result["running"] and result["flow_api"].rstrip("/") == api_url
+
+
+def test_prefect_still_builds_an_ephemeral_server_app():
+    """What `flows.temporary_api_child.create_app` relies on (ADR 0032): Prefect's `create_app`
+    takes `ephemeral`, and an ephemeral server schedules fewer background services than a full
+    one (not the deployment scheduler): a Prefect upgrade that drops either fails here."""
+    import inspect
+
+    from prefect.server.api import server
+    from prefect.server.services.perpetual_services import get_perpetual_services
+
+    assert "ephemeral" in inspect.signature(server.create_app).parameters
+    ephemeral = {c.function.__name__ for c in get_perpetual_services(True, False)}
+    every = {c.function.__name__ for c in get_perpetual_services(False, False)}
+    assert ephemeral < every
+    assert {"schedule_deployments", "monitor_late_runs"} <= every - ephemeral
