@@ -28,7 +28,7 @@ def recipes(args: argparse.Namespace) -> None:
 
 def doctor(args: argparse.Namespace) -> None:
     from flows.stale_runs import close_stale_runs
-    from mnist import locks, registry, tracking
+    from mnist import locks, promotion, registry, tracking
 
     print(f"store: {tracking.store_uri()}")
     stale, crashed = close_stale_runs(api_needed=lambda: start_prefect()())
@@ -44,7 +44,7 @@ def doctor(args: argparse.Namespace) -> None:
     for model in tracking.call(tracking.client().search_registered_models):
         if registry.repair_history(model.name):
             print(f"recorded the last champion move of {model.name}, lost in a crash")
-    for path in sorted(tracking.state_dir().glob("*-champion-gate.lock")):
+    for path in promotion.gate_locks():
         holder = locks.holder(path)
         print(f"{path.stem}: {f'held by {holder}' if holder else 'free'}")
     if not stale:
