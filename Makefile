@@ -50,7 +50,7 @@ lint: install  ## style, types, the layers' import contracts, the docs site
 docs: install  ## the documentation site on http://127.0.0.1:8000/
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
-stack-up: install postgres  ## PostgreSQL, Prefect and MLflow servers, workers (app/stack.py)
+stack-up: install postgres  ## PostgreSQL, Prefect and MLflow servers, workers (app/stack/)
 	$(BIN)/python -m app.stack up
 
 stack-down:  ## stop everything stack-up started (the state stays in .stack/)

@@ -13,6 +13,4 @@ from app.serve.feedback import FeedbackDesk
 from app.serve.holder import ModelHolder
 from app.serve.parsing import json_pixels
 
-_json_pixels = json_pixels  # the name tests/test_parsers_properties.py imports
-
 __all__ = ["FeedbackDesk", "ModelHolder", "RequestError", "create_app", "json_pixels"]
