@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mnist.env import TEMPORARY_PREFECT_API
@@ -42,7 +43,10 @@ class TemporaryAPI:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
+        root = Path(__file__).resolve().parent.parent  # where `flows` is, not the working dir
         args = [
+            "--app-dir",
+            str(root),
             "--factory",
             "flows.temporary_api_child:create_app",  # Prefect's app, as an ephemeral server
             "--host",

@@ -20,9 +20,10 @@ import httpx
 import numpy as np
 import platformdirs
 
+from mnist import readers
 from mnist.errors import DownloadError, MnistError
 from mnist.idx import atomic_write, decompress, parse_idx, read_idx, write_idx
-from mnist.readers import IMAGE_SIZE, PIXELS, Split, read_csv, read_npz
+from mnist.readers import IMAGE_SIZE, PIXELS, Split, read_csv
 
 __all__ = [  # the readers' names too, where callers have always found them
     "FILES",
@@ -196,7 +197,7 @@ def _env_mirrors() -> list[str]:
 
 def read_keras_npz(path: Path) -> Dataset:
     """Keras' mnist.npz: arrays `x_train, y_train, x_test, y_test`."""
-    arrays = read_npz(path, ("x_train", "y_train", "x_test", "y_test"))
+    arrays = readers.read_npz(path, ("x_train", "y_train", "x_test", "y_test"))
     return Dataset(
         train=Split(arrays["x_train"], arrays["y_train"], f"{path}:x_train"),
         test=Split(arrays["x_test"], arrays["y_test"], f"{path}:x_test"),

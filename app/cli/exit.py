@@ -1,7 +1,7 @@
 """The `mnist` command's exit: CPython's own exit steps, then `os._exit`, skipping the
 interpreter's teardown of TensorFlow (about 2 s, ADR 0031).
 
-`threading._shutdown` and `atexit._run_exitfuncs` are private; `tests/unit/app/test_exit.py`
+`threading._shutdown` and `atexit._run_exitfuncs` are private; `tests/unit/app/cli/test_cli_exit.py`
 fails when a CPython upgrade changes them.
 """
 

@@ -20,6 +20,9 @@ from mnist.errors import MnistError
 
 log = logging.getLogger(__name__)
 
+MAX_CLIENTS = 10_000
+"""Client addresses remembered before the idle ones are forgotten."""
+
 
 def same_site(request: Request) -> None:
     """Refuse a browser's cross-site POST (another site's page posting to this server): its
@@ -38,16 +41,30 @@ class FeedbackDesk:
         self.url, self.per_minute = url, per_minute
         self._store: Store | None = None
         self._limit = RateLimitItemPerMinute(per_minute)
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._hits = MemoryStorage()
+        self._limiter = MovingWindowRateLimiter(self._hits)
 
     def admit(self, client: str) -> None:
         """Count one sample from `client`; refused (429) past the limit. Called only for a
         valid sample, so that refused ones do not use up a client's minute."""
+        if len(self._hits.events) > MAX_CLIENTS:
+            self._forget_idle()
         if not self._limiter.hit(self._limit, "feedback", client):
             raise RequestError(
                 f"more than {self.per_minute} samples a minute from one client: try again later",
                 429,
             )
+
+    def _forget_idle(self) -> None:
+        """Drop the addresses with no hit left in the window: `limits`' memory storage trims
+        old hits but keeps every key it has seen (limits 5.8), so a server reached from many
+        addresses would grow without bound."""
+        for key, hits in list(self._hits.events.items()):
+            if not hits:
+                with self._hits.locks[key]:
+                    if not self._hits.events.get(key):
+                        self._hits.events.pop(key, None)
+                self._hits.locks.pop(key, None)
 
     def store(self, pixels: np.ndarray, label: int) -> tuple[int, int]:
         """Store one sample durably; its id and the batch it joined."""

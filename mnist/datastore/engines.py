@@ -5,6 +5,7 @@ one engine per URL and use, set up for SQLite (WAL, writers in turn) or PostgreS
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -26,8 +27,8 @@ def safe_url(url: str) -> str:
     URL without one is shown as given."""
     try:
         parsed = make_url(url)
-    except ArgumentError:  # not a URL: no password to find in it
-        return url
+    except (ArgumentError, ValueError):  # not a URL (or a bad port): mask what looks like one
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
     return url if parsed.password is None else parsed.render_as_string(hide_password=True)
 
 

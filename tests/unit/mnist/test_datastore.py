@@ -134,6 +134,7 @@ def test_the_rule_continues_a_source_and_keeps_a_known_image_in_its_split():
         ("postgresql://me@h/d", "postgresql://me@h/d"),
         ("sqlite:////tmp/ü/data.db", "sqlite:////tmp/ü/data.db"),
         ("not a url", "not a url"),
+        ("postgresql://me:secret@h:port/d", "postgresql://me:***@h:port/d"),  # a bad port
     ],
 )
 def test_a_url_is_shown_without_its_password(url, shown):

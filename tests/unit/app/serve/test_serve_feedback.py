@@ -62,6 +62,23 @@ def test_the_limit_is_per_client_and_per_moving_minute(monkeypatch):
         desk.admit("a")
 
 
+def test_idle_clients_are_forgotten_past_the_bound(monkeypatch):
+    clock = {"now": 1_000_000.0}
+    monkeypatch.setattr("limits.storage.memory.time.time", lambda: clock["now"])
+    monkeypatch.setattr("app.serve.feedback.MAX_CLIENTS", 50)
+    desk = FeedbackDesk(None, per_minute=1)
+    for n in range(60):
+        desk.admit(f"10.0.0.{n}")
+    desk.admit("10.0.1.1")  # all 61 are within the minute: nobody is forgotten yet
+    with pytest.raises(RequestError):
+        desk.admit("10.0.0.0")
+    clock["now"] += 61
+    desk._hits.events.update({k: [] for k in desk._hits.events})  # the storage's expiry pass
+    desk.admit("10.0.2.1")  # over the bound: the idle addresses are dropped
+    assert len(desk._hits.events) == 1
+    desk.admit("10.0.0.0")  # a forgotten client starts a fresh minute
+
+
 def test_a_store_that_cannot_open_costs_a_503(tmp_path):
     (tmp_path / "a-file").write_text("")  # where the store's directory would be
     desk = FeedbackDesk(f"sqlite:///{tmp_path / 'a-file' / 'x.db'}", 30)
