@@ -3,6 +3,7 @@ on an in-process SQLite store with versions registered directly (no training).""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -15,25 +16,32 @@ from mnist.errors import MnistError
 from mnist.tracking import client, experiment_id
 from tests.conftest import tracking_store
 
-NAME = "unit-model"
+_names = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Iterator[str]:
-    """`unit-model` with three versions; v2's run learnt from added batches 1 and 3, v3 was made
-    from the inputs `abc` and judged."""
-    with tracking_store(tmp_path_factory.mktemp("registry")):
-        client().create_registered_model(NAME)
-        for tags, version_tags in [
-            ({}, {}),
-            ({"added_batches": "1,3"}, {}),
-            ({}, {"inputs_digest": "abc", "decision": "rejected"}),
-        ]:
-            run = client().create_run(experiment_id("unit"), tags=tags).info
-            client().create_model_version(
-                NAME, f"{run.artifact_uri}/model", run.run_id, tags=version_tags
-            )
-        yield NAME
+def registry_store(tmp_path_factory) -> Iterator[str]:
+    with tracking_store(tmp_path_factory.mktemp("registry")) as uri:
+        yield uri
+
+
+@pytest.fixture
+def model(registry_store) -> str:
+    """A model of its own for each test (tests run in random order and move aliases) with three
+    versions; v2's run learnt from added batches 1 and 3, v3 was made from the inputs `abc`
+    and judged."""
+    name = f"unit-model-{next(_names)}"
+    client().create_registered_model(name)
+    for tags, version_tags in [
+        ({}, {}),
+        ({"added_batches": "1,3"}, {}),
+        ({}, {"inputs_digest": "abc", "decision": "rejected"}),
+    ]:
+        run = client().create_run(experiment_id("unit"), tags=tags).info
+        client().create_model_version(
+            name, f"{run.artifact_uri}/model", run.run_id, tags=version_tags
+        )
+    return name
 
 
 def test_versions_newest_first_with_their_aliases(model):
