@@ -1,7 +1,8 @@
-"""Interrupts at safe points. A signal handler that raises inside a TensorFlow training step
-can leave Keras in a broken state (an `IndexError` from deep inside `fit` instead of the
-interrupt); while `deferred()` is active, `request` only records the interrupt, and training
-raises it at the next batch boundary (`check`, a few tenths of a second later)."""
+"""Interrupts at safe points. An interrupt raised inside Keras' `fit` (in a training step, or
+even from a callback) can leave Keras broken and surface as another error (an `IndexError`, a
+`TypeError` from a tensor conversion) instead of the interrupt. While `deferred()` is active,
+`request` only records the interrupt; training sees it as `pending()`, stops at the end of the
+current batch, and the interrupt is raised once the block ends (`check`)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def deferred() -> Iterator[None]:
     finally:
         _deferring -= 1
         check()
+
+
+def pending() -> bool:
+    """Whether an interrupt waits for the end of the deferred block."""
+    return _requested is not None
 
 
 def check() -> None:

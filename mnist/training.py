@@ -20,13 +20,16 @@ EpochHook = Callable[[int, dict[str, float], float], None]
 
 
 class _SafePoints(keras.callbacks.Callback):
-    """Raise a Ctrl-C or SIGTERM that arrived during a step between steps (`mnist.stopping`)."""
+    """Stop `fit` at the end of the batch when a Ctrl-C or SIGTERM arrived (`mnist.stopping`);
+    the interrupt is raised after `fit` returns, never inside Keras' loops."""
 
     def on_train_batch_end(self, batch, logs=None):
-        stopping.check()
+        if stopping.pending() and self.model is not None:
+            self.model.stop_training = True
 
     def on_test_batch_end(self, batch, logs=None):
-        stopping.check()
+        if stopping.pending() and self.model is not None:
+            self.model.stop_evaluating = True
 
 
 class _EpochReporter(keras.callbacks.Callback):
@@ -38,6 +41,8 @@ class _EpochReporter(keras.callbacks.Callback):
         self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        if stopping.pending():  # an interrupted epoch is not reported
+            return
         metrics = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
         self.hook(epoch + 1, metrics, time.perf_counter() - self.started)
 
