@@ -6,7 +6,8 @@
 - `DataSettings`: where the data comes from, how it is split and checked.
 - `TrackingSettings`: where the run and its model are recorded.
 - `TrainConfig`: one training run: a recipe (any knob overridable), data and tracking.
-- `GateSettings`: the champion/challenger rule.  `ServeSettings`: the HTTP service.
+- `GateSettings`: the champion/challenger rule.  `ServeSettings`: the HTTP service and its
+  prediction log.  `LabelSettings`: how many new labels call for a retraining.
 
 A field `x_y` is the option `--x-y` and the variable `<prefix>X_Y` (`MNIST_` for training and
 the registry, `MNIST_GATE_`, `MNIST_SERVE_`, `MNIST_PREDICT_`); the command line builds its
@@ -267,6 +268,32 @@ class ServeSettings(BaseSettings):
     feedback_per_minute: int = Field(
         default=30, ge=1, description="most feedback samples one client address may send a minute"
     )
+    feedback_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token that makes feedback trusted (it may train a model at once); "
+        "feedback without it waits as pending for `mnist data accept`",
+        json_schema_extra={"metavar": "TOKEN"},
+    )
+    prediction_log: bool = Field(
+        default=True,
+        description="record every prediction answered in the prediction log (the added-data "
+        "store), for `mnist monitor` and the labelling queue",
+        json_schema_extra={"flag": "--prediction-log"},
+    )
+    log_days: int = Field(default=30, ge=1, description="days a logged prediction is kept")
+    log_images: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="share of predictions whose image is kept (a random sample; images of "
+        "low-confidence answers are always kept)",
+    )
+    log_confidence: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description="answers less confident than this keep their image (the labelling queue)",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="warning", description="uvicorn log level"
     )
@@ -293,4 +320,17 @@ class RegistrySettings(BaseSettings):
         default=MODEL_NAME,
         min_length=1,
         description="registered model",
+    )
+
+
+class LabelSettings(BaseSettings):
+    """Labels: when new trusted labels call for a retraining"""
+
+    model_config = _env("MNIST_RETRAIN_")
+
+    min_labels: int = Field(
+        default=200,
+        ge=1,
+        description="new trusted labels since the champion was made that start a retraining "
+        "(the event mnist.data.added marks them due)",
     )
