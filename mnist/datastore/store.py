@@ -7,20 +7,21 @@ is given its split when stored (`mnist.datastore.holdout`) and keeps it for good
 take turns: SQLite's database lock (`BEGIN IMMEDIATE`), PostgreSQL's advisory lock.
 
 `snapshot` reads every active batch: the arrays a training run uses and one digest that names
-them exactly. A removed batch stays in the database (its history), out of every snapshot.
+them exactly. A removed batch stays in the database (its history), out of every snapshot; so
+does a pending batch (anonymous feedback, a stranger's claim) until a person accepts it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import overload
 
 import numpy as np
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, and_, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -28,7 +29,17 @@ from mnist.data import IMAGE_SIZE, Added, Split
 from mnist.datastore import holdout as rule
 from mnist.datastore.engines import default_url, engine, safe_url, sqlite_file
 from mnist.datastore.holdout import sample_digest
-from mnist.datastore.tables import Base, Batch, BatchInfo, Sample
+from mnist.datastore.schema import upgrade
+from mnist.datastore.tables import (
+    ACCEPTED,
+    PENDING,
+    REJECTED,
+    TRAINS,
+    TRUSTED,
+    Batch,
+    BatchInfo,
+    Sample,
+)
 from mnist.errors import MnistError, first_line
 
 FEEDBACK = "feedback"
@@ -76,47 +87,134 @@ class Store:
 
     def _create(self) -> None:
         try:
-            Base.metadata.create_all(self.engine)
-        except SQLAlchemyError:  # another process created the tables at the same moment
-            try:
-                Base.metadata.create_all(self.engine)
-            except SQLAlchemyError as exc:
-                raise MnistError(f"added-data store {self}: {first_line(exc)}") from exc
+            upgrade(self.engine)
+        except SQLAlchemyError as exc:
+            raise MnistError(f"added-data store {self}: {first_line(exc)}") from exc
 
-    def add(self, images: np.ndarray, labels: np.ndarray, source: str, origin: str) -> BatchInfo:
-        """Store validated raw pixels (N, 28, 28) in 0-255 and labels 0-9 as a new batch."""
+    def add(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        source: str,
+        origin: str,
+        prediction_ids: Sequence[int | None] | None = None,
+        review: str = TRUSTED,
+    ) -> BatchInfo:
+        """Store validated raw pixels (N, 28, 28) in 0-255 and labels 0-9 as a new batch; each
+        sample may name the logged prediction it labels."""
         check_source(source)
         with self._session(write=True) as session:
-            batch = Batch(source=source, origin=origin, created=datetime.now(UTC))
+            batch = Batch(source=source, origin=origin, created=datetime.now(UTC), review=review)
             session.add(batch)
             session.flush()
-            self._insert(session, batch, images, labels)
+            self._insert(session, batch, images, labels, prediction_ids)
             batch_id = batch.id
         return self.batch(batch_id)
 
-    def feedback(self, pixels: np.ndarray, label: int) -> tuple[int, int]:
-        """Store one sample sent from serving in today's feedback batch: (sample id, batch id)."""
+    def feedback(
+        self,
+        pixels: np.ndarray,
+        label: int,
+        *,
+        trusted: bool = False,
+        prediction_id: int | None = None,
+    ) -> tuple[int, int]:
+        """Store one sample sent from serving in today's feedback batch, the trusted one or the
+        pending one (an anonymous client's): (sample id, batch id)."""
+        review = TRUSTED if trusted else PENDING
         today = datetime.now(UTC)
         start = today.replace(hour=0, minute=0, second=0, microsecond=0)
         with self._session(write=True) as session:
             batch = session.scalars(
                 select(Batch)
-                .where(Batch.source == FEEDBACK, Batch.removed.is_(None), Batch.created >= start)
+                .where(
+                    Batch.source == FEEDBACK,
+                    Batch.removed.is_(None),
+                    Batch.review == review,
+                    Batch.created >= start,
+                )
                 .order_by(Batch.id.desc())
                 .limit(1)
                 .with_for_update()
             ).first()
             if batch is None:
-                batch = Batch(source=FEEDBACK, origin="POST /feedback", created=today)
+                origin = "POST /feedback" + ("" if trusted else " (anonymous)")
+                batch = Batch(source=FEEDBACK, origin=origin, created=today, review=review)
                 session.add(batch)
                 session.flush()
-            (sample,) = self._insert(session, batch, pixels[None], np.array([label]))
+            (sample,) = self._insert(
+                session, batch, pixels[None], np.array([label]), [prediction_id]
+            )
             return sample.id, batch.id
 
+    def accept(self, batch_id: int) -> BatchInfo:
+        """A person accepts a pending batch: from now on it trains and counts as new labels."""
+        return self._review(batch_id, ACCEPTED)
+
+    def reject(self, batch_id: int) -> BatchInfo:
+        """A person rejects a pending batch: it never trains; it stays as history."""
+        return self._review(batch_id, REJECTED)
+
+    def _review(self, batch_id: int, review: str) -> BatchInfo:
+        with self._session(write=True) as session:
+            batch = session.get(Batch, batch_id)
+            if batch is None:
+                raise MnistError(f"no batch {batch_id} in {self}")
+            if batch.review != PENDING:
+                when = f" on {batch.reviewed:%Y-%m-%d %H:%M}" if batch.reviewed else ""
+                raise MnistError(
+                    f"batch {batch_id} is {batch.review}{when}, not pending: only a pending "
+                    "batch (anonymous feedback) is accepted or rejected"
+                )
+            if batch.removed is not None:
+                raise MnistError(f"batch {batch_id} was removed on {batch.removed:%Y-%m-%d %H:%M}")
+            batch.review, batch.reviewed = review, datetime.now(UTC)
+        return self.batch(batch_id)
+
+    def samples(self, batch_id: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """A batch's images (N, 28, 28) uint8, labels and sample ids, in the order stored."""
+        self.batch(batch_id)  # one line when there is no such batch
+        with self._session() as session:
+            rows = session.execute(
+                select(Sample.id, Sample.label, Sample.pixels)
+                .where(Sample.batch_id == batch_id)
+                .order_by(Sample.id)
+            ).all()
+        pixels = np.frombuffer(b"".join(r.pixels for r in rows), np.uint8)
+        images = pixels.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+        return images, np.array([r.label for r in rows], np.uint8), [r.id for r in rows]
+
+    def new_labels(self, since: datetime | None) -> int:
+        """Trusted labels that arrived after `since` (all, for None): the samples of trusted
+        batches added since, and of pending batches accepted since; removed ones left out."""
+        query = (
+            select(func.count(Sample.id))
+            .join(Batch, Batch.id == Sample.batch_id)
+            .where(Batch.removed.is_(None), Batch.review.in_(TRAINS))
+        )
+        if since is not None:
+            since = since.astimezone(UTC)
+            query = query.where(
+                or_(
+                    and_(Batch.review == TRUSTED, Batch.created > since),
+                    and_(Batch.review == ACCEPTED, Batch.reviewed > since),
+                )
+            )
+        with self._session() as session:
+            return session.scalar(query) or 0
+
     def _insert(
-        self, session: Session, batch: Batch, images: np.ndarray, labels: np.ndarray
+        self,
+        session: Session,
+        batch: Batch,
+        images: np.ndarray,
+        labels: np.ndarray,
+        prediction_ids: Sequence[int | None] | None = None,
     ) -> list[Sample]:
         images = np.asarray(images)
+        predictions = list(prediction_ids) if prediction_ids is not None else [None] * len(labels)
+        if len(predictions) != len(labels):
+            raise MnistError(f"{len(labels)} samples but {len(predictions)} prediction ids")
         labels = np.asarray(labels).astype(np.int64)
         if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or len(images) != len(labels):
             raise MnistError(
@@ -152,6 +250,7 @@ class Store:
                 digest=digests[i],
                 image=image_digests[i],
                 holdout=held[i],
+                prediction_id=predictions[i],
             )
             for i, label in enumerate(digits)
         ]
@@ -207,6 +306,8 @@ class Store:
                     counts,
                     sum(r.holdout for r in mine),
                     digest,
+                    b.review,
+                    _utc(b.reviewed),
                 )
             )
         return out
@@ -216,7 +317,8 @@ class Store:
             return session.scalar(select(func.count()).select_from(Sample)) or 0
 
     def snapshot(self) -> Added:
-        """Every sample of every active batch, split as stored, with the snapshot's digest."""
+        """Every sample of every active trusted or accepted batch, split as stored, with the
+        snapshot's digest."""
         with self._session() as session:
             rows = session.execute(
                 select(
@@ -228,7 +330,7 @@ class Store:
                     Sample.holdout,
                 )
                 .join(Batch, Batch.id == Sample.batch_id)
-                .where(Batch.removed.is_(None))
+                .where(Batch.removed.is_(None), Batch.review.in_(TRAINS))
                 .order_by(Sample.id)
             ).all()
         pixels = np.frombuffer(b"".join(r.pixels for r in rows), np.uint8).reshape(
