@@ -9,7 +9,9 @@ of ours rather than pydantic-settings' CLI source or Typer.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import pydantic
@@ -34,6 +36,24 @@ class OptionError(UsageError):
             for e in exc.errors()
         ]
         super().__init__("invalid option(s): " + "; ".join(errors))
+
+
+class BadDuration(argparse.ArgumentTypeError, UsageError):
+    """A duration option that is not `<number><unit>`: argparse's error as a `type=`, else a
+    UsageError (one line, exit status 2)."""
+
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """A duration such as `30m`, `24h`, `7d` (units s, m, h, d, w), for `--since`-like options."""
+    found = DURATION.match(text.strip().lower())
+    seconds = float(found[1]) * UNITS[found[2]] if found else 0
+    if not seconds:
+        raise BadDuration(f"expected a duration such as 30m, 24h or 7d, got {text!r}")
+    return timedelta(seconds=seconds)
 
 
 def flag(field: str, cls: type[BaseSettings]) -> str:
