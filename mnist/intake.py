@@ -6,6 +6,10 @@ sub-folders `0/`..`9/` of images (the image-folder convention of Keras and torch
 `label,pixel0..pixel783`, and `.npz` with arrays `x` and `y`. Images of any size are prepared
 MNIST-style (`mnist.digits`); every sample then goes through `mnist.validation` under the NaN
 policy, so a blank, unreadable or invalid sample is named and never stored.
+
+A labelling queue's folder (`mnist data queue --export`, `read(..., queue=True)`) is a folder
+of digit folders too: its images are named `<prediction id>.png`, so each sample knows the
+logged prediction it labels, and those still in `unlabelled/` are counted and left there.
 """
 
 from __future__ import annotations
@@ -31,9 +35,28 @@ class Intake:
     labels: np.ndarray  # (N,) int 0-9
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
     report: ValidationReport | None = None
+    files: list[str] = field(default_factory=list)  # per sample: its image file ("" for arrays)
+    unlabelled: int = 0  # images left in a queue folder's unlabelled/ (`queue=True`)
 
     def counts(self) -> dict[int, int]:
         return {d: int((self.labels == d).sum()) for d in range(10)}
+
+    def prediction_ids(self) -> list[int | None]:
+        """Per sample, the logged prediction its file names (`<prediction id>.png`), or None."""
+        return [prediction_id(f) for f in self.files]
+
+
+UNLABELLED = "unlabelled"
+"""The folder of a labelling queue's export that holds the images not yet sorted by digit."""
+
+
+def prediction_id(file: str) -> int | None:
+    """The prediction id a queue export's file name gives (`1234567.png`), or None."""
+    path = Path(file)
+    if path.suffix.lower() != ".png" or not path.stem.isdigit() or not path.stem.isascii():
+        return None
+    number = int(path.stem)
+    return number if 0 < number < 2**63 else None
 
 
 def _images(files: list[Path], label: int, read: list, rejected: list) -> None:
@@ -49,10 +72,14 @@ def _images(files: list[Path], label: int, read: list, rejected: list) -> None:
             read.append((image, label, str(path)))
 
 
-def _folder(path: Path, read: list, rejected: list) -> None:
-    found = False
+def _folder(path: Path, read: list, rejected: list, queue: bool = False) -> int:
+    """Read the digit folders of `path`; how many images a queue's unlabelled/ holds."""
+    found, unlabelled = False, 0
     for item in sorted(path.iterdir()):
-        if item.is_dir() and item.name in LABELS:
+        if queue and item.is_dir() and item.name == UNLABELLED:
+            unlabelled += sum(1 for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = True
+        elif item.is_dir() and item.name in LABELS:
             files = sorted(p for p in item.iterdir() if p.is_file())
             _images(
                 [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES],
@@ -70,6 +97,7 @@ def _folder(path: Path, read: list, rejected: list) -> None:
             rejected.append((str(item), "not a digit folder 0-9"))
     if not found:
         raise MnistError(f"{path}: no sub-folders named 0 to 9 (one per digit, holding images)")
+    return unlabelled
 
 
 def _arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -86,11 +114,16 @@ def _arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return images, y
 
 
-def read(paths: list[Path], label: int | None = None, policy: NanPolicy = "fail") -> Intake:
-    """Read, prepare and validate labelled samples; `label` is the digit of image files."""
+def read(
+    paths: list[Path], label: int | None = None, policy: NanPolicy = "fail", queue: bool = False
+) -> Intake:
+    """Read, prepare and validate labelled samples; `label` is the digit of image files. With
+    `queue`, folders are labelling queues: their `unlabelled/` is counted, not read."""
     read_: list[tuple[np.ndarray, float, str]] = []
     arrays: list[tuple[np.ndarray, np.ndarray]] = []
     rejected: list[tuple[str, str]] = []
+    files: list[str] = []
+    unlabelled = 0
     images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES]
     if images and label is None:
         raise MnistError(f"{images[0]}: give the digit of image files with --label")
@@ -98,17 +131,19 @@ def read(paths: list[Path], label: int | None = None, policy: NanPolicy = "fail"
         raise MnistError("--label is for image files; folders, CSV and .npz carry their labels")
     for path in paths:
         if path.is_dir():
-            _folder(path, read_, rejected)
+            unlabelled += _folder(path, read_, rejected, queue)
         elif not path.is_file():
             raise MnistError(f"{path}: no such file or folder")
         elif path.suffix.lower() in IMAGE_SUFFIXES:
             _images([path], label, read_, rejected)  # type: ignore[arg-type]
         elif path.suffix.lower() in (".csv", ".npz"):
             arrays.append(_arrays(path))
+            files += [""] * len(arrays[-1][1])
         else:
             raise MnistError(f"{path}: unsupported type (use PNG/JPEG, a folder, .csv or .npz)")
     if read_:
         arrays.append((np.stack([r[0] for r in read_]), np.array([r[1] for r in read_])))
+        files += [r[2] for r in read_]
     if rejected and policy == "fail":
         what, why = rejected[0]
         raise MnistError(
@@ -116,7 +151,12 @@ def read(paths: list[Path], label: int | None = None, policy: NanPolicy = "fail"
             "added (rerun with --nan-policy drop to add the rest)"
         )
     if not arrays:
-        raise MnistError("no samples found in " + ", ".join(map(str, paths)))
+        left = (
+            f" ({unlabelled} image(s) still in {UNLABELLED}/: sort them first)"
+            if unlabelled
+            else ""
+        )
+        raise MnistError("no samples found in " + ", ".join(map(str, paths)) + left)
     x = np.concatenate([a[0] for a in arrays]).astype(np.float64)
     y = np.concatenate([np.asarray(a[1], np.float64) for a in arrays])
     whole = np.isfinite(y) & (y == np.round(y))  # 3.5 or NaN: an invalid label
@@ -125,6 +165,8 @@ def read(paths: list[Path], label: int | None = None, policy: NanPolicy = "fail"
     if report.problems:
         rejected.append((f"{report.splits['added'].bad_samples} sample(s)", report.summary()))
     kept = cleaned["added"]
+    if (rows := report.splits["added"].kept) is not None:  # the samples the policy kept
+        files = [files[i] for i in rows]
     empty = blank(kept.x)
     if empty.any():
         if policy == "fail":
@@ -134,4 +176,6 @@ def read(paths: list[Path], label: int | None = None, policy: NanPolicy = "fail"
             )
         rejected.append((f"{int(empty.sum())} sample(s)", BLANK))
         kept = kept.take(np.flatnonzero(~empty))
-    return Intake(kept.x.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), kept.labels, rejected, report)
+        files = [f for f, e in zip(files, empty, strict=True) if not e]
+    images = kept.x.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    return Intake(images, kept.labels, rejected, report, files, unlabelled)
