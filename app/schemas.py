@@ -27,6 +27,10 @@ class ModelInfo(BaseModel):
 
 
 class Prediction(BaseModel):
+    id: int | None = Field(
+        description="the prediction's id in the prediction log, for POST /feedback to name; "
+        "null when the log is off"
+    )
     digit: int = Field(ge=0, le=9)
     probabilities: list[float] = Field(min_length=10, max_length=10)
 
@@ -36,17 +40,37 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
+class LogHealth(BaseModel):
+    """The prediction log's writer since the server started."""
+
+    on: bool = Field(description="whether predictions are logged (`--no-prediction-log`)")
+    written: int = Field(default=0, description="predictions written to the log")
+    dropped: int = Field(
+        default=0, description="predictions not logged: the queue was full or the store failed"
+    )
+    queued: int = Field(default=0, description="predictions waiting to be written")
+    last_error: str | None = Field(
+        default=None, description="the store's last error; null once a write succeeds again"
+    )
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     version: str | None
     refresh_error: str | None = Field(description="why the last model refresh failed")
     feedback: bool = Field(False, description="whether POST /feedback takes samples")
+    prediction_log: LogHealth = Field(description="the prediction log: on, written, dropped")
 
 
 class FeedbackStored(BaseModel):
     id: int = Field(description="the sample's id in the added-data store")
     batch: int = Field(description="the batch it joined (`mnist data list`)")
     label: int = Field(ge=0, le=9)
+    prediction: int | None = Field(default=None, description="the logged prediction it corrects")
+    review: Literal["trusted", "pending"] = Field(
+        description="trusted (sent with the feedback token: it may train at once) or pending "
+        "(waits for `mnist data accept`)"
+    )
 
 
 class Reloaded(BaseModel):
@@ -96,20 +120,23 @@ def predict_request(max_images: int) -> dict[str, Any]:
 
 def feedback_request() -> dict[str, Any]:
     """The OpenAPI requestBody of POST /feedback: one image's pixels (JSON) or an image file
-    (multipart), and the digit it shows."""
+    (multipart), the digit it shows, and maybe the id of the prediction it corrects."""
     one = _pixels_schema(1)["oneOf"][:2]
     label = {"type": "integer", "minimum": 0, "maximum": 9}
+    about = "the id /predict answered for this image (the prediction this label corrects)"
+    prediction = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1, "description": about}
     sample = {
         "type": "object",
         "required": ["pixels", "label"],
-        "properties": {"pixels": {"oneOf": one}, "label": label},
+        "properties": {"pixels": {"oneOf": one}, "label": label, "prediction": prediction},
     }
     digit = {"type": "string", "enum": [str(d) for d in range(10)]}
     binary = {"type": "string", "format": "binary"}
+    named = {"type": "string", "pattern": "^[0-9]{1,19}$", "description": about}
     upload = {
         "type": "object",
         "required": ["file", "label"],
-        "properties": {"file": binary, "label": digit},
+        "properties": {"file": binary, "label": digit, "prediction": named},
     }
     return {
         "required": True,
@@ -124,7 +151,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI responses for the error statuses an endpoint can answer."""
     meaning = {
         400: "a malformed body",
-        401: "no or a wrong admin token",
+        401: "no or a wrong token (Authorization: Bearer)",
         403: "a cross-site request",
         429: "too many samples from one client",
         413: "a body, image or batch over the limits",

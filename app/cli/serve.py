@@ -18,11 +18,19 @@ def serve(args: argparse.Namespace) -> None:
     app = create_app(chosen, store)
     app.state.holder.refresh()  # no model, no server: one line, before uvicorn starts
     print(f"serving {chosen.model} on http://{chosen.host}:{chosen.port}/", flush=True)
-    if chosen.feedback:
-        from mnist import datastore
+    from mnist import datastore
 
-        where = datastore.safe_url(store or datastore.default_url())
-        print(f"feedback (POST /feedback) is stored in {where}", flush=True)
+    where = datastore.safe_url(store or datastore.default_url())
+    if chosen.feedback:
+        trust = "trusted with the feedback token, else " if chosen.feedback_token else ""
+        print(f"feedback (POST /feedback) is stored in {where} ({trust}pending)", flush=True)
+    if chosen.prediction_log:
+        print(
+            f"predictions are logged in {where}: images of {chosen.log_images:.0%} of them "
+            f"and of answers below {chosen.log_confidence:g} confidence, kept "
+            f"{chosen.log_days} days",
+            flush=True,
+        )
     # On Ctrl-C or SIGTERM uvicorn stops gracefully, then raises the signal again: `main`
     # reports it in one line (`uvicorn.run` would swallow a Ctrl-C and exit 0).
     config = uvicorn.Config(app, chosen.host, chosen.port, log_level=chosen.log_level)

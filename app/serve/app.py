@@ -1,6 +1,7 @@
-"""The FastAPI app: `create_app` wires the model holder, the micro-batcher, the feedback desk
-and the admin token into the routes (/predict, /model, /healthz, /feedback, /reload and the
-drawing page at /), whose every refusal is a JSON `{"error": ...}`.
+"""The FastAPI app: `create_app` wires the model holder, the micro-batcher, the prediction
+log's writer, the feedback desk and the admin token into the routes (/predict, /model,
+/healthz, /feedback, /reload and the drawing page at /), whose every refusal is a JSON
+`{"error": ...}`. The lifespan starts the writer and, at shutdown, flushes it (2 s at most).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
+from app.events import LabelEvents
 from app.schemas import (
     FeedbackStored,
     Health,
+    LogHealth,
     ModelInfo,
     PredictResponse,
     Reloaded,
@@ -31,17 +34,45 @@ from app.serve.feedback import FeedbackDesk, same_site
 from app.serve.holder import ModelHolder, poll
 from mnist import digits
 from mnist.batching import MicroBatcher
+from mnist.datastore import PredictionLog, Store, new_ids
 from mnist.errors import MnistError
 from mnist.evaluation import predict_proba
+from mnist.prediction_log import LogWriter, Sampling
 from mnist.settings import ServeSettings, loopback
 
 PAGE = Path(__file__).parent.parent / "web" / "index.html"
+CLOSE_SECONDS = 2.0
+"""At shutdown, the longest the prediction log's writer may take to write what is queued."""
+EVENT_SECONDS = 10.0
+"""Trusted feedback: at most one `mnist.data.added` event per this many seconds."""
+
+
+def prediction_log(settings: ServeSettings, datastore: str | None) -> LogWriter | None:
+    """The writer of the prediction log in the store at `datastore`, or None when it is off."""
+    if not settings.prediction_log:
+        return None
+    sampling = Sampling(images=settings.log_images, confidence=settings.log_confidence)
+    return LogWriter(lambda: PredictionLog(Store(datastore)), settings.log_days, sampling)
+
+
+def log_health(writer: LogWriter | None) -> LogHealth:
+    if writer is None:
+        return LogHealth(on=False)
+    stats = writer.stats
+    return LogHealth(
+        on=True,
+        written=stats.written,
+        dropped=stats.dropped,
+        queued=stats.queued,
+        last_error=stats.last_error,
+    )
 
 
 def create_app(settings: ServeSettings | None = None, datastore: str | None = None) -> FastAPI:
-    """The FastAPI app serving `settings.model`; with `settings.feedback`, POST /feedback
-    stores corrected labels in the added-data store at `datastore` (default: beside the
-    MLflow store). Bound beyond loopback, POST /reload needs `settings.admin_token`."""
+    """The FastAPI app serving `settings.model`; each answer is logged in the prediction log,
+    and with `settings.feedback`, POST /feedback stores corrected labels, both in the store at
+    `datastore` (default: beside the MLflow store). Bound beyond loopback, POST /reload needs
+    `settings.admin_token`."""
     # From the environment; pyright takes Field's positional defaults for required fields.
     settings = settings or ServeSettings()  # pyright: ignore[reportCallIssue]
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
@@ -50,7 +81,15 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
             f"serving on {settings.host}, beyond this machine, needs an admin token "
             "for POST /reload: set MNIST_SERVE_ADMIN_TOKEN"
         )
-    desk = FeedbackDesk(datastore, settings.feedback_per_minute) if settings.feedback else None
+    secret = settings.feedback_token
+    feedback_token = secret.get_secret_value() if secret else None
+    desk = (
+        FeedbackDesk(datastore, settings.feedback_per_minute, feedback_token)
+        if settings.feedback
+        else None
+    )
+    writer = prediction_log(settings, datastore)
+    events: list[LabelEvents] = []  # trusted feedback's events, while the server runs
     holder, poll_seconds, limits = ModelHolder(settings.model), settings.poll_seconds, settings
 
     def _predict(images: np.ndarray) -> tuple[np.ndarray, ModelInfo]:
@@ -65,13 +104,21 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
             await run_in_threadpool(holder.refresh)
         poller = asyncio.create_task(poll(holder, poll_seconds)) if poll_seconds > 0 else None
         batcher.start()
+        if writer:
+            writer.start()
+        if desk and feedback_token:
+            events.append(LabelEvents(datastore, EVENT_SECONDS))
         yield
         await batcher.stop()
         if poller:
             poller.cancel()
+        if writer:
+            await run_in_threadpool(writer.close, CLOSE_SECONDS)
+        for label_events in events:
+            await run_in_threadpool(label_events.close)
 
     app = FastAPI(title="mnist-pipeline", lifespan=lifespan)
-    app.state.holder = holder
+    app.state.holder, app.state.log = holder, writer
     handlers.install(app)
 
     @app.post(
@@ -87,12 +134,21 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
             raise RequestError(f"{len(images)} images exceed the limit of {limits.max_images}", 413)
         parsing.check(images)
         # one model call for concurrent requests
-        probabilities, info = await batcher(images.astype(np.float32))
+        pixels = images.astype(np.float32)
+        probabilities, info = await batcher(pixels)
+        ids: list[int] | list[None] = [None] * len(pixels)
+        if writer:
+            ids = new_ids(len(pixels))
+            writer.record(ids, pixels, probabilities, info.version or "")  # queued, no wait
         return {
             "model": info,
             "predictions": [
-                {"digit": int(p.argmax()), "probabilities": [round(float(v), 6) for v in p]}
-                for p in probabilities
+                {
+                    "id": id_,
+                    "digit": int(p.argmax()),
+                    "probabilities": [round(float(v), 6) for v in p],
+                }
+                for id_, p in zip(ids, probabilities, strict=True)
             ],
         }
 
@@ -111,6 +167,7 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
             version=info.version,
             refresh_error=holder.last_error,
             feedback=desk is not None,
+            prediction_log=log_health(writer),
         )
 
     if desk is not None:
@@ -119,20 +176,31 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
             "/feedback",
             status_code=201,
             response_model=FeedbackStored,
-            responses=errors(400, 403, 413, 415, 422, 429, 503),
+            responses=errors(400, 401, 403, 413, 415, 422, 429, 503),
             openapi_extra={"requestBody": feedback_request()},
         )
         async def feedback(request: Request) -> FeedbackStored:
-            """Store a sample the model got wrong with its true label, for the next retraining:
-            stored durably (committed) before the answer; a bad one is refused, unstored."""
+            """Store a sample the model got wrong with its true label (and the prediction it
+            corrects), stored durably (committed) before the answer; a bad one is refused,
+            unstored. With `Authorization: Bearer <feedback token>` it is trusted and may train
+            at once; without, it is pending until a person accepts it."""
             same_site(request)
-            images, label = await parsing.sample(request, limits)
+            trusted = desk.trusted(request)
+            images, label, prediction = await parsing.sample(request, limits)
             parsing.check(images)
             if digits.blank(images)[0]:
                 raise RequestError(digits.BLANK)
             desk.admit(request.client.host if request.client else "")  # valid samples count
-            sample, batch = await run_in_threadpool(desk.store, images[0], label)
-            return FeedbackStored(id=sample, batch=batch, label=label)
+            sample, batch = await run_in_threadpool(
+                desk.store, images[0], label, trusted, prediction
+            )
+            if trusted:
+                for label_events in events:
+                    label_events.note(1, "feedback")  # O(1): the event is sent off the request
+            review = "trusted" if trusted else "pending"
+            return FeedbackStored(
+                id=sample, batch=batch, label=label, prediction=prediction, review=review
+            )
 
     @app.post(
         "/reload",

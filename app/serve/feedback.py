@@ -1,11 +1,13 @@
 """POST /feedback's guards and storage: `same_site` refuses another site's page posting to the
-server; `FeedbackDesk` admits at most `per_minute` valid samples from one client address in any
-minute (a moving window of the `limits` library) and stores them in the added-data store.
+server; `FeedbackDesk` tells trusted feedback (the feedback token) from pending (anonymous),
+admits at most `per_minute` valid samples from one client address in any minute (a moving
+window of the `limits` library) and stores them in the added-data store.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from urllib.parse import urlparse
 
 import numpy as np
@@ -35,14 +37,34 @@ def same_site(request: Request) -> None:
 class FeedbackDesk:
     """Where POST /feedback stores samples: the added-data store, opened on first use (a store
     that is down costs the feedback, never the predictions); at most `per_minute` samples
-    from one client address a minute."""
+    from one client address a minute. A sample sent with `token` is trusted, one without any
+    is pending (it waits for a person's `mnist data accept`)."""
 
-    def __init__(self, url: str | None, per_minute: int):
-        self.url, self.per_minute = url, per_minute
+    def __init__(self, url: str | None, per_minute: int, token: str | None = None):
+        self.url, self.per_minute, self.token = url, per_minute, token
         self._store: Store | None = None
         self._limit = RateLimitItemPerMinute(per_minute)
         self._hits = MemoryStorage()
         self._limiter = MovingWindowRateLimiter(self._hits)
+
+    def trusted(self, request: Request) -> bool:
+        """True for `Authorization: Bearer <feedback token>`, False without the header; any
+        other credential (a wrong token, another scheme, a token this server does not have)
+        is refused (401), never taken as pending. Compared in constant time."""
+        header = request.headers.get("authorization")
+        if header is None:
+            return False
+        scheme, _, given = header.partition(" ")
+        if not self.token:
+            raise RequestError(
+                "this server has no feedback token (MNIST_SERVE_FEEDBACK_TOKEN): send feedback "
+                "without an Authorization header",
+                401,
+            )
+        right = secrets.compare_digest(given.strip().encode(), self.token.encode())
+        if scheme.lower() != "bearer" or not right:
+            raise RequestError("wrong feedback token (Authorization: Bearer)", 401)
+        return True
 
     def admit(self, client: str) -> None:
         """Count one sample from `client`; refused (429) past the limit. Called only for a
@@ -66,12 +88,15 @@ class FeedbackDesk:
                         self._hits.events.pop(key, None)
                 self._hits.locks.pop(key, None)
 
-    def store(self, pixels: np.ndarray, label: int) -> tuple[int, int]:
-        """Store one sample durably; its id and the batch it joined."""
+    def store(
+        self, pixels: np.ndarray, label: int, trusted: bool, prediction: int | None = None
+    ) -> tuple[int, int]:
+        """Store one sample durably, tied to the `prediction` it corrects; its id and the batch
+        it joined (today's trusted or pending one)."""
         try:
             if self._store is None:
                 self._store = Store(self.url)
-            return self._store.feedback(pixels, label)
+            return self._store.feedback(pixels, label, trusted=trusted, prediction_id=prediction)
         except MnistError as exc:
             log.error("cannot store a feedback sample: %s", exc)
             raise RequestError(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import AsyncGenerator, Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 from fastapi import Request
@@ -72,9 +72,9 @@ async def _body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _upload(request: Request, body: bytes) -> tuple[bytes, str, str | None]:
+async def _upload(request: Request, body: bytes) -> tuple[bytes, str, str | None, str | None]:
     """The `file` field of a multipart body that was already read within the byte limit, its
-    name, and the `label` field if there is one."""
+    name, and the `label` and `prediction` fields if there are."""
 
     async def chunks() -> AsyncGenerator[bytes, None]:
         yield body
@@ -92,12 +92,17 @@ async def _upload(request: Request, body: bytes) -> tuple[bytes, str, str | None
         if upload is None or isinstance(upload, str):
             raise RequestError('multipart upload needs a "file" field', 400)
         data = await upload.read()
-        label = form.get("label")
+        label, prediction = form.get("label"), form.get("prediction")
     finally:
         await form.close()
     if not data:
         raise RequestError("empty upload", 400)
-    return data, upload.filename or "upload", label if isinstance(label, str) else None
+    return (
+        data,
+        upload.filename or "upload",
+        label if isinstance(label, str) else None,
+        prediction if isinstance(prediction, str) else None,
+    )
 
 
 def _image(data: bytes, name: str) -> np.ndarray:
@@ -121,12 +126,14 @@ def json_pixels(body: bytes) -> np.ndarray:
     return _pixels(_json(body), booleans_possible=b"true" in body or b"false" in body)
 
 
-def _json_sample(body: bytes) -> tuple[np.ndarray, object]:
-    """`{"pixels": one image, "label": 0-9}` -> (1, 28, 28) float64 pixels and the label."""
+def _json_sample(body: bytes) -> tuple[np.ndarray, object, object]:
+    """`{"pixels": one image, "label": 0-9, "prediction": ID}` -> (1, 28, 28) float64 pixels,
+    the label and the prediction id (None when not given), as sent."""
     payload = _json(body)
     if not isinstance(payload, dict) or "label" not in payload:
         raise RequestError('JSON body needs "pixels" and "label"')
-    return _pixels(payload, b"true" in body or b"false" in body), payload["label"]
+    pixels = _pixels(payload, b"true" in body or b"false" in body)
+    return pixels, payload["label"], payload.get("prediction")
 
 
 def _label(value: object) -> int:
@@ -135,6 +142,35 @@ def _label(value: object) -> int:
         return value
     shown = json.dumps(value) if not isinstance(value, str) else repr(value)
     raise RequestError(f"label must be a digit 0-9, got {shown[:40]}")
+
+
+MAX_ID = 2**63 - 1  # a prediction id is a positive 64-bit integer (BigInteger)
+
+
+def _prediction(value: object) -> int | None:
+    """The logged prediction a sample corrects: a positive 64-bit integer (a JSON integer, or
+    the digits of a form field), or none. It need not be in the log."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID:
+        return value
+    shown = json.dumps(value) if not isinstance(value, str) else repr(value)
+    raise RequestError(f"prediction must be a prediction id (a positive integer), got {shown[:40]}")
+
+
+def _form_int(text: str | None) -> int | str | None:
+    """A form field's digits as an integer (at most 19 of them); other text as it is."""
+    if text is not None and text.isascii() and text.isdigit() and len(text) <= 19:
+        return int(text)
+    return text
+
+
+class Labelled(NamedTuple):
+    """One /feedback sample: (1, 28, 28) pixels, its digit, the prediction it corrects."""
+
+    pixels: np.ndarray
+    label: int
+    prediction: int | None
 
 
 _DECODING = threading.BoundedSemaphore(2)  # at most two images or bodies decoded at once
@@ -158,16 +194,17 @@ async def images(request: Request, limits: ServeSettings) -> np.ndarray:
         raise RequestError(f"unsupported content type {kind!r}: send JSON or PNG/JPEG", 415)
     body = await _body(request, limits.max_bytes)
     if kind == "multipart/form-data":
-        data, name, _ = await _upload(request, body)
+        data, name, _, _ = await _upload(request, body)
         return await run_in_threadpool(_decode, _image, data, name)
     if kind in IMAGE_TYPES:
         return await run_in_threadpool(_decode, _image, body, "upload")
     return await run_in_threadpool(_decode, json_pixels, body)
 
 
-async def sample(request: Request, limits: ServeSettings) -> tuple[np.ndarray, int]:
+async def sample(request: Request, limits: ServeSettings) -> Labelled:
     """One labelled image of a /feedback body, from JSON `{"pixels", "label"}` or a multipart
-    `file` and `label`, read within the byte limit and decoded off the event loop."""
+    `file` and `label` (either may name the `prediction` it corrects), read within the byte
+    limit and decoded off the event loop."""
     kind = _content_type(request)
     if kind not in ("multipart/form-data", "application/json"):
         raise RequestError(
@@ -177,17 +214,18 @@ async def sample(request: Request, limits: ServeSettings) -> tuple[np.ndarray, i
         )
     body = await _body(request, limits.max_bytes)
     if kind == "multipart/form-data":
-        data, name, text = await _upload(request, body)
+        data, name, text, named = await _upload(request, body)
         if text is None:
             raise RequestError('multipart feedback needs a "label" field')
         label = _label(int(text) if text in digits.LABELS else text)  # before decoding
+        prediction = _prediction(_form_int(named))
         pixels = await run_in_threadpool(_decode, _image, data, name)
     else:
-        pixels, given = await run_in_threadpool(_decode, _json_sample, body)
-        label = _label(given)
+        pixels, given, named = await run_in_threadpool(_decode, _json_sample, body)
+        label, prediction = _label(given), _prediction(named)
     if len(pixels) != 1:
         raise RequestError(f"feedback takes one image, got {len(pixels)}")
-    return pixels, label
+    return Labelled(pixels, label, prediction)
 
 
 def check(pixels: np.ndarray) -> None:

@@ -107,7 +107,7 @@ def test_rows_are_written_in_batches_off_the_callers_thread(url):
     assert time.perf_counter() - started < 0.5  # queued, not written, by the caller
     _until(lambda: writer.stats.written == 1200)  # a full batch wakes the writer: no 30 s wait
     writer.close()
-    assert sorted(sink.writes, reverse=True)[:2] == [500, 500] and sum(sink.writes) == 1200
+    assert max(sink.writes) == 500 and len(sink.writes) >= 3 and sum(sink.writes) == 1200
     assert PredictionLog(Store(url)).count() == 1200
     assert writer.stats.dropped == 0 and writer.stats.last_error is None
 

@@ -35,12 +35,14 @@ Client = Callable[..., TestClient]
 @pytest.fixture
 def client(tmp_path) -> Iterator[Client]:
     """`client(**settings)`: a TestClient of an app serving `DigitOfFirstPixel`, its feedback
-    in a SQLite store under tmp_path; `client.model` is the stand-in."""
+    and prediction log in a SQLite store under tmp_path (or at `datastore=URL`);
+    `client.model` is the stand-in. Leaving the client runs the app's shutdown."""
     stack = []
 
-    def make(**settings) -> TestClient:
+    def make(datastore: str | None = None, **settings) -> TestClient:
         options = {"model": "stand-in", "poll_seconds": 0, **settings}
-        app = create_app(ServeSettings(**options), f"sqlite:///{tmp_path / 'feedback.db'}")
+        datastore = datastore or f"sqlite:///{tmp_path / 'feedback.db'}"
+        app = create_app(ServeSettings(**options), datastore)
         model = DigitOfFirstPixel()
         app.state.holder._current = (model, INFO)  # loaded: the lifespan loads nothing
         test_client = TestClient(app)

@@ -104,6 +104,13 @@ def test_model_and_health_describe_the_model_in_service(client):
         "version": None,
         "refresh_error": None,
         "feedback": False,
+        "prediction_log": {
+            "on": True,
+            "written": 0,
+            "dropped": 0,
+            "queued": 0,
+            "last_error": None,
+        },
     }
 
 
