@@ -120,7 +120,7 @@ def labels_arrived(store: Store, added: int, source: str) -> bool:
     payload: dict[str, Any] = {"added": added, "source": source, "min_labels": minimum}
     try:
         since = _champion_made(model)
-        new = store.new_labels(since or datetime(1970, 1, 1, tzinfo=UTC))
+        new = store.new_labels(since)
     except Exception as exc:  # the registry or the store failed: the event says so, not due
         payload.update(new_labels=None, error=first_line(exc))
         due = False

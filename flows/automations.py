@@ -1,11 +1,40 @@
-"""The automations this project creates on a Prefect server."""
+"""The automations this project creates on a Prefect server: the one that crashes flow runs
+whose heartbeats stopped, and the alerts (docs/operations/alerts.md).
+
+Alerts go through one notification block, `mnist-alerts`, made from `MNIST_ALERT_URL`: an
+http(s) URL becomes Prefect's `CustomWebhookNotificationBlock` (a JSON post); any other URL goes
+to apprise through Prefect's `SlackWebhook` block, which hands URLs that are not Slack's to
+apprise unchanged (Prefect 3.9 ships no block for a bare apprise URL, and the server can only
+load block classes it ships). Three automations use it: a run of one of our deployments failed
+or crashed, the monitor found drift, the gate rejected `MNIST_ALERT_REJECTIONS` in a row.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mnist.errors import MnistError
+
+if TYPE_CHECKING:
+    from prefect.events.schemas.automations import AutomationCore
 
 ZOMBIES = "mnist: crash flow runs that stopped beating"
 HEARTBEAT_SECONDS = 30
 """How often a flow run of a deployment says it lives (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, set
 for workers); after three missed beats the automation `ZOMBIES` crashes it."""
+
+BLOCK = "mnist-alerts"
+"""The notification block every alert goes through."""
+FAILED = "mnist: alert when a deployment's run fails or crashes"
+DRIFT = "mnist: alert when the monitor finds drift"
+REJECTED = "mnist: alert when the gate keeps rejecting"
+ALERTS = (FAILED, DRIFT, REJECTED)
+GATE_DECIDED = "mnist.gate.decided"
+"""The gate's event (tasks.gate); its resource is labelled `GATE_ALERT` "true" once the
+challengers rejected in a row reach `MNIST_ALERT_REJECTIONS`."""
+GATE_ALERT = "mnist.gate.alert"
+DEPLOYMENTS = "mnist-*"
+"""Our deployments' names in prefect.yaml (mnist-retrain, mnist-train, mnist-monitor)."""
 
 
 def ensure_zombie_detection() -> bool:
@@ -45,3 +74,126 @@ def ensure_zombie_detection() -> bool:
         actions=actions,
     ).create()
     return True
+
+
+def save_block(url: str) -> Any:
+    """Save the notification block `mnist-alerts` for `url` (replacing one of the same kind);
+    its document id. MnistError when apprise cannot reach such a URL."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock, SlackWebhook
+    from pydantic import SecretStr
+
+    if url.split("://", 1)[0].lower() in ("http", "https"):
+        text = "{{subject}}\n{{body}}"
+        data = {"subject": "{{subject}}", "body": "{{body}}", "text": text}
+        # headers and cookies given: pyright does not see Prefect's positional `Field(None)`
+        block = CustomWebhookNotificationBlock(
+            name=BLOCK, url=url, json_data=data, headers=None, cookies=None
+        )
+    else:
+        import apprise
+
+        if not apprise.Apprise().add(url):  # pyright: ignore[reportUnknownMemberType]  (apprise's hints)
+            raise MnistError(f"MNIST_ALERT_URL: apprise cannot send to {url.split(':', 1)[0]}://")
+        block = SlackWebhook(url=SecretStr(url), notify_type="warning")
+    return block.save(BLOCK, overwrite=True)  # pyright: ignore[reportUnknownMemberType]  (async_dispatch)
+
+
+def _alerts(block_id: Any) -> list[AutomationCore]:
+    """The three alert automations, sending through the block `block_id`."""
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    def reactive(expect: set[str], match: dict[str, str | list[str]], **more: Any) -> EventTrigger:
+        spec = ResourceSpecification(match)
+        return EventTrigger(
+            expect=expect, match=spec, posture=Posture.Reactive, threshold=1, **more
+        )
+
+    def send(subject: str, body: str) -> list[Any]:
+        return [SendNotification(block_document_id=block_id, subject=subject, body=body)]
+
+    run = "{{ flow_run.name }} of {{ deployment.name }}"
+    return [
+        AutomationCore(
+            name=FAILED,
+            description="a flow run of a deployment named mnist-* failed or crashed",
+            trigger=reactive(
+                {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+                {"prefect.resource.id": "prefect.flow-run.*"},
+                match_related=ResourceSpecification(
+                    {"prefect.resource.role": "deployment", "prefect.resource.name": DEPLOYMENTS}
+                ),
+            ),
+            actions=send(
+                f"mnist: {run} {{{{ flow_run.state.name }}}}",
+                f"Flow run {run} ended {{{{ flow_run.state.name }}}} at "
+                "{{ flow_run.state.timestamp }}: {{ flow_run.state.message }}\n"
+                "Flow run id {{ flow_run.id }}"
+                "{% if flow_run|ui_url %}: {{ flow_run|ui_url }}{% endif %}",
+            ),
+        ),
+        AutomationCore(
+            name=DRIFT,
+            description="the monitor (mnist-monitor, mnist monitor) found drift in a window",
+            trigger=reactive({"mnist.monitor.drift"}, {"prefect.resource.id": "mnist.monitor.*"}),
+            actions=send(
+                "mnist: drift in what {{ event.resource.id }} watches",
+                "The monitor found drift at {{ event.occurred }}. "
+                "Label the queue (mnist data queue) so a retraining can learn it.\n"
+                "{{ event.payload|tojson }}",
+            ),
+        ),
+        AutomationCore(
+            name=REJECTED,
+            description="the gate rejected MNIST_ALERT_REJECTIONS challengers in a row",
+            trigger=reactive(
+                {GATE_DECIDED}, {"prefect.resource.id": "mnist.gate.*", GATE_ALERT: "true"}
+            ),
+            actions=send(
+                "mnist: the gate rejected {{ event.payload.streak }} challengers in a row",
+                "{{ event.payload.model }} v{{ event.payload.challenger }} was rejected: "
+                "{{ event.payload.reason }}. The champion stays "
+                "v{{ event.payload.champion }}.\n{{ event.payload|tojson }}",
+            ),
+        ),
+    ]
+
+
+def _same(a: AutomationCore, b: AutomationCore) -> bool:
+    def plain(automation: AutomationCore) -> dict[str, Any]:
+        dumped = automation.model_dump(mode="json", include={"description", "trigger", "actions"})
+        dumped["trigger"].pop("id", None)
+        return dumped
+
+    return plain(a) == plain(b)
+
+
+def ensure_alerts(url: str) -> dict[str, str]:
+    """Save the block for `url` and create or update the alert automations on the configured
+    Prefect server; what happened to each ("created", "updated", "already there")."""
+    from prefect.client.orchestration import get_client
+
+    wanted = _alerts(save_block(url))
+    done: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        for automation in wanted:
+            found = client.read_automations_by_name(automation.name)
+            if not found:
+                client.create_automation(automation)
+                done[automation.name] = "created"
+            elif _same(found[0], automation):
+                done[automation.name] = "already there"
+            else:
+                client.update_automation(found[0].id, automation)
+                done[automation.name] = "updated"
+    return done
+
+
+def ensure_automations(alert_url: str | None) -> dict[str, str]:
+    """The zombie automation and, given a URL, the alerts, on the configured Prefect server
+    (idempotent); what happened to each, by name."""
+    done = {ZOMBIES: "created" if ensure_zombie_detection() else "already there"}
+    if alert_url:
+        done.update(ensure_alerts(alert_url))
+    return done

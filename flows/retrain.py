@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 import tasks
@@ -41,12 +41,18 @@ class RetrainResult:
         return champion.version if champion else None
 
 
-def _nothing_new(config: TrainConfig, same: registry.Version, digest: str) -> str:
+def _why(reason: str | None) -> str:
+    return f"Started because: {reason}.\n\n" if reason else ""
+
+
+def _nothing_new(
+    config: TrainConfig, same: registry.Version, digest: str, reason: str | None = None
+) -> str:
     return f"""# Retraining: nothing new since {config.registered_model} v{same.version}
 
-The data (MNIST and the added-data snapshot), the recipe and the code are those that made
-v{same.version} (inputs digest `{digest[:16]}`), so this run trained nothing and registered
-nothing. Add data (`mnist data add`), change the recipe, or pass `--retrain-unchanged`.
+{_why(reason)}The data (MNIST and the added-data snapshot), the recipe and the code are those
+that made v{same.version} (inputs digest `{digest[:16]}`), so this run trained nothing and
+registered nothing. Add data (`mnist data add`), change the recipe, or pass `--retrain-unchanged`.
 
 | | |
 | --- | --- |
@@ -57,14 +63,14 @@ nothing. Add data (`mnist data add`), change the recipe, or pass `--retrain-unch
 """
 
 
-def _report(config: TrainConfig, result: RetrainResult) -> str:
+def _report(config: TrainConfig, result: RetrainResult, reason: str | None = None) -> str:
     d = result.decision
     assert d is not None and result.training is not None
     verdict = "**promoted** to champion" if d.promote else "**rejected**; the champion stays"
     rows = "\n".join(f"| {k.replace('_', ' ')} | {v} |" for k, v in d.details.items())
     return f"""# Retraining: {config.registered_model} v{result.training.model_version} {verdict}
 
-{d.reason}.
+{_why(reason)}{d.reason}.
 
 | gate | value |
 | --- | --- |
@@ -76,13 +82,19 @@ def _report(config: TrainConfig, result: RetrainResult) -> str:
 
 @flow(name="mnist-retrain", flow_run_name=lambda: run_name("retrain"))
 def retrain_flow(
-    config: TrainConfig | None = None, gate: GateSettings | None = None
+    config: TrainConfig | None = None,
+    gate: GateSettings | None = None,
+    reason: str | None = None,
 ) -> RetrainResult:
     """Train a challenger and promote it to `champion` only if it passes the gate
     (`mnist.promotion`): MNIST test accuracy at least the floor, no loss to the champion on the
     added data's holdout, and more than the margin above it on one of them, on the same images.
-    Ends early, registering nothing, when a version was made from the same inputs."""
+    Ends early, registering nothing, when a version was made from the same inputs. `reason`
+    says why it runs (the label trigger of `prefect.yaml` sets it; None: a schedule or a
+    person), in the log and the decision artifact."""
     config, gate = config or TrainConfig.from_profile(), gate or GateSettings()
+    if reason:
+        get_run_logger().info("retraining because: %s", reason)
     if not config.register_model:
         raise MnistError("retraining registers its challenger: drop --no-register")
     inputs = gather(config)
@@ -94,7 +106,7 @@ def retrain_flow(
     if same is not None:
         create_markdown_artifact(
             key="retrain-decision",
-            markdown=_nothing_new(config, same, inputs.digest),
+            markdown=_nothing_new(config, same, inputs.digest, reason),
             description=f"Nothing new since v{same.version}: nothing trained or registered",
         )
         return RetrainResult(None, None, same)
@@ -105,7 +117,7 @@ def retrain_flow(
         result = RetrainResult(training, outcome)
         create_markdown_artifact(
             key="retrain-decision",
-            markdown=_report(config, result),
+            markdown=_report(config, result, reason),
             description="The champion/challenger decision, metrics and the MLflow run",
         )
     return result

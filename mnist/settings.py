@@ -334,3 +334,22 @@ class LabelSettings(BaseSettings):
         description="new trusted labels since the champion was made that start a retraining "
         "(the event mnist.data.added marks them due)",
     )
+
+
+class AlertSettings(BaseSettings):
+    """Alerts: where the Prefect automations send them, and when the gate calls for one"""
+
+    model_config = _env("MNIST_ALERT_")
+
+    url: SecretStr | None = Field(
+        default=None,
+        description="where alerts go: an http(s) URL gets a JSON post (subject, body, text), "
+        "any other an apprise URL (mailto://, slack://, tgram://, ...); none: no alerts",
+        json_schema_extra={"metavar": "URL"},
+    )
+    rejections: int = Field(
+        default=3,
+        ge=1,
+        description="challengers rejected in a row by the gate that raise an alert (read "
+        "where the gate runs: the workers)",
+    )

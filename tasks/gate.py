@@ -11,9 +11,9 @@ from prefect.settings import PREFECT_API_URL
 
 from mnist import promotion, registry
 from mnist.env import TEMPORARY_PREFECT_API
-from mnist.errors import MnistError
+from mnist.errors import MnistError, first_line
 from mnist.preprocess import Arrays
-from mnist.settings import GateSettings
+from mnist.settings import AlertSettings, GateSettings
 from mnist.tracking import Run
 
 
@@ -74,6 +74,61 @@ def _across_workers(name: str, settings: GateSettings) -> Iterator[None]:
         yield
 
 
+GATE_DECIDED = "mnist.gate.decided"
+"""The event of every decision; flows.automations alerts on it (the names must agree)."""
+GATE_ALERT = "mnist.gate.alert"
+"""Its resource label: "true" once `MNIST_ALERT_REJECTIONS` challengers were rejected in a row."""
+
+
+def rejections(name: str) -> int:
+    """Challengers of `name` the gate rejected in a row, newest first (versions it never judged
+    are passed over; the last promotion ends the count)."""
+    streak = 0
+    for version in registry.versions(name):
+        decision = version.tags.get("decision")
+        if decision == "rejected":
+            streak += 1
+        elif decision is not None:
+            break
+    return streak
+
+
+def announce(outcome: promotion.Outcome) -> None:
+    """Emit `mnist.gate.decided` with the decision and the rejection streak; a failure to
+    count or send is logged, never raised: the decision is already recorded."""
+    from prefect.events import emit_event
+
+    logger = get_run_logger()
+    name, decision = outcome.challenger.name, outcome.decision
+    try:
+        streak = rejections(name)
+        limit = AlertSettings().rejections
+        champion = outcome.champion_version
+        payload = {
+            "model": name,
+            "decision": decision.verdict,
+            "reason": decision.reason,
+            "challenger": outcome.challenger.version,
+            "champion": champion,
+            "compared_to": outcome.compared_to,
+            "streak": streak,
+            "alert_after": limit,
+            "challenger_test_accuracy": outcome.challenger_accuracy,
+            "champion_test_accuracy": outcome.incumbent_accuracy,
+        }
+        resource = {
+            "prefect.resource.id": f"mnist.gate.{name}",
+            "prefect.resource.name": f"champion gate of {name}",
+            GATE_ALERT: "true" if streak >= limit else "false",
+        }
+        emit_event(GATE_DECIDED, resource=resource, payload=payload)
+    except Exception as exc:  # MLflow, a bad MNIST_ALERT_ variable, the events client
+        logger.warning("event %s not sent: %s", GATE_DECIDED, first_line(exc))
+        return
+    if streak >= limit:
+        logger.warning("the gate rejected %d challengers of %s in a row", streak, name)
+
+
 @task(
     name="champion-gate",
     task_run_name="gate-{challenger.name}-v{challenger.version}",
@@ -111,4 +166,5 @@ def gate(
     run.log_metrics(metrics)
     run.set_tags({"gate.decision": decision.verdict, "gate.compared_to": outcome.compared_to})
     logger.info("v%s %s: %s", challenger.version, decision.verdict, decision.reason)
+    announce(outcome)
     return outcome

@@ -5,11 +5,14 @@ by honcho (a Procfile runner) from `stack/Procfile`.
     python -m app.stack up        # `make stack-up`: start, health-check, deploy, print exports
     python -m app.stack down      # `make stack-down`
     python -m app.stack env       # the export lines a client needs
-    python -m app.stack automation   # the zombie automation, on the PREFECT_API_URL server
+    python -m app.stack automation   # the automations (zombies; alerts with MNIST_ALERT_URL)
+                                     # on the PREFECT_API_URL server
 
 Settings come from variables: `MNIST_STACK_DIR` (state, logs; default `.stack` in the
 checkout), `MNIST_STACK_HOST` (default 127.0.0.1), `MNIST_STACK_PG_PORT` (5432),
-`MNIST_STACK_PREFECT_PORT` (4200), `MNIST_STACK_MLFLOW_PORT` (5000), `MNIST_STACK_WORKERS` (1).
+`MNIST_STACK_PREFECT_PORT` (4200), `MNIST_STACK_MLFLOW_PORT` (5000), `MNIST_STACK_WORKERS` (1);
+alerts: `MNIST_ALERT_URL` (an http(s) webhook or an apprise URL; none: no alerts) and
+`MNIST_ALERT_REJECTIONS` (3, the gate's rejections in a row that alert).
 Bound anywhere but loopback, everything asks for a password (`MNIST_STACK_PASSWORD`, else one
 generated into `<dir>/secrets.env`): MLflow's basic-auth app, Prefect's API auth string.
 State (the databases, the artifacts) stays in the directory between restarts.
@@ -21,8 +24,13 @@ import sys
 
 from app.stack import postgres
 from app.stack.config import Stack, StackError
-from app.stack.lifecycle import down, up, wait
-from flows.automations import ensure_zombie_detection
+from app.stack.lifecycle import alert_url, automations, down, up, wait
+
+
+def _say_alerts() -> None:
+    url = alert_url()
+    where = f"alerts to {url.split('://', 1)[0]}://..." if url else "no alerts (no MNIST_ALERT_URL)"
+    print(where, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             print(stack.exports(), end="")
+            _say_alerts()
         elif args[:1] == ["down"]:
             print(
                 "stack stopped" if down(stack) else f"no stack running in {stack.dir}",
@@ -54,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args[:1] == ["env"]:
             print(stack.exports(), end="")
         elif args[:1] == ["automation"]:  # for a Prefect server that `up` did not start
-            made = ensure_zombie_detection()
-            print("created" if made else "already there", file=sys.stderr)
+            for name, what in automations().items():
+                print(f"{name}: {what}", file=sys.stderr)
+            _say_alerts()
         else:
             print(__doc__, file=sys.stderr)
             return 2

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 
 from app.stack import postgres
 from app.stack.config import BIN, PROCFILE, ROOT, USER, Stack, StackError
-from flows.automations import ensure_zombie_detection
+from flows.automations import ensure_automations
+from mnist.errors import MnistError, first_line
+from mnist.settings import AlertSettings
 from mnist.waiting import Gone, answers, never, wait_until
 
 if TYPE_CHECKING:
@@ -53,10 +55,36 @@ def _running(stack: Stack) -> int | None:
     return pid
 
 
+def alert_url() -> str | None:
+    """Where alerts go (`MNIST_ALERT_URL`), or None; a StackError for a bad `MNIST_ALERT_*`."""
+    from pydantic import ValidationError
+
+    try:
+        url = AlertSettings().url
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(map(str, error["loc"])).upper()
+        raise StackError(f"MNIST_ALERT_{where}: {error['msg']}") from None
+    return url.get_secret_value() if url is not None else None
+
+
+def automations() -> dict[str, str]:
+    """The zombie automation and, with `MNIST_ALERT_URL`, the alerts, on the Prefect server
+    configured now; what happened to each. StackError when they cannot be made."""
+    url = alert_url()
+    try:
+        return ensure_automations(url)
+    except MnistError as exc:
+        raise StackError(str(exc)) from None
+    except Exception as exc:  # the Prefect server refused or is gone
+        raise StackError(f"automations: {first_line(exc)}") from None
+
+
 def up(stack: Stack, timeout: float = 300) -> float:
     """Start the stack under honcho (logs: <dir>/logs/stack.log), wait until every piece is
-    healthy, deploy prefect.yaml; returns the seconds it took."""
+    healthy, deploy prefect.yaml and make the automations; returns the seconds it took."""
     started = time.monotonic()
+    alert_url()  # a bad MNIST_ALERT_* stops it before anything starts
     if (pid := _running(stack)) is not None:
         raise StackError(f"the stack in {stack.dir} is already running (honcho pid {pid})")
     if left := members(stack):
@@ -115,8 +143,9 @@ def up(stack: Stack, timeout: float = 300) -> float:
 
 
 def _deploy(stack: Stack, env: dict[str, str]) -> None:
-    """The work pool, the deployments of prefect.yaml, and the automation that crashes flow
-    runs whose heartbeats stopped (a worker or its machine died); all idempotent."""
+    """The work pool, the deployments of prefect.yaml (with the retrain trigger), the
+    automation that crashes flow runs whose heartbeats stopped (a worker or its machine died),
+    and the alerts when `MNIST_ALERT_URL` is set; all idempotent."""
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     deploy(env)
@@ -124,7 +153,7 @@ def _deploy(stack: Stack, env: dict[str, str]) -> None:
     if stack.secured:
         settings[PREFECT_API_AUTH_STRING] = env["PREFECT_API_AUTH_STRING"]
     with temporary_settings(settings):
-        ensure_zombie_detection()
+        automations()
 
 
 def deploy(env: dict[str, str]) -> None:
