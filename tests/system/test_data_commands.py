@@ -116,3 +116,38 @@ def test_environment_names_the_store(tmp_path, url):
         [str(BIN / "mnist"), "data", "list"], capture_output=True, text=True, timeout=300, env=env
     )
     assert proc.stdout.strip() == f"{url}: no batches"
+
+
+def test_the_labelling_queue_round_trip(url, tmp_path, mnist_data):
+    """Predictions logged, exported by `mnist data queue`, two sorted by hand into digit
+    folders, added back with `--source queue`: linked to their predictions, gone from the
+    queue; the rest stay queued."""
+    from datetime import UTC, datetime
+
+    from mnist.datastore import Logged, PredictionLog, new_ids
+
+    images, labels = mnist_data.test.images[:4], mnist_data.test.labels[:4]
+    ids = new_ids(4, datetime.now(UTC))
+    rows = [
+        Logged(i, datetime.now(UTC), "1", 0, c, 1, 0.1, x.astype(np.uint8).tobytes(), True)
+        for i, x, c in zip(ids, images, [0.3, 0.4, 0.5, 0.6], strict=True)
+    ]
+    PredictionLog(Store(url)).write(rows)
+    dest = tmp_path / "round"
+    exported = _mnist("queue", "--export", str(dest), url=url)
+    assert exported.returncode == 0, exported.stderr
+    assert f"mnist data add {dest} --source queue" in exported.stdout
+    for i in (0, 2):
+        (dest / "unlabelled" / f"{ids[i]}.png").rename(dest / str(labels[i]) / f"{ids[i]}.png")
+    added = _mnist("add", str(dest), "--source", "queue", url=url)
+    assert added.returncode == 0, added.stderr
+    assert "added batch 1 (queue): 2 samples" in added.stdout
+    assert "2 linked to the predictions their files name; 2 left in unlabelled/" in added.stdout
+    window = PredictionLog(Store(url)).window()
+    assert dict(zip(window.labelled_ids.tolist(), window.labels.tolist(), strict=True)) == {
+        ids[i]: labels[i] for i in (0, 2)
+    }
+    queued = _mnist("queue", url=url)
+    assert queued.returncode == 0, queued.stderr
+    listed = [int(line.split()[0]) for line in queued.stdout.splitlines()[1:-1]]
+    assert listed == [ids[1], ids[3]]
