@@ -109,13 +109,17 @@ def labels_arrived(store: Store, added: int, source: str) -> bool:
     (no `PREFECT_API_URL`, or the server did not take it); never raises."""
     if api_url() is None:
         return False
+    from pydantic import ValidationError
+
     from mnist.settings import LabelSettings, RegistrySettings
 
     try:
         model = RegistrySettings().registered_model
         minimum = LabelSettings().min_labels
-    except Exception as exc:  # a bad MNIST_ variable: say so, stay quiet otherwise
-        log.warning("event %s not sent: %s", DATA_ADDED, first_line(exc))
+    except ValidationError as exc:  # a bad MNIST_ variable: say which, stay quiet otherwise
+        error = exc.errors()[0]
+        where = ".".join(map(str, error["loc"]))
+        log.warning("event %s not sent: %s: %s", DATA_ADDED, where, error["msg"])
         return False
     payload: dict[str, Any] = {"added": added, "source": source, "min_labels": minimum}
     try:
