@@ -101,7 +101,7 @@ def _queue(args: argparse.Namespace, store: Store) -> None:
             for q in found
         ]
         print(pd.DataFrame(rows).to_string(index=False))
-        print(f"{len(found)} predictions to label{from_drift}: mnist data queue --export DIR")
+        print(f"{len(found)} shown{from_drift}; to label them: mnist data queue --export DIR")
         return
     from mnist import exports
     from mnist.digits import LABELS

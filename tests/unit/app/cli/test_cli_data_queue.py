@@ -80,7 +80,7 @@ def test_the_queue_lists_drifted_windows_first_then_the_least_confident(url, cap
     assert listed == [drifted[0], drifted[1], recent[1], recent[2]]
     assert lines[1].split()[-2:] == ["0.900", "yes"] and lines[3].split()[-2:] == ["0.400", "no"]
     assert (
-        lines[-1] == "4 predictions to label, 2 from drifted windows: mnist data queue --export DIR"
+        lines[-1] == "4 shown, 2 from drifted windows; to label them: mnist data queue --export DIR"
     )
     assert data(url, "queue", "--since", "1h") == 0
     listed = [int(line.split()[0]) for line in capsys.readouterr().out.splitlines()[1:-1]]
