@@ -124,12 +124,9 @@ def test_model_and_health(api, champion):
     assert info["name"] == NAME and info["version"] == "1" and info["alias"] == "champion"
     assert info["run_id"] == champion.run_id
     assert info["test_accuracy"] == pytest.approx(champion.test_accuracy, abs=1e-4)
-    assert httpx.get(f"{api}/healthz").json() == {
-        "status": "ok",
-        "version": "1",
-        "refresh_error": None,
-        "feedback": True,
-    }
+    health = httpx.get(f"{api}/healthz").json()
+    assert health.pop("prediction_log")["on"] is True
+    assert health == {"status": "ok", "version": "1", "refresh_error": None, "feedback": True}
 
 
 def _zeros(n):
@@ -456,24 +453,86 @@ def test_feedback_refuses_other_sites_and_floods(champion, workdir, mnist_data, 
         stop_server(proc)
 
 
-def test_no_feedback_turns_the_endpoint_off(champion, workdir, tmp_path):
-    proc, api = _serve(NAME, tmp_path / "serve.log", "--no-feedback")
+def test_no_feedback_and_no_prediction_log_touch_no_store(champion, workdir, tmp_path):
+    proc, api = _serve(NAME, tmp_path / "serve.log", "--no-feedback", "--no-prediction-log")
     try:
         response = httpx.post(f"{api}/feedback", json={"pixels": [[9] * 784], "label": 1})
         assert response.status_code == 404
         assert httpx.get(f"{api}/healthz").json()["feedback"] is False
         assert "/feedback" not in httpx.get(f"{api}/openapi.json").json()["paths"]
+        answer = httpx.post(f"{api}/predict", json={"pixels": [[9] * 784]}).json()
+        assert answer["predictions"][0]["id"] is None
+        assert httpx.get(f"{api}/healthz").json()["prediction_log"]["on"] is False
     finally:
         stop_server(proc)
     assert not (tmp_path / "feedback.db").exists()
+
+
+def _logged(url: str, ids: list[int], seconds: float = 10):
+    """The log's window once every one of `ids` is in it (the writer flushes every 0.5 s)."""
+    from mnist.datastore import PredictionLog, Store
+
+    log, deadline = PredictionLog(Store(url)), time.monotonic() + seconds
+    while True:
+        window = log.window()
+        if set(ids) <= set(window.ids.tolist()) or time.monotonic() > deadline:
+            return window
+
+
+def test_served_predictions_land_in_the_prediction_log(served, mnist_data):
+    api, url = served
+    images = mnist_data.test.images[:20]
+    body = httpx.post(f"{api}/predict", json={"pixels": images.tolist()}).json()
+    ids = [p["id"] for p in body["predictions"]]
+    window = _logged(url, ids)
+    found = dict(zip(window.ids.tolist(), window.digits.tolist(), strict=True))
+    assert [found.get(i) for i in ids] == [p["digit"] for p in body["predictions"]]
+    versions = dict(zip(window.ids.tolist(), window.versions.tolist(), strict=True))
+    assert {versions[i] for i in ids} == {"1"}
+    assert httpx.get(f"{api}/healthz").json()["prediction_log"]["written"] >= 20
+
+
+def test_a_broken_log_store_costs_no_answer_and_no_slow_stop(
+    champion, workdir, mnist_data, tmp_path
+):
+    """The store is a path under a plain file: every log write fails; predictions go on,
+    /healthz and the server's log say what was dropped, and SIGTERM still stops it at once."""
+    (tmp_path / "a-file").write_text("")
+    broken = f"sqlite:///{tmp_path / 'a-file' / 'x.db'}"
+    proc, api = _serve(NAME, tmp_path / "serve.log", "--no-feedback", datastore=broken)
+    try:
+        images, labels = mnist_data.test.images[:50], mnist_data.test.labels[:50]
+        answers = [
+            httpx.post(f"{api}/predict", json={"pixels": images[i].tolist()}) for i in range(50)
+        ]
+        assert [a.status_code for a in answers] == [200] * 50
+        digits = [a.json()["predictions"][0]["digit"] for a in answers]
+        assert np.mean(np.array(digits) == labels) >= 0.96
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{api}/healthz").json()["prediction_log"]["dropped"] < 50:
+            assert time.monotonic() < deadline, httpx.get(f"{api}/healthz").text
+            time.sleep(0.2)
+        health = httpx.get(f"{api}/healthz").json()
+        assert health["status"] == "ok" and health["prediction_log"]["written"] == 0
+        assert "cannot open the prediction log" in health["prediction_log"]["last_error"]
+    finally:
+        started = time.monotonic()
+        stop_server(proc)
+        stopped = time.monotonic() - started
+    assert stopped < 5
+    assert (
+        "prediction(s) dropped (cannot open the prediction log"
+        in (tmp_path / "serve.log").read_text()
+    )
 
 
 def test_the_page_sends_a_correction_as_feedback(served, mnist_data):
     """Draw a digit in Chromium, predict, and answer "wrong? it was: 4": the drawing is
     stored with that label."""
     from playwright.sync_api import sync_playwright
+    from sqlalchemy import select
 
-    from mnist.datastore import Store
+    from mnist.datastore import Sample, Store
 
     api, url = served
     store = Store(url)
@@ -489,14 +548,21 @@ def test_the_page_sends_a_correction_as_feedback(served, mnist_data):
         page.wait_for_function("document.getElementById('digit').textContent !== ''")
         assert page.locator("#wrong").is_visible()
         page.click("#labels button[data-label='4']")
+        shown = int(page.evaluate("predicted"))  # the id the page was answered, as text
         page.wait_for_function("document.getElementById('thanks').textContent !== ''")
         thanks = page.locator("#thanks").inner_text()
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "feedback-sent.png"))
         browser.close()
     assert "(a 4)" in thanks and store.count() == stored_before + 1
+    assert "until a person reviews it" in thanks  # the page has no token: pending
     batch = store.batches()[-1]
-    assert batch.source == "feedback" and batch.counts[4] >= 1
+    assert batch.source == "feedback" and batch.counts[4] >= 1 and batch.review == "pending"
+    with store.reader.connect() as connection:
+        newest = select(Sample.prediction_id).order_by(Sample.id.desc()).limit(1)
+        named = connection.scalar(newest)
+    assert named == shown  # all 64 bits of the id survived the page's JavaScript
+    assert shown in _logged(url, [shown]).ids.tolist()
 
 
 def test_concurrent_requests_each_get_their_own_answer(api, mnist_data):
