@@ -73,14 +73,17 @@ def _images(files: list[Path], label: int, read: list, rejected: list) -> None:
 
 
 def _folder(path: Path, read: list, rejected: list, queue: bool = False) -> int:
-    """Read the digit folders of `path`; how many images a queue's unlabelled/ holds."""
+    """Read the digit folders of `path` (hidden files, a file manager's, left out); how many
+    images a queue's unlabelled/ holds."""
     found, unlabelled = False, 0
     for item in sorted(path.iterdir()):
         if queue and item.is_dir() and item.name == UNLABELLED:
-            unlabelled += sum(1 for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            unlabelled += sum(
+                p.suffix.lower() in IMAGE_SUFFIXES and p.name[0] != "." for p in item.iterdir()
+            )
             found = True
         elif item.is_dir() and item.name in LABELS:
-            files = sorted(p for p in item.iterdir() if p.is_file())
+            files = sorted(p for p in item.iterdir() if p.is_file() and p.name[0] != ".")
             _images(
                 [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES],
                 int(item.name),

@@ -36,10 +36,13 @@ def test_each_sample_keeps_its_file_through_the_policy(tmp_path, mnist_data):
         [str(d) for d in range(10)],
     )
     (root / "unlabelled" / "notes.txt").write_text("not counted")
+    for hidden in ("unlabelled/._1004.png", f"{labels[0]}/.DS_Store", f"{labels[0]}/._1000.png"):
+        (root / hidden).write_bytes(b"a file manager's")  # left alone, never rejected
     rows = np.column_stack([[3, 12], images[:2].reshape(2, -1)]).astype(float)
     np.savetxt(tmp_path / "rows.csv", rows, delimiter=",", fmt="%g")  # row 2: label 12, dropped
     found = intake.read([tmp_path / "rows.csv", root], policy="drop", queue=True)
     assert found.unlabelled == 2 and len(found.labels) == 5
+    assert [what for what, _ in found.rejected] == ["1 sample(s)"]  # the CSV's label 12 only
     assert found.files[0] == "" and [f.split("/")[-1] for f in found.files[1:]] == [
         f"{1000 + i}.png" for i in sorted(range(4), key=lambda i: (labels[i], i))
     ]
