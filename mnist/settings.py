@@ -353,3 +353,56 @@ class AlertSettings(BaseSettings):
         description="challengers rejected in a row by the gate that raise an alert (read "
         "where the gate runs: the workers)",
     )
+
+
+class MonitorSettings(BaseSettings):
+    """Monitoring: the window of served predictions and when it has drifted"""
+
+    model_config = _env("MNIST_MONITOR_")
+
+    since: str | None = Field(
+        default=None,
+        pattern=r"^\s*\d+(\.\d+)?\s*[smhdw]\s*$",
+        description="the window: predictions of the last DURATION (30m, 24h, 7d); default 24h, "
+        "or the whole log with --last",
+        json_schema_extra={"metavar": "DURATION"},
+    )
+    last: int | None = Field(
+        default=None, ge=1, description="the window: the last N predictions (of --since, if given)"
+    )
+    min_predictions: int = Field(
+        default=200, ge=1, description="fewer predictions in the window: no verdict on drift"
+    )
+    min_images: int = Field(
+        default=30,
+        ge=2,
+        description="fewer sampled images in the window: the image tests (pixels, embeddings) "
+        "are left out",
+    )
+    reference_size: int = Field(
+        default=5000,
+        ge=100,
+        description="digits of the champion's training data it is judged against",
+    )
+    confidence_threshold: float = Field(
+        default=0.5, gt=0, description="drift: confidence distribution, normed Wasserstein distance"
+    )
+    digits_threshold: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="drift: mix of predicted digits, Jensen-Shannon distance",
+    )
+    pixel_threshold: float = Field(
+        default=1.2, gt=0, description="drift: any pixel statistic, normed Wasserstein distance"
+    )
+    embedding_threshold: float = Field(
+        default=0.8,
+        gt=0.5,
+        le=1,
+        description="drift: penultimate-layer embeddings, ROC AUC of a classifier telling the "
+        "window from the reference",
+    )
+    experiment: str = Field(
+        default="mnist-monitoring", min_length=1, description="MLflow experiment of the windows"
+    )
