@@ -139,8 +139,11 @@ def _alerts(block_id: Any) -> list[AutomationCore]:
             trigger=reactive({"mnist.monitor.drift"}, {"prefect.resource.id": "mnist.monitor.*"}),
             actions=send(
                 "mnist: drift in what {{ event.resource.id }} watches",
-                "The monitor found drift at {{ event.occurred }}. "
-                "Label the queue (mnist data queue) so a retraining can learn it.\n"
+                "The monitor found drift in {{ event.payload.predictions }} predictions of "
+                "v{{ event.payload.version }} from {{ event.payload.start }} to "
+                "{{ event.payload.end }} (drifted: {{ event.payload.drifted }}; live accuracy "
+                "{{ event.payload.live_accuracy }}; MLflow run {{ event.payload.run_id }}). "
+                "Label the queue (mnist data queue) so that a retraining can learn it.\n"
                 "{{ event.payload|tojson }}",
             ),
         ),

@@ -1,0 +1,128 @@
+"""The triggers of the alerts (`flows.automations`) and of the retraining (`prefect.yaml`),
+judged by the Prefect server's own matching code (`EventTrigger.covers`) against the events
+this project sends; on a real server: tests/integration/test_triggers.py."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+import yaml
+from prefect.server.events.schemas.automations import EventTrigger
+from prefect.server.events.schemas.events import ReceivedEvent
+
+from app import events
+from flows import automations
+from mnist.errors import MnistError
+from tests.conftest import ROOT
+
+
+def _event(
+    name: str, resource: dict[str, str], related: list[dict[str, str]] = ()
+) -> ReceivedEvent:
+    now = datetime.now(UTC)
+    return ReceivedEvent.model_validate(
+        {
+            "id": uuid.uuid4(),
+            "occurred": now,
+            "received": now,
+            "event": name,
+            "resource": resource,
+            "related": list(related),
+            "payload": {},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def alerts() -> dict[str, EventTrigger]:
+    made = automations._alerts(uuid.uuid4())
+    return {a.name: EventTrigger.model_validate(a.trigger.model_dump()) for a in made}
+
+
+def _run_ended(state: str, deployment: str) -> ReceivedEvent:
+    return _event(
+        f"prefect.flow-run.{state}",
+        {"prefect.resource.id": f"prefect.flow-run.{uuid.uuid4()}"},
+        [
+            {
+                "prefect.resource.id": f"prefect.deployment.{uuid.uuid4()}",
+                "prefect.resource.role": "deployment",
+                "prefect.resource.name": deployment,
+            }
+        ],
+    )
+
+
+def test_a_failed_or_crashed_run_of_our_deployments_alerts(alerts):
+    failed = alerts[automations.FAILED]
+    for name in ("mnist-retrain", "mnist-train", "mnist-monitor"):
+        assert failed.covers(_run_ended("Failed", name))
+        assert failed.covers(_run_ended("Crashed", name))
+    assert not failed.covers(_run_ended("Completed", "mnist-retrain"))
+    assert not failed.covers(_run_ended("Failed", "someone-else"))
+
+
+def test_drift_alerts_and_ok_does_not(alerts):
+    drift = alerts[automations.DRIFT]
+    monitor = {"prefect.resource.id": "mnist.monitor.mnist-cnn"}
+    assert drift.covers(_event("mnist.monitor.drift", monitor))
+    assert not drift.covers(_event("mnist.monitor.ok", monitor))
+
+
+def test_the_gate_alerts_once_its_streak_is_marked(alerts):
+    rejected = alerts[automations.REJECTED]
+    gate = {"prefect.resource.id": "mnist.gate.mnist-cnn"}
+    assert rejected.covers(
+        _event(automations.GATE_DECIDED, {**gate, automations.GATE_ALERT: "true"})
+    )
+    assert not rejected.covers(
+        _event(automations.GATE_DECIDED, {**gate, automations.GATE_ALERT: "false"})
+    )
+    # flows.automations keeps its own copies, so that app.stack need not import the gate (and
+    # with it Keras): the gate must send the same names
+    gate_source = (ROOT / "tasks" / "gate.py").read_text()
+    assert f'GATE_DECIDED = "{automations.GATE_DECIDED}"' in gate_source
+    assert f'GATE_ALERT = "{automations.GATE_ALERT}"' in gate_source
+
+
+def _deployments() -> dict[str, dict]:
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    return {d["name"]: d for d in spec["deployments"]}
+
+
+def test_retraining_is_triggered_by_due_labels_only():
+    [spec] = _deployments()["mnist-retrain"]["triggers"]
+    fields = ("expect", "match", "posture", "threshold", "within")
+    trigger = EventTrigger.model_validate({k: spec[k] for k in fields})
+    labels = {"prefect.resource.id": "mnist.data.mnist-cnn"}
+    assert trigger.covers(_event(events.DATA_ADDED, {**labels, events.DUE: "true"}))
+    assert not trigger.covers(_event(events.DATA_ADDED, {**labels, events.DUE: "false"}))
+    assert trigger.posture == "Reactive" and trigger.threshold == 1
+    assert trigger.within.total_seconds() >= 600  # a cool-down: one run per flood of labels
+    assert "{{ event.payload.new_labels }}" in spec["parameters"]["reason"]
+
+
+def test_the_monitor_deployment_runs_hourly_from_its_flow():
+    """Its entrypoint names the flow `mnist-monitor` (read, not imported: no Keras here)."""
+    import ast
+
+    monitor = _deployments()["mnist-monitor"]
+    path, name = monitor["entrypoint"].split(":")
+    tree = ast.parse((ROOT / path).read_text())
+    [function] = [f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == name]
+    names = [
+        k.value.value
+        for d in function.decorator_list
+        if isinstance(d, ast.Call) and getattr(d.func, "id", None) == "flow"
+        for k in d.keywords
+        if k.arg == "name" and isinstance(k.value, ast.Constant)
+    ]
+    assert names == ["mnist-monitor"]
+    assert [s["cron"] for s in monitor["schedules"]] == ["0 * * * *"]
+
+
+def test_an_alert_url_apprise_cannot_reach_is_one_line():
+    with pytest.raises(MnistError, match=r"^MNIST_ALERT_URL: apprise cannot send to nosuch://$"):
+        automations.save_block("nosuch://somewhere")
