@@ -8,7 +8,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from app.stack.postgres import PostgreSQL
 from mnist.waiting import Gone, answers, exited, wait_until
@@ -88,3 +90,47 @@ class Postgres(PostgreSQL):
             self.stop("immediate")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Webhook:
+    """An HTTP receiver on 127.0.0.1 (alerts: `MNIST_ALERT_URL=webhook.url + "/hook"`) that
+    keeps every JSON body posted to it, with when it came; `close()` stops it."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        import time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.posts: list[tuple[float, str, Any]] = []
+        posts = self.posts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                posts.append((time.monotonic(), self.path, json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def wait(self, what: Callable[[Any], bool], timeout: float = 30) -> tuple[float, Any]:
+        """The first body that satisfies `what`: when it came (time.monotonic), and the body."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for at, _, body in list(self.posts):
+                if what(body):
+                    return at, body
+            time.sleep(0.02)
+        raise AssertionError(f"no such post within {timeout} s: {self.posts}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

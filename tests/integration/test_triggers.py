@@ -5,14 +5,11 @@ alert automations posting to a receiver on 127.0.0.1 (no worker: the runs stay s
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,40 +21,9 @@ from app import events
 from flows import automations
 from mnist.datastore import Store
 from tests.conftest import ROOT, tracking_store
+from tests.servers import Webhook
 
 pytestmark = pytest.mark.slow  # a real Prefect server: the full suite only
-
-
-class Receiver:
-    """A webhook on 127.0.0.1: every post, with when it came."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[float, str, Any]] = []
-        posts = self.posts
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                posts.append((time.monotonic(), self.path, json.loads(body)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def wait(self, what: Callable[[Any], bool], timeout: float = 30) -> tuple[float, Any]:
-        """The first post whose body satisfies `what`: when it came, and the body."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for at, _, body in list(self.posts):
-                if what(body):
-                    return at, body
-            time.sleep(0.02)
-        raise AssertionError(f"no such post within {timeout} s: {self.posts}")
 
 
 def _wait(what: Callable[[], Any], timeout: float = 30) -> Any:
@@ -95,15 +61,15 @@ def server(prefect_server, tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def receiver(server) -> Iterator[Receiver]:
+def receiver(server) -> Iterator[Webhook]:
     """A webhook receiving the alerts: MNIST_ALERT_URL of the automations."""
-    found = Receiver()
+    found = Webhook()
     made = automations.ensure_automations(f"{found.url}/hook")
     assert set(made.values()) == {"created"} and len(made) == 4
     again = automations.ensure_automations(f"{found.url}/hook")
     assert set(again.values()) == {"already there"}
     yield found
-    found.server.shutdown()
+    found.close()
 
 
 def _triggered(api: str) -> list[dict]:

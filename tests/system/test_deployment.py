@@ -81,6 +81,18 @@ def test_deployment_has_the_weekly_schedule(deployed_run):
 
 
 @pytest.mark.slow
+def test_monitor_runs_hourly_and_due_labels_trigger_retraining(deployed_run):
+    api, _, _ = deployed_run
+    monitor = httpx.get(f"{api}/deployments/name/mnist-monitor/mnist-monitor").json()
+    assert [s["schedule"]["cron"] for s in monitor["schedules"]] == ["0 * * * *"]
+    retrain = httpx.get(f"{api}/deployments/name/mnist-retrain/mnist-retrain").json()
+    automations = httpx.post(f"{api}/automations/filter", json={}).json()
+    [trigger] = [a for a in automations if a["name"] == "mnist: retrain when new labels are due"]
+    assert trigger["trigger"]["match"]["mnist.retrain.due"] == "true"
+    assert trigger["actions"][0]["deployment_id"] == retrain["id"]
+
+
+@pytest.mark.slow
 def test_triggered_run_completes_with_its_artifacts(deployed_run):
     api, run_id, _ = deployed_run
     run = httpx.get(f"{api}/flow_runs/{run_id}").json()

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from mnist.waiting import wait_until
-from tests.servers import free_port, start_server, stop_server
+from tests.servers import Webhook, free_port, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -46,10 +46,19 @@ def _exports(text: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def stack(mnist_path):
+def webhook():
+    """Where the stack's alerts go (MNIST_ALERT_URL)."""
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+@pytest.fixture(scope="module")
+def stack(mnist_path, webhook):
     root = Path(tempfile.mkdtemp(prefix="mnist-stack-"))  # PostgreSQL's user must reach it
     env = {
         **os.environ,
+        "MNIST_ALERT_URL": f"{webhook.url}/hook",
         "MNIST_STACK_DIR": str(root),
         "MNIST_STACK_HOST": "0.0.0.0",
         "MNIST_STACK_PG_PORT": str(free_port()),
@@ -126,6 +135,28 @@ def test_unauthenticated_requests_get_401(stack):
     assert (
         httpx.post(f"{prefect}/flows/filter", json={}, auth=("admin", PASSWORD)).status_code == 200
     )
+
+
+def test_the_stack_alerts_on_an_event_sent_with_its_password(stack, webhook, monkeypatch):
+    """`make stack-up` made the alerts (MNIST_ALERT_URL); app.events gets through the
+    server's basic auth with the exported auth string, and only with it."""
+    from app import events
+    from flows.automations import ALERTS, ZOMBIES
+
+    _, _, exports, _ = stack
+    api = exports["PREFECT_API_URL"]
+    automations = httpx.post(f"{api}/automations/filter", json={}, auth=("admin", PASSWORD))
+    names = {a["name"] for a in automations.json()}
+    assert {ZOMBIES, *ALERTS, "mnist: retrain when new labels are due"} <= names
+    monkeypatch.setenv("PREFECT_API_URL", api)
+    monkeypatch.delenv("PREFECT_API_KEY", raising=False)
+    resource = {"prefect.resource.id": "mnist.monitor.stack-test"}
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", "admin:wrong")
+    assert not events.emit("mnist.monitor.drift", resource, {"verdict": "drift"})
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", exports["PREFECT_API_AUTH_STRING"])
+    assert events.emit("mnist.monitor.drift", resource, {"verdict": "drift"})
+    _, alert = webhook.wait(lambda body: "mnist.monitor.stack-test" in body.get("subject", ""))
+    assert "drift" in alert["subject"]
 
 
 @pytest.fixture(scope="module")
