@@ -27,7 +27,7 @@ WINDOW = 400
 @pytest.fixture(scope="module")
 def champion(prefect_api, workdir, mnist_path) -> registry.Version:
     """The champion of the lead's end-to-end test: the small net, 2 epochs, 4,000 digits."""
-    config = TrainConfig(
+    config = TrainConfig.from_profile(
         data_dir=mnist_path,
         model="small",
         epochs=2,
