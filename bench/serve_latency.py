@@ -283,7 +283,7 @@ def prediction_log(args: argparse.Namespace, pinned: str, images: np.ndarray, wo
         f"\nWith the log on: **{cost['ratio']:.2f}x** the requests per second of off (medians "
         f"of {args.log_rounds} runs each, alternating on and off, `hey -z {args.seconds:g}s "
         f"-c {args.log_clients}`, one-image JSON requests, model {pinned}); the log wrote "
-        f"{log['written']:,} predictions and dropped {log['dropped']:,}. {machine(load)}.\n\n"
+        f"{log['written']:,} predictions and dropped {log['dropped']:,}; {machine(load)}.\n\n"
         f"Bytes per logged prediction in SQLite (file size / rows, {args.log_bytes_rows:,} "
         f"rows written through the writer, indexes included): {sizes['without_image']:,} "
         f"without its image, {sizes['with_image']:,} with it.\n"

@@ -31,9 +31,15 @@ def _register_champion(name: str, model_uri: str) -> None:
     registry.promote("1", name)
 
 
-def _serve(name: str, log: Path, *options: str, datastore: str | None = None):
-    """`mnist serve` of `name`'s champion; its feedback goes to `datastore`, else to a store
-    beside the log."""
+FEEDBACK_TOKEN = "s3cret-feedback"
+TRUSTED = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
+
+
+def _serve(
+    name: str, log: Path, *options: str, datastore: str | None = None, env: dict | None = None
+):
+    """`mnist serve` of `name`'s champion; its feedback and prediction log go to `datastore`,
+    else to a store beside the log."""
     port = free_port()
     proc = start_server(
         [
@@ -57,7 +63,7 @@ def _serve(name: str, log: Path, *options: str, datastore: str | None = None):
         ],
         f"http://127.0.0.1:{port}/healthz",
         log,
-        {},
+        env or {},
     )
     return proc, f"http://127.0.0.1:{port}"
 
@@ -72,9 +78,10 @@ def champion(full_run):
 
 @pytest.fixture(scope="module")
 def served(champion, workdir, tmp_path_factory):
-    """The server, and the URL of the added-data store its feedback goes to."""
+    """The server (with a feedback token), and the URL of the store its feedback and
+    prediction log go to."""
     root = tmp_path_factory.mktemp("serve")
-    proc, url = _serve(NAME, root / "serve.log")
+    proc, url = _serve(NAME, root / "serve.log", env={"MNIST_SERVE_FEEDBACK_TOKEN": FEEDBACK_TOKEN})
     yield url, f"sqlite:///{root / 'feedback.db'}"
     stop_server(proc)
 
@@ -398,15 +405,22 @@ def test_feedback_is_stored_before_the_answer_and_bad_samples_are_not(served, mn
         assert response.status_code == status, (what, response.text)
         assert message in response.json()["error"], what
     assert store.count() == stored_before  # nothing of a refused sample is kept
-    good = httpx.post(f"{api}/feedback", json={"pixels": image.tolist(), "label": 7})
+    body = {"pixels": image.tolist(), "label": 7}
+    good = httpx.post(f"{api}/feedback", json=body, headers=TRUSTED)
     assert good.status_code == 201, good.text
     upload = httpx.post(
         f"{api}/feedback",
         data={"label": "7"},
         files={"file": ("d.png", _png(image, 10), "image/png")},
+        headers=TRUSTED,
     )
     assert upload.status_code == 201, upload.text
-    assert store.count() == stored_before + 2  # committed before the 201 was sent
+    assert good.json()["review"] == upload.json()["review"] == "trusted"
+    anonymous = httpx.post(f"{api}/feedback", json={"pixels": image.tolist(), "label": 1})
+    assert anonymous.status_code == 201 and anonymous.json()["review"] == "pending"
+    wrong = httpx.post(f"{api}/feedback", json=body, headers={"Authorization": "Bearer no"})
+    assert wrong.status_code == 401, wrong.text
+    assert store.count() == stored_before + 3  # committed before the 201 was sent
     snapshot = store.snapshot()
     stored = {
         datastore.sample_digest(p, int(y))
@@ -414,6 +428,7 @@ def test_feedback_is_stored_before_the_answer_and_bad_samples_are_not(served, mn
         for p, y in zip(split.images, split.labels, strict=True)
     }
     assert datastore.sample_digest(image, 7) in stored  # the very pixels, with their label
+    assert datastore.sample_digest(image, 1) not in stored  # pending: trains on nothing yet
 
 
 def test_two_servers_at_once_lose_no_feedback(served, champion, mnist_data, tmp_path):
