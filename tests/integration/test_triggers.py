@@ -181,3 +181,17 @@ def test_an_apprise_url_gets_the_alert_through_apprise(receiver):
         assert alert["type"] == "warning" and "drift" in alert["message"]
     finally:
         automations.ensure_alerts(f"{receiver.url}/hook")
+
+
+def test_the_gate_counts_rejections_in_a_row_from_the_registry(server):
+    from mnist.tracking import client, experiment_id
+    from tasks.gate import rejections
+
+    name = "streak-model"
+    client().create_registered_model(name)
+    assert rejections(name) == 0
+    for decision in ("rejected", "promoted", "rejected", None, "rejected", "rejected"):
+        run = client().create_run(experiment_id("streak")).info
+        tags = {"decision": decision} if decision else {}
+        client().create_model_version(name, f"{run.artifact_uri}/model", run.run_id, tags=tags)
+    assert rejections(name) == 3  # newest first, past the unjudged one, to the promotion

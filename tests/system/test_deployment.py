@@ -111,6 +111,25 @@ def test_triggered_run_completes_with_its_artifacts(deployed_run):
 
 
 @pytest.mark.slow
+def test_the_gate_tells_its_decision_as_an_event(deployed_run):
+    api, run_id, _ = deployed_run
+    deadline = time.monotonic() + 10  # the server files events a moment after receiving them
+    while not (
+        found := httpx.post(
+            f"{api}/events/filter",
+            json={"filter": {"event": {"name": ["mnist.gate.decided"]}}},
+        ).json()["events"]
+    ):
+        assert time.monotonic() < deadline, "no mnist.gate.decided event"
+        time.sleep(0.5)
+    [event] = found
+    assert event["resource"]["prefect.resource.id"] == "mnist.gate.mnist-cnn"
+    assert event["resource"]["mnist.gate.alert"] == "false"
+    assert event["payload"]["decision"] == "promoted" and event["payload"]["streak"] == 0
+    assert f"prefect.flow-run.{run_id}" in {r["prefect.resource.id"] for r in event["related"]}
+
+
+@pytest.mark.slow
 def test_registry_on_the_server_follows_the_gate(deployed_run, mlflow_server):
     client = MlflowClient(tracking_uri=mlflow_server)
     versions = client.search_model_versions("name = 'mnist-cnn'")
