@@ -76,13 +76,28 @@ def ensure_zombie_detection() -> bool:
     return True
 
 
+def _webhook(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in ("http", "https")
+
+
+def check_url(url: str) -> None:
+    """MnistError (one line) unless `url` is http(s) or a URL apprise can send to."""
+    if _webhook(url):
+        return
+    import apprise
+
+    if not apprise.Apprise().add(url):  # pyright: ignore[reportUnknownMemberType]  (apprise's hints)
+        raise MnistError(f"MNIST_ALERT_URL: apprise cannot send to {url.split(':', 1)[0]}://")
+
+
 def save_block(url: str) -> Any:
     """Save the notification block `mnist-alerts` for `url` (replacing one of the same kind);
     its document id. MnistError when apprise cannot reach such a URL."""
     from prefect.blocks.notifications import CustomWebhookNotificationBlock, SlackWebhook
     from pydantic import SecretStr
 
-    if url.split("://", 1)[0].lower() in ("http", "https"):
+    check_url(url)
+    if _webhook(url):
         text = "{{subject}}\n{{body}}"
         data = {"subject": "{{subject}}", "body": "{{body}}", "text": text}
         # headers and cookies given: pyright does not see Prefect's positional `Field(None)`
@@ -90,10 +105,6 @@ def save_block(url: str) -> Any:
             name=BLOCK, url=url, json_data=data, headers=None, cookies=None
         )
     else:
-        import apprise
-
-        if not apprise.Apprise().add(url):  # pyright: ignore[reportUnknownMemberType]  (apprise's hints)
-            raise MnistError(f"MNIST_ALERT_URL: apprise cannot send to {url.split(':', 1)[0]}://")
         block = SlackWebhook(url=SecretStr(url), notify_type="warning")
     return block.save(BLOCK, overwrite=True)  # pyright: ignore[reportUnknownMemberType]  (async_dispatch)
 

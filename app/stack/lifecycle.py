@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from app.stack import postgres
 from app.stack.config import BIN, PROCFILE, ROOT, USER, Stack, StackError
-from flows.automations import ensure_automations
+from flows.automations import check_url, ensure_automations
 from mnist.errors import MnistError, first_line
 from mnist.settings import AlertSettings
 from mnist.waiting import Gone, answers, never, wait_until
@@ -84,7 +84,11 @@ def up(stack: Stack, timeout: float = 300) -> float:
     """Start the stack under honcho (logs: <dir>/logs/stack.log), wait until every piece is
     healthy, deploy prefect.yaml and make the automations; returns the seconds it took."""
     started = time.monotonic()
-    alert_url()  # a bad MNIST_ALERT_* stops it before anything starts
+    if url := alert_url():  # a bad MNIST_ALERT_* stops it before anything starts
+        try:
+            check_url(url)
+        except MnistError as exc:
+            raise StackError(str(exc)) from None
     if (pid := _running(stack)) is not None:
         raise StackError(f"the stack in {stack.dir} is already running (honcho pid {pid})")
     if left := members(stack):
