@@ -185,8 +185,8 @@ class Store:
         return images, np.array([r.label for r in rows], np.uint8), [r.id for r in rows]
 
     def new_labels(self, since: datetime | None) -> int:
-        """Trusted labels that arrived after `since` (all, for None): the samples of trusted
-        batches added since, and of pending batches accepted since; removed ones left out."""
+        """Trusted labels that arrived after `since` (all, for None): trusted samples stored
+        since, and the samples of pending batches accepted since; removed ones left out."""
         query = (
             select(func.count(Sample.id))
             .join(Batch, Batch.id == Sample.batch_id)
@@ -196,7 +196,10 @@ class Store:
             since = since.astimezone(UTC)
             query = query.where(
                 or_(
-                    and_(Batch.review == TRUSTED, Batch.created > since),
+                    and_(
+                        Batch.review == TRUSTED,
+                        func.coalesce(Sample.created, Batch.created) > since,
+                    ),
                     and_(Batch.review == ACCEPTED, Batch.reviewed > since),
                 )
             )
@@ -240,6 +243,7 @@ class Store:
             ).all()
         )
         digits = [int(y) for y in labels]
+        now = datetime.now(UTC)
         held = rule.assign(digits, digests, image_digests, counts, known)
         samples = [
             Sample(
@@ -251,6 +255,7 @@ class Store:
                 image=image_digests[i],
                 holdout=held[i],
                 prediction_id=predictions[i],
+                created=now,
             )
             for i, label in enumerate(digits)
         ]

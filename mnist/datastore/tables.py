@@ -66,6 +66,8 @@ class Sample(Base):
     holdout: Mapped[bool] = mapped_column(Boolean)
     # the logged prediction this label corrects (feedback) or answers (the labelling queue)
     prediction_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    # when it was stored (a day's feedback batch grows all day); NULL in stores made before
+    created: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Prediction(Base):

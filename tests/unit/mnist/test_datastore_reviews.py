@@ -2,6 +2,7 @@
 the count of new labels, until a person accepts it; a store made before reviews existed is
 upgraded in place and keeps its data."""
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -101,3 +102,12 @@ def test_a_store_from_before_reviews_is_upgraded_and_keeps_its_data(tmp_path):
     assert [b.review for b in store.batches()] == [TRUSTED]  # what was there trained: still does
     assert store.snapshot().train.labels.tolist() == [4]
     assert inspect(store.engine).has_table("mnist_predictions")
+
+
+def test_feedback_counts_from_when_each_sample_arrived_not_its_batch(store):
+    store.feedback(_sample(1), 1, trusted=True)  # today's trusted batch starts
+    time.sleep(0.01)
+    champion_made = datetime.now(UTC)
+    for v in range(2, 5):  # later in the day, into the same batch
+        store.feedback(_sample(v), v, trusted=True)
+    assert len(store.batches()) == 1 and store.new_labels(champion_made) == 3
