@@ -266,7 +266,10 @@ class ServeSettings(BaseSettings):
         json_schema_extra={"flag": "--feedback"},
     )
     feedback_per_minute: int = Field(
-        default=30, ge=1, description="most feedback samples one client address may send a minute"
+        default=30,
+        ge=1,
+        description="most anonymous feedback samples one client address may send a minute "
+        "(trusted ones, sent with the feedback token, are not limited)",
     )
     feedback_token: SecretStr | None = Field(
         default=None,

@@ -183,14 +183,16 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
             """Store a sample the model got wrong with its true label (and the prediction it
             corrects), stored durably (committed) before the answer; a bad one is refused,
             unstored. With `Authorization: Bearer <feedback token>` it is trusted and may train
-            at once; without, it is pending until a person accepts it."""
+            at once (and is not held to the per-client limit: a labelling tool sends many);
+            without, it is pending until a person accepts it."""
             same_site(request)
             trusted = desk.trusted(request)
             images, label, prediction = await parsing.sample(request, limits)
             parsing.check(images)
             if digits.blank(images)[0]:
                 raise RequestError(digits.BLANK)
-            desk.admit(request.client.host if request.client else "")  # valid samples count
+            if not trusted:  # a stranger's valid samples count; a labeller with the token, not
+                desk.admit(request.client.host if request.client else "")
             sample, batch = await run_in_threadpool(
                 desk.store, images[0], label, trusted, prediction
             )

@@ -58,6 +58,17 @@ def test_only_valid_samples_count_against_a_clients_minute(client):
     }
 
 
+def test_trusted_feedback_is_not_held_to_a_strangers_limit(client):
+    api = client(feedback_per_minute=2, feedback_token="s3cret-feedback")
+    trusted = {"Authorization": "Bearer s3cret-feedback"}
+    statuses = [
+        api.post("/feedback", json=_sample(), headers=trusted).status_code for _ in range(5)
+    ]
+    assert statuses == [201] * 5
+    anonymous = [api.post("/feedback", json=_sample()).status_code for _ in range(3)]
+    assert anonymous == [201, 201, 429]
+
+
 def test_the_limit_is_per_client_and_per_moving_minute(monkeypatch):
     clock = {"now": 1_000_000.0}
     monkeypatch.setattr("limits.storage.memory.time.time", lambda: clock["now"])
