@@ -8,6 +8,7 @@
 - `TrainConfig`: one training run: a recipe (any knob overridable), data and tracking.
 - `GateSettings`: the champion/challenger rule.  `ServeSettings`: the HTTP service and its
   prediction log.  `LabelSettings`: how many new labels call for a retraining.
+  `MonitorSettings`: the monitor's window and thresholds.  `AlertSettings`: where alerts go.
 
 A field `x_y` is the option `--x-y` and the variable `<prefix>X_Y` (`MNIST_` for training and
 the registry, `MNIST_GATE_`, `MNIST_SERVE_`, `MNIST_PREDICT_`); the command line builds its
