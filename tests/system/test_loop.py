@@ -173,7 +173,7 @@ def _flow_runs(loop: Loop, deployment: str = "mnist-retrain") -> list[dict]:
         f"{loop.api}/flow_runs/filter",
         json={"deployments": {"name": {"any_": [deployment]}}},
     ).json()
-    return [r for r in found if r.get("deployment_id")]
+    return [r for r in found if not r["auto_scheduled"]]  # the weekly schedule's runs aside
 
 
 def _serving_version(loop: Loop) -> str:
