@@ -12,16 +12,14 @@ version and kept under the tracking store's state directory. The tests themselve
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mnist import drift
-from mnist.errors import MnistError
+from mnist import drift, durations
 
 if TYPE_CHECKING:
     import keras
@@ -33,24 +31,15 @@ if TYPE_CHECKING:
 
 OK, DRIFT, TOO_FEW = "ok", "drift", "too few predictions"
 DEFAULT_SINCE = "24h"
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 REFERENCE_FORMAT = 1
 """Bumped when what a cached reference holds changes: older files are then rebuilt."""
-
-
-def duration(text: str) -> timedelta:
-    """`30m`, `24h`, `7d`, `90s`, `2w` as a time span."""
-    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
-    if not found:
-        raise MnistError(f"duration {text!r}: use a number and a unit, s, m, h, d or w (24h)")
-    return timedelta(seconds=float(found[1]) * _UNITS[found[2]])
 
 
 def window_bounds(settings: MonitorSettings) -> tuple[datetime | None, int | None]:
     """`since` (a time) and `last` for `PredictionLog.window`: the last 24 h by default, the
     whole log when only `--last` is given."""
     since = settings.since or (None if settings.last else DEFAULT_SINCE)
-    start = datetime.now(UTC) - duration(since) if since else None
+    start = datetime.now(UTC) - durations.parse(since) if since else None
     return start, settings.last
 
 

@@ -27,6 +27,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mnist import durations
 from mnist.recipe import Recipe, load_recipe, recipe_names, recipe_path  # noqa: F401  (where app/cli finds them)
 
 MODEL_NAME = "mnist-cnn"
@@ -366,7 +367,7 @@ class MonitorSettings(BaseSettings):
 
     since: str | None = Field(
         default=None,
-        pattern=r"^\s*\d+(\.\d+)?\s*[smhdw]\s*$",
+        pattern=durations.PATTERN,
         description="the window: predictions of the last DURATION (30m, 24h, 7d); default 24h, "
         "or the whole log with --last",
         json_schema_extra={"metavar": "DURATION"},

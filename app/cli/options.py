@@ -9,7 +9,6 @@ of ours rather than pydantic-settings' CLI source or Typer.
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Literal, TypeVar, get_args, get_origin
@@ -17,6 +16,8 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import pydantic
 from pydantic_settings import BaseSettings
 
+from mnist import durations
+from mnist.errors import MnistError
 from mnist.settings import DataSettings, Recipe, TrackingSettings, WarmStartSettings
 
 S = TypeVar("S", bound=BaseSettings)
@@ -43,17 +44,12 @@ class BadDuration(argparse.ArgumentTypeError, UsageError):
     UsageError (one line, exit status 2)."""
 
 
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_duration(text: str) -> timedelta:
-    """A duration such as `30m`, `24h`, `7d` (units s, m, h, d, w), for `--since`-like options."""
-    found = DURATION.match(text.strip().lower())
-    seconds = float(found[1]) * UNITS[found[2]] if found else 0
-    if not seconds:
-        raise BadDuration(f"expected a duration such as 30m, 24h or 7d, got {text!r}")
-    return timedelta(seconds=seconds)
+    """A duration such as `30m`, `24h`, `7d` (`mnist.durations`), for `--since`-like options."""
+    try:
+        return durations.parse(text)
+    except MnistError as exc:
+        raise BadDuration(str(exc)) from None
 
 
 def flag(field: str, cls: type[BaseSettings]) -> str:

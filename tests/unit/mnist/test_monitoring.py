@@ -9,7 +9,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from mnist import drift, monitoring
+from mnist import drift, durations, monitoring
 from mnist.datastore import Window
 from mnist.errors import MnistError
 from mnist.preprocess import stratified_split
@@ -74,10 +74,11 @@ def test_a_cached_reference_is_read_back_and_an_older_format_rebuilt(tmp_path):
 
 
 def test_durations_and_the_default_window():
-    assert monitoring.duration("24h") == timedelta(hours=24)
-    assert monitoring.duration(" 30 m") == timedelta(minutes=30)
-    with pytest.raises(MnistError, match="duration"):
-        monitoring.duration("yesterday")
+    assert durations.parse("24h") == timedelta(hours=24)
+    assert durations.parse(" 30 M") == timedelta(minutes=30)
+    for bad in ("yesterday", "0h", "7"):
+        with pytest.raises(MnistError, match="expected a duration such as 30m"):
+            durations.parse(bad)
     since, last = monitoring.window_bounds(MonitorSettings())
     assert since is not None and last is None
     assert monitoring.window_bounds(MonitorSettings(last=10)) == (None, 10)
