@@ -23,11 +23,12 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mnist import durations
+from mnist.errors import MnistError
 from mnist.recipe import Recipe, load_recipe, recipe_names, recipe_path  # noqa: F401  (where app/cli finds them)
 
 MODEL_NAME = "mnist-cnn"
@@ -367,11 +368,21 @@ class MonitorSettings(BaseSettings):
 
     since: str | None = Field(
         default=None,
-        pattern=durations.PATTERN,
         description="the window: predictions of the last DURATION (30m, 24h, 7d); default 24h, "
         "or the whole log with --last",
         json_schema_extra={"metavar": "DURATION"},
     )
+
+    @field_validator("since")
+    @classmethod
+    def _a_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                durations.parse(value)
+            except MnistError as exc:
+                raise PydanticCustomError("duration", str(exc)) from None
+        return value
+
     last: int | None = Field(
         default=None, ge=1, description="the window: the last N predictions (of --since, if given)"
     )
