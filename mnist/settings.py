@@ -380,7 +380,7 @@ class MonitorSettings(BaseSettings):
             try:
                 durations.parse(value)
             except MnistError as exc:
-                raise PydanticCustomError("duration", str(exc)) from None
+                raise PydanticCustomError("duration", "{reason}", {"reason": str(exc)}) from None
         return value
 
     last: int | None = Field(
