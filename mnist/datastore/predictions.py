@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from sqlalchemy import case, delete, exists, func, insert, select
@@ -89,7 +89,8 @@ class Window:
 
     @property
     def end(self) -> datetime | None:
-        return id_time(int(self.ids.max())) if len(self) else None
+        """Just after the last prediction (ids keep milliseconds, answers microseconds)."""
+        return id_time(int(self.ids.max())) + timedelta(milliseconds=1) if len(self) else None
 
     @property
     def live_accuracy(self) -> float | None:
@@ -144,9 +145,16 @@ class PredictionLog:
         return self._run("write", lambda c: c.execute(statement, values).rowcount, write=True)
 
     def prune(self, before: datetime) -> int:
-        """Delete the predictions made before `before`; how many."""
-        statement = delete(Prediction).where(Prediction.id < _first_id(before))
-        return self._run("prune", lambda c: c.execute(statement).rowcount, write=True)
+        """Delete the predictions made before `before`, an hour of them per transaction (a
+        long delete would hold SQLite's write lock); how many."""
+        end, hour, deleted = _first_id(before), _first_id(datetime(2020, 1, 1, 1, tzinfo=UTC)), 0
+        oldest = select(func.min(Prediction.id))
+        while (first := self._run("prune", lambda c: c.scalar(oldest))) is not None:
+            if first >= end:
+                break
+            statement = delete(Prediction).where(Prediction.id < min(end, first + hour))
+            deleted += self._run("prune", lambda c, s=statement: c.execute(s).rowcount, True)
+        return deleted
 
     def count(self) -> int:
         return self._run("count", lambda c: c.scalar(select(func.count(Prediction.id)))) or 0
@@ -188,10 +196,11 @@ class PredictionLog:
 
         rows, labels = self._run("read a window", read)
         kept = [r for r in rows if r.image is not None]
-        last_label = dict(labels)  # the newest label of a prediction counts
+        answered = {r.id for r in rows}  # a label may name a prediction the log never got
+        last_label = {i: y for i, y in labels if i in answered}  # the newest label counts
         return Window(
             ids=np.array([r.id for r in rows], np.int64),
-            at=np.array([_utc(r.at).replace(tzinfo=None) for r in rows], "datetime64[ms]"),
+            at=np.array([_naive_utc(r.at) for r in rows], "datetime64[ms]"),
             versions=np.array([r.version for r in rows], object),
             digits=np.array([r.digit for r in rows], np.int8),
             confidence=np.array([r.confidence for r in rows], np.float32),
@@ -284,6 +293,11 @@ class PredictionLog:
         query = select(table).order_by(table.c.id.desc()).limit(limit)
         rows = self._run("read windows", lambda c: c.execute(query).mappings().all())
         return [dict(r) for r in rows]
+
+
+def _naive_utc(when: datetime) -> datetime:
+    """UTC without its zone, for numpy (a PostgreSQL session may hand back another zone)."""
+    return _utc(when).astimezone(UTC).replace(tzinfo=None)
 
 
 def _images(blobs: Sequence[bytes]) -> np.ndarray:

@@ -72,10 +72,25 @@ def test_the_queue_puts_drifted_windows_first_then_the_least_confident(log):
     assert log.windows(1)[0]["run_id"] == "r1"
 
 
-def test_pruning_deletes_what_is_older(log):
+def test_pruning_deletes_what_is_older_an_hour_at_a_time(log):
     now = datetime.now(UTC)
-    log.write(_rows(now - timedelta(days=40), 30) + _rows(now, 5))
+    old = [_rows(now - timedelta(days=40, hours=h), 10) for h in range(3)]
+    log.write([r for rows in old for r in rows] + _rows(now, 5))
     assert log.prune(now - timedelta(days=30)) == 30 and log.count() == 5
+    assert log.prune(now - timedelta(days=30)) == 0
+
+
+def test_a_label_naming_a_prediction_the_log_never_got_is_left_out(log):
+    now = datetime.now(UTC)
+    rows = _rows(now, 10)
+    kept = sorted(rows, key=lambda r: r.id)
+    lost = kept[5]  # dropped by the writer: between the window's first and last id
+    log.write([r for r in rows if r is not lost])
+    image = np.zeros((28, 28), np.uint8)
+    log.store.feedback(image, 3, trusted=True, prediction_id=lost.id)
+    log.store.feedback(image, kept[0].digit, trusted=True, prediction_id=kept[0].id)
+    window = log.window(last=10)
+    assert window.labelled_ids.tolist() == [kept[0].id] and window.live_accuracy == 1.0
 
 
 def test_a_log_that_cannot_be_reached_says_so_in_one_line(tmp_path):
