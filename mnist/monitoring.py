@@ -140,6 +140,8 @@ class Report:
         """The verdict in one line, with what it rests on."""
         live = f"{self.live_accuracy:.3f}" if self.live_accuracy is not None else "-"
         head = f"{self.verdict}: {self.predictions} predictions ({self.sampled} sampled images)"
+        if self.verdict == TOO_FEW and not self.predictions:
+            return f"{TOO_FEW}: nothing was served in the window (no predictions logged)"
         if self.verdict == TOO_FEW:
             return f"{head}, fewer than the {self.thresholds['min_predictions']:.0f} needed"
         marks = ", ".join(

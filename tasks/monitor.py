@@ -41,7 +41,7 @@ def champion(name: str) -> registry.Version:
 @task(name="read-window", cache_policy=NO_CACHE)
 def read_window(url: str | None, settings: MonitorSettings) -> Window:
     """The window of logged predictions (`--since`, `--last`); one line when the store is not
-    there or the window holds no prediction."""
+    there. An empty window is no error: nothing was served (the verdict: too few)."""
     store = Store(url) if url is None or not _missing(url) else None
     if store is None:
         raise MnistError(
@@ -51,7 +51,10 @@ def read_window(url: str | None, settings: MonitorSettings) -> Window:
     window = PredictionLog(store).window(since=since, last=last)
     if not len(window):
         span = f"since {since:%Y-%m-%d %H:%M} UTC" if since else "at all"
-        raise MnistError(f"no predictions in the window: the log in {store} has none {span}")
+        get_run_logger().warning(
+            "no predictions in the window: the log in %s has none %s", store, span
+        )
+        return window
     get_run_logger().info(
         "%d predictions from %s to %s, %d sampled images, %d labelled",
         len(window),
@@ -157,6 +160,8 @@ def log_window(
     if report.verdict != monitoring.TOO_FEW:
         html = drift.html_report(ref, monitoring.current(window, model), settings)
         tracking.call(tracking.client().log_text, run.run_id, html, "evidently_report.html")
+    if not len(window):
+        return
     log = PredictionLog(Store(store_url))
     figure = monitoring.least_confident(window, log.images(monitoring.least_confident_ids(window)))
     if figure is not None:
@@ -164,9 +169,11 @@ def log_window(
 
 
 @task(name="record-window", cache_policy=NO_CACHE)
-def record(store_url: str | None, report: monitoring.Report, window: Window) -> int:
-    """Keep the verdict in the log's store (the labelling queue reads drifted windows)."""
-    assert window.start is not None and window.end is not None  # never empty here
+def record(store_url: str | None, report: monitoring.Report, window: Window) -> int | None:
+    """Keep the verdict in the log's store (the labelling queue reads drifted windows); an
+    empty window is not kept."""
+    if window.start is None or window.end is None:
+        return None
     return PredictionLog(Store(store_url)).record(
         window.start,
         window.end,
