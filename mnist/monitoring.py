@@ -99,13 +99,17 @@ def load_reference(path: Path) -> drift.Sample | None:
         return None
 
 
-def current(window: Window, model: keras.Model) -> drift.Sample:
-    """A window as the tests take it: every prediction's digit and confidence; the pixel
-    statistics and the champion's embeddings of the randomly sampled images only (images kept
-    because an answer was unsure would bias them)."""
+def current(window: Window, model: keras.Model, version: str | None = None) -> drift.Sample:
+    """A window as the tests take it: the digit and confidence of every prediction that
+    `version` (the champion judged against) answered, or of all of them when it answered none
+    (the outputs of an older version are not the champion's to judge); the pixel statistics
+    and the champion's embeddings of the randomly sampled images only (images kept because an
+    answer was unsure would bias them)."""
     seen = drift.look(model, window.sample_images)
     stats = drift.pixel_stats(window.sample_images)
-    return drift.Sample(window.digits, window.confidence, stats, seen.embeddings)
+    mine = window.versions.astype(str) == str(version)
+    mine = mine if mine.any() else np.ones(len(window), bool)
+    return drift.Sample(window.digits[mine], window.confidence[mine], stats, seen.embeddings)
 
 
 @dataclass(frozen=True)
@@ -188,7 +192,7 @@ def judge(
     )
     if len(window) < settings.min_predictions:
         return report
-    found = drift.compare(reference, current(window, model), settings)
+    found = drift.compare(reference, current(window, model, champion[1]), settings)
     return replace(
         report,
         verdict=DRIFT if found.drift else OK,

@@ -158,7 +158,7 @@ def log_window(
     )
     run.log_json(report.to_dict(), "report.json")
     if report.verdict != monitoring.TOO_FEW:
-        html = drift.html_report(ref, monitoring.current(window, model), settings)
+        html = drift.html_report(ref, monitoring.current(window, model, report.version), settings)
         tracking.call(tracking.client().log_text, run.run_id, html, "evidently_report.html")
     if not len(window):
         return

@@ -133,3 +133,19 @@ def test_too_few_predictions_is_a_verdict_of_its_own():
     for key in ("verdict", "drift", "predictions", "live_accuracy", "scores"):
         assert key in out
     assert "fewer than the 100" in report.line()
+
+
+def test_only_the_champions_own_answers_are_judged_for_confidence_and_digits():
+    from dataclasses import replace
+
+    from mnist.models import build, for_raw_pixels
+
+    window = _window(10, 2)
+    older = np.array(["2"] * 6 + ["3"] * 4, object)  # v3 promoted mid-window
+    window = replace(window, versions=older, confidence=np.linspace(0.1, 1, 10, dtype=np.float32))
+    model = for_raw_pixels(build("small"))
+    mine = monitoring.current(window, model, "3")
+    assert mine.confidence.tolist() == window.confidence[6:].tolist()
+    assert (mine.digits == window.digits[6:]).all() and len(mine.embeddings) == 2
+    anyone = monitoring.current(window, model, "7")  # it answered none: all of them
+    assert len(anyone.confidence) == 10
