@@ -34,6 +34,10 @@ REOPEN_AFTER = 5.0
 """Seconds before a store that could not be opened is tried again."""
 REPORT_EVERY = 60.0
 """Seconds between two warnings about dropped rows."""
+UNSURE_PER_MINUTE = 300
+"""Most images kept a minute for low confidence alone: whoever sends noise to /predict gets
+unsure answers, and must not fill the disk with their images (the random share is bounded by
+the traffic's own size)."""
 
 
 class Sink(Protocol):
@@ -73,10 +77,14 @@ class _Answered(NamedTuple):
 
 
 def to_rows(
-    answered: Sequence[_Answered], sampling: Sampling, rng: np.random.Generator
+    answered: Sequence[_Answered],
+    sampling: Sampling,
+    rng: np.random.Generator,
+    unsure: int = UNSURE_PER_MINUTE,
 ) -> list[Logged]:
     """The log rows of queued answers: the two likeliest digits, and the image (784 bytes) of
-    the random share (`sampled`) and of every answer below the confidence threshold."""
+    the random share (`sampled`) and of the first `unsure` answers below the confidence
+    threshold."""
     if not answered:
         return []
     probabilities = np.concatenate([a.probabilities for a in answered]).astype(np.float32)
@@ -86,7 +94,9 @@ def to_rows(
     rows_ = np.arange(n)
     confidence, runner_up_p = probabilities[rows_, digit], probabilities[rows_, runner_up]
     sampled = rng.random(n) < sampling.images
-    keep = sampled | (confidence < sampling.confidence)
+    unsure_only = np.flatnonzero(~sampled & (confidence < sampling.confidence))
+    keep = sampled.copy()
+    keep[unsure_only[: max(unsure, 0)]] = True
     images: list[bytes | None] = [None] * n
     if keep.any():
         pixels = np.concatenate([a.images for a in answered])[keep]
@@ -146,6 +156,7 @@ class LogWriter:
         self._opened_at = float("-inf")  # monotonic time of the last attempt to open
         self._reported_at = float("-inf")
         self._pruned_at: float | None = None
+        self._minute_started, self._unsure_kept = float("-inf"), 0
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
 
     @property
@@ -219,7 +230,13 @@ class LogWriter:
     def _flush(self, deadline: float | None) -> None:
         """Write everything queued, `batch_rows` at a time; after a failure (or past the
         deadline, at shutdown) the rest of what was taken is dropped."""
-        rows = to_rows(self._take(), self.sampling, self._rng)
+        now = time.monotonic()
+        if now - self._minute_started >= 60:
+            self._minute_started, self._unsure_kept = now, 0
+        rows = to_rows(
+            self._take(), self.sampling, self._rng, UNSURE_PER_MINUTE - self._unsure_kept
+        )
+        self._unsure_kept += sum(1 for r in rows if r.image is not None and not r.sampled)
         for start in range(0, len(rows), self.batch_rows):
             chunk = rows[start : start + self.batch_rows]
             late = deadline is not None and time.monotonic() > deadline

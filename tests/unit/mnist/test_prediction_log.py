@@ -87,6 +87,16 @@ def test_rows_name_the_two_likeliest_digits_and_keep_images_by_the_rule():
     assert all(r.sampled and r.image is not None for r in every)
 
 
+def test_images_kept_for_low_confidence_alone_are_capped():
+    images, p = _answers(50, confidence=0.95)
+    p[:] = 0.1  # noise: every answer unsure
+    answered = [_Answered(new_ids(50), images, p, "7", time.time())]
+    rows = to_rows(answered, Sampling(images=0.0), np.random.default_rng(0), unsure=20)
+    assert sum(r.image is not None for r in rows) == 20 and len(rows) == 50
+    none_left = to_rows(answered, Sampling(images=0.0), np.random.default_rng(0), unsure=0)
+    assert all(r.image is None for r in none_left)
+
+
 def test_the_random_share_of_images_is_kept_and_marked_sampled():
     images, p = _answers(4000)
     answered = [_Answered(new_ids(4000), images, p, "", time.time())]
