@@ -276,8 +276,9 @@ class ServeSettings(BaseSettings):
     )
     feedback_token: SecretStr | None = Field(
         default=None,
-        description="bearer token that makes feedback trusted (it may train a model at once); "
-        "feedback without it waits as pending for `mnist data accept`",
+        min_length=16,
+        description="bearer token (16 characters or more) that makes feedback trusted (it may "
+        "train a model at once); feedback without it waits as pending for `mnist data accept`",
         json_schema_extra={"metavar": "TOKEN"},
     )
     prediction_log: bool = Field(

@@ -50,7 +50,8 @@ class FeedbackDesk:
     def trusted(self, request: Request) -> bool:
         """True for `Authorization: Bearer <feedback token>`, False without the header; any
         other credential (a wrong token, another scheme, a token this server does not have)
-        is refused (401), never taken as pending. Compared in constant time."""
+        is refused (401), never taken as pending, and counts against the client's minute (no
+        guessing faster than anonymous feedback). Compared in constant time."""
         header = request.headers.get("authorization")
         if header is None:
             return False
@@ -63,6 +64,7 @@ class FeedbackDesk:
             )
         right = secrets.compare_digest(given.strip().encode(), self.token.encode())
         if scheme.lower() != "bearer" or not right:
+            self.admit(request.client.host if request.client else "")  # guesses use the minute
             raise RequestError("wrong feedback token (Authorization: Bearer)", 401)
         return True
 

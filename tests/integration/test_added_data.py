@@ -97,14 +97,14 @@ def loop(prefect_api, mnist_data, mnist_path, tmp_path_factory):
             ],
             f"http://127.0.0.1:{port}/healthz",
             root / "serve.log",
-            {"MNIST_SERVE_FEEDBACK_TOKEN": "loop-token"},  # trusted: it trains at once
+            {"MNIST_SERVE_FEEDBACK_TOKEN": "loop-token-for-the-test"},  # trusted: it trains at once
         )
         try:
             stored = [
                 httpx.post(
                     f"http://127.0.0.1:{port}/feedback",
                     json={"pixels": x.tolist(), "label": int(y)},
-                    headers={"Authorization": "Bearer loop-token"},
+                    headers={"Authorization": "Bearer loop-token-for-the-test"},
                 ).json()
                 for x, y in zip(*sent, strict=True)
             ]

@@ -31,7 +31,7 @@ def _register_champion(name: str, model_uri: str) -> None:
     registry.promote("1", name)
 
 
-FEEDBACK_TOKEN = "s3cret-feedback"
+FEEDBACK_TOKEN = "s3cret-feedback-token"
 TRUSTED = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 
 

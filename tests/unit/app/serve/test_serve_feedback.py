@@ -59,8 +59,8 @@ def test_only_valid_samples_count_against_a_clients_minute(client):
 
 
 def test_trusted_feedback_is_not_held_to_a_strangers_limit(client):
-    api = client(feedback_per_minute=2, feedback_token="s3cret-feedback")
-    trusted = {"Authorization": "Bearer s3cret-feedback"}
+    api = client(feedback_per_minute=2, feedback_token="s3cret-feedback-token")
+    trusted = {"Authorization": "Bearer s3cret-feedback-token"}
     statuses = [
         api.post("/feedback", json=_sample(), headers=trusted).status_code for _ in range(5)
     ]
@@ -111,11 +111,11 @@ def test_a_store_that_cannot_open_costs_a_503(tmp_path):
     assert down.value.status == 503
 
 
-TOKEN = {"Authorization": "Bearer s3cret-feedback"}
+TOKEN = {"Authorization": "Bearer s3cret-feedback-token"}
 
 
 def test_feedback_with_the_token_is_trusted_and_without_it_pending(client, tmp_path):
-    api = client(feedback_token="s3cret-feedback")
+    api = client(feedback_token="s3cret-feedback-token")
     trusted = api.post("/feedback", json=_sample(3), headers=TOKEN)
     anonymous = api.post("/feedback", json=_sample(3))
     assert trusted.status_code == anonymous.status_code == 201, (trusted.text, anonymous.text)
@@ -129,10 +129,10 @@ def test_feedback_with_the_token_is_trusted_and_without_it_pending(client, tmp_p
 @pytest.mark.parametrize(
     ("configured", "authorization", "message"),
     [
-        ("s3cret-feedback", "Bearer wrong", "wrong feedback token"),
-        ("s3cret-feedback", "Bearer", "wrong feedback token"),
-        ("s3cret-feedback", "Basic s3cret-feedback", "wrong feedback token"),
-        ("s3cret-feedback", "Bearer s3cret-feedback2", "wrong feedback token"),
+        ("s3cret-feedback-token", "Bearer wrong", "wrong feedback token"),
+        ("s3cret-feedback-token", "Bearer", "wrong feedback token"),
+        ("s3cret-feedback-token", "Basic s3cret-feedback-token", "wrong feedback token"),
+        ("s3cret-feedback-token", "Bearer s3cret-feedback2", "wrong feedback token"),
         (None, "Bearer anything", "this server has no feedback token"),
     ],
 )
@@ -147,7 +147,7 @@ def test_a_wrong_token_is_refused_not_taken_as_pending(
 
 
 def test_feedback_is_tied_to_the_prediction_it_names(client, tmp_path):
-    api = client(feedback_token="s3cret-feedback")
+    api = client(feedback_token="s3cret-feedback-token")
     pixels = _sample()["pixels"]
     (answer,) = api.post("/predict", json={"pixels": [pixels]}).json()["predictions"]
     assert answer["digit"] == 0
@@ -208,7 +208,7 @@ def test_trusted_feedback_tells_the_label_events_and_they_close_at_shutdown(clie
             closed.append(True)
 
     monkeypatch.setattr("app.serve.app.LabelEvents", Recorder)
-    api = client(feedback_token="s3cret-feedback")
+    api = client(feedback_token="s3cret-feedback-token")
     api.post("/feedback", json=_sample())  # pending: no event
     api.post("/feedback", json=_sample(), headers=TOKEN)
     assert notes == [(1, "feedback")]
@@ -224,3 +224,21 @@ def _png(pixels) -> bytes:
     out = io.BytesIO()
     Image.fromarray(np.asarray(pixels).astype(np.uint8)).save(out, format="PNG")
     return out.getvalue()
+
+
+def test_guessing_the_token_uses_up_the_clients_minute(client):
+    api = client(feedback_per_minute=3, feedback_token="s3cret-feedback-token")
+    guesses = [
+        api.post("/feedback", json=_sample(), headers={"Authorization": f"Bearer guess-{n}"})
+        for n in range(5)
+    ]
+    assert [g.status_code for g in guesses] == [401, 401, 401, 429, 429]
+
+
+def test_a_short_feedback_token_is_refused_at_start():
+    from pydantic import ValidationError
+
+    from mnist.settings import ServeSettings
+
+    with pytest.raises(ValidationError, match="at least 16"):
+        ServeSettings(feedback_token="short")  # pyright: ignore[reportArgumentType]
