@@ -10,6 +10,7 @@ from mnist.datastore.engines import FILE_NAME, default_url, safe_url
 from mnist.datastore.holdout import HOLDOUT_EVERY, sample_digest
 from mnist.datastore.predictions import Logged, PredictionLog, Queued, Window, new_ids
 from mnist.datastore.store import (
+    ANONYMOUS,
     FEEDBACK,
     SOURCE_NAME,
     WRITERS,
@@ -31,6 +32,7 @@ from mnist.datastore.tables import (
 
 __all__ = [
     "ACCEPTED",
+    "ANONYMOUS",
     "FEEDBACK",
     "FILE_NAME",
     "HOLDOUT_EVERY",

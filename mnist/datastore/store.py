@@ -43,7 +43,11 @@ from mnist.datastore.tables import (
 from mnist.errors import MnistError, first_line
 
 FEEDBACK = "feedback"
-"""The source of samples sent to `POST /feedback`; one batch per day."""
+"""The source of trusted samples sent to `POST /feedback` (with the token); one batch a day."""
+ANONYMOUS = "feedback-anonymous"
+"""The source of anonymous feedback, pending until reviewed; one batch a day. A source of its
+own, so that strangers' samples never shift which trusted ones the holdout takes (its
+ordinals count per source)."""
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 WRITERS = 0x6D6E697374  # PostgreSQL advisory lock key: "mnist"
 
@@ -121,14 +125,14 @@ class Store:
     ) -> tuple[int, int]:
         """Store one sample sent from serving in today's feedback batch, the trusted one or the
         pending one (an anonymous client's): (sample id, batch id)."""
-        review = TRUSTED if trusted else PENDING
+        review, source = (TRUSTED, FEEDBACK) if trusted else (PENDING, ANONYMOUS)
         today = datetime.now(UTC)
         start = today.replace(hour=0, minute=0, second=0, microsecond=0)
         with self._session(write=True) as session:
             batch = session.scalars(
                 select(Batch)
                 .where(
-                    Batch.source == FEEDBACK,
+                    Batch.source == source,
                     Batch.removed.is_(None),
                     Batch.review == review,
                     Batch.created >= start,
@@ -139,7 +143,7 @@ class Store:
             ).first()
             if batch is None:
                 origin = "POST /feedback" + ("" if trusted else " (anonymous)")
-                batch = Batch(source=FEEDBACK, origin=origin, created=today, review=review)
+                batch = Batch(source=source, origin=origin, created=today, review=review)
                 session.add(batch)
                 session.flush()
             (sample,) = self._insert(

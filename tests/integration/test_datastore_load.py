@@ -35,7 +35,7 @@ for i in range(int(sys.argv[3])):
     if i % 10 == 9:
         store.add(pixels[None], np.array([i % 10]), "writer", "test")
     else:
-        store.feedback(pixels, i % 10)
+        store.feedback(pixels, i % 10, trusted=True)
 """
 
 

@@ -53,7 +53,7 @@ def test_accept_makes_a_pending_batch_train_once(url, pending, capsys):
     assert len(store.snapshot()) == 10 and store.new_labels(None) == 10
     assert data(url, "accept", str(pending)) == 0
     out = capsys.readouterr().out.strip()
-    assert out.startswith("accepted batch 2 (feedback, 6 samples): it trains")
+    assert out.startswith("accepted batch 2 (feedback-anonymous, 6 samples): it trains")
     assert len(store.snapshot()) == 16 and store.new_labels(None) == 16
     assert store.batch(pending).reviewed is not None
     assert data(url, "accept", str(pending)) == 1
@@ -65,7 +65,8 @@ def test_reject_keeps_a_pending_batch_out_of_training(url, pending, capsys):
     assert data(url, "reject", str(pending)) == 0
     out = capsys.readouterr().out.strip()
     assert out == (
-        "rejected batch 2 (feedback, 6 samples): it never trains; it stays in the store's history"
+        "rejected batch 2 (feedback-anonymous, 6 samples): it never trains; "
+        "it stays in the store's history"
     )
     store = Store(url)
     assert len(store.snapshot()) == 10 and store.new_labels(None) == 10
@@ -98,7 +99,8 @@ def test_review_exports_each_image_by_label_pixel_for_pixel(url, pending, tmp_pa
     images, labels, ids = Store(url).samples(pending)
     counts = ", ".join(f"{d}: {n}" for d in range(10) if (n := int((labels == d).sum())))
     assert out[0] == (
-        f"wrote 6 images of batch 2 (feedback, pending) as {dest}/<label>/<sample id>.png: "
+        f"wrote 6 images of batch 2 (feedback-anonymous, pending) as "
+        f"{dest}/<label>/<sample id>.png: "
         + counts
     )
     assert out[1] == "look at them, then: mnist data accept 2, or mnist data reject 2"

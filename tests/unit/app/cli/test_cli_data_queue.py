@@ -193,5 +193,5 @@ def test_add_and_accept_tell_the_retrain_trigger(url, tmp_path, monkeypatch, cap
     finally:
         server.shutdown()
     got = [(e["event"], e["payload"]["added"], e["payload"]["source"]) for e in Receiver.events]
-    assert got == [("mnist.data.added", 3, "few"), ("mnist.data.added", 2, "feedback")]
+    assert got == [("mnist.data.added", 3, "few"), ("mnist.data.added", 2, "feedback-anonymous")]
     assert all(e["resource"]["mnist.retrain.due"] == "false" for e in Receiver.events)
