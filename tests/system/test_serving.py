@@ -572,7 +572,9 @@ def test_the_page_sends_a_correction_as_feedback(served, mnist_data):
     assert "(a 4)" in thanks and store.count() == stored_before + 1
     assert "until a person reviews it" in thanks  # the page has no token: pending
     batch = store.batches()[-1]
-    assert batch.source == "feedback-anonymous" and batch.counts[4] >= 1 and batch.review == "pending"
+    assert (
+        batch.source == "feedback-anonymous" and batch.counts[4] >= 1 and batch.review == "pending"
+    )
     with store.reader.connect() as connection:
         newest = select(Sample.prediction_id).order_by(Sample.id.desc()).limit(1)
         named = connection.scalar(newest)
