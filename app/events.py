@@ -26,16 +26,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from mnist.errors import first_line
+from mnist.event_names import DATA_ADDED, RETRAIN_DUE
 
 if TYPE_CHECKING:
     from mnist.datastore import Store
 
 log = logging.getLogger(__name__)
 
-DATA_ADDED = "mnist.data.added"
-"""The event that new labelled samples were stored."""
-DUE = "mnist.retrain.due"
-"""The resource label the retrain trigger matches: "true" when enough new labels wait."""
 TIMEOUT = 3.0
 """Seconds one post may take (connect and answer)."""
 
@@ -134,7 +131,7 @@ def labels_arrived(store: Store, added: int, source: str) -> bool:
     resource = {
         "prefect.resource.id": f"mnist.data.{model}",
         "prefect.resource.name": f"labelled data for {model}",
-        DUE: "true" if due else "false",
+        RETRAIN_DUE: "true" if due else "false",
     }
     return emit(DATA_ADDED, resource, payload)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mnist.errors import MnistError
+from mnist.event_names import GATE_ALERT, GATE_DECIDED, MONITOR
 
 if TYPE_CHECKING:
     from prefect.events.schemas.automations import AutomationCore
@@ -29,10 +30,6 @@ FAILED = "mnist: alert when a deployment's run fails or crashes"
 DRIFT = "mnist: alert when the monitor finds drift"
 REJECTED = "mnist: alert when the gate keeps rejecting"
 ALERTS = (FAILED, DRIFT, REJECTED)
-GATE_DECIDED = "mnist.gate.decided"
-"""The gate's event (tasks.gate); its resource is labelled `GATE_ALERT` "true" once the
-challengers rejected in a row reach `MNIST_ALERT_REJECTIONS`."""
-GATE_ALERT = "mnist.gate.alert"
 DEPLOYMENTS = "mnist-*"
 """Our deployments' names in prefect.yaml (mnist-retrain, mnist-train, mnist-monitor)."""
 
@@ -147,7 +144,7 @@ def _alerts(block_id: Any) -> list[AutomationCore]:
         AutomationCore(
             name=DRIFT,
             description="the monitor (mnist-monitor, mnist monitor) found drift in a window",
-            trigger=reactive({"mnist.monitor.drift"}, {"prefect.resource.id": "mnist.monitor.*"}),
+            trigger=reactive({f"{MONITOR}.drift"}, {"prefect.resource.id": f"{MONITOR}.*"}),
             actions=send(
                 "mnist: drift in what {{ event.resource.id }} watches",
                 "The monitor found drift in {{ event.payload.predictions }} predictions of "

@@ -12,6 +12,7 @@ from prefect.settings import PREFECT_API_URL
 from mnist import promotion, registry
 from mnist.env import TEMPORARY_PREFECT_API
 from mnist.errors import MnistError, first_line
+from mnist.event_names import GATE_ALERT, GATE_DECIDED
 from mnist.preprocess import Arrays
 from mnist.settings import AlertSettings, GateSettings
 from mnist.tracking import Run
@@ -72,12 +73,6 @@ def _across_workers(name: str, settings: GateSettings) -> Iterator[None]:
                 f"; gave up after {settings.wait_seconds:.0f} s"
             ) from exc
         yield
-
-
-GATE_DECIDED = "mnist.gate.decided"
-"""The event of every decision; flows.automations alerts on it (the names must agree)."""
-GATE_ALERT = "mnist.gate.alert"
-"""Its resource label: "true" once `MNIST_ALERT_REJECTIONS` challengers were rejected in a row."""
 
 
 def rejections(name: str) -> int:

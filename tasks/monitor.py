@@ -14,6 +14,7 @@ from mnist import drift, monitoring, registry, tracking
 from mnist.datastore import PredictionLog, Store
 from mnist.datastore.engines import safe_url, sqlite_file
 from mnist.errors import MnistError, first_line
+from mnist.event_names import MONITOR
 from mnist.settings import MonitorSettings
 from mnist.tracking import Run
 
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 
     from mnist.datastore import Window
 
-EVENT = "mnist.monitor"
 """Events `mnist.monitor.drift` and `mnist.monitor.ok`, about `mnist.monitor.<model>`."""
 
 
@@ -193,7 +193,7 @@ def emit(report: monitoring.Report) -> str | None:
 
     if report.verdict == monitoring.TOO_FEW:
         return None
-    name = f"{EVENT}.{report.verdict}"
+    name = f"{MONITOR}.{report.verdict}"
     payload = {
         "verdict": report.verdict,
         "predictions": report.predictions,
@@ -206,7 +206,7 @@ def emit(report: monitoring.Report) -> str | None:
         "start": report.start,
         "end": report.end,
     }
-    resource = {"prefect.resource.id": f"{EVENT}.{report.model}", "mnist.model": report.model}
+    resource = {"prefect.resource.id": f"{MONITOR}.{report.model}", "mnist.model": report.model}
     try:
         emit_event(name, resource=resource, payload=payload)
     except Exception as exc:  # the events client: the verdict is already recorded

@@ -20,6 +20,7 @@ import pytest
 from app import events
 from flows import automations
 from mnist.datastore import Store
+from mnist.event_names import RETRAIN_DUE
 from tests.conftest import ROOT, tracking_store
 from tests.servers import Webhook
 
@@ -119,7 +120,7 @@ def test_due_labels_start_one_retraining_per_cooldown(server, tmp_path, monkeypa
         f"{server}/events/filter",
         json={"filter": {"event": {"name": [events.DATA_ADDED]}}, "limit": 50},
     ).json()["events"]
-    flags = [e["resource"][events.DUE] for e in due]
+    flags = [e["resource"][RETRAIN_DUE] for e in due]
     print(f"{flags.count('true')} due events within the cool-down -> 1 run")
     assert flags.count("false") == 1 and flags.count("true") >= 1 + 3
 
