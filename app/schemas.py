@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mnist.data import IMAGE_SIZE, PIXELS
+from mnist.datastore.predictions import MAX_ID
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
 """Content types of a raw image body."""
@@ -124,7 +125,7 @@ def feedback_request() -> dict[str, Any]:
     one = _pixels_schema(1)["oneOf"][:2]
     label = {"type": "integer", "minimum": 0, "maximum": 9}
     about = "the id /predict answered for this image (the prediction this label corrects)"
-    prediction = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1, "description": about}
+    prediction = {"type": "integer", "minimum": 1, "maximum": MAX_ID, "description": about}
     sample = {
         "type": "object",
         "required": ["pixels", "label"],

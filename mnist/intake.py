@@ -55,8 +55,10 @@ def prediction_id(file: str) -> int | None:
     path = Path(file)
     if path.suffix.lower() != ".png" or not path.stem.isdigit() or not path.stem.isascii():
         return None
+    from mnist.datastore.predictions import MAX_ID
+
     number = int(path.stem)
-    return number if 0 < number < 2**63 else None
+    return number if 0 < number <= MAX_ID else None
 
 
 def _images(files: list[Path], label: int, read: list, rejected: list) -> None:

@@ -210,7 +210,7 @@ def record(
 def history(name: str = MODEL_NAME) -> pd.DataFrame:
     """Every recorded decision and alias move, oldest first."""
     exp = call(mlflow.get_experiment_by_name, _history_experiment(name))
-    columns = ["time", "action", "version", "previous", "reason"]
+    columns = pd.Index(["time", "action", "version", "previous", "reason"])
     if exp is None:
         return pd.DataFrame(columns=columns)
     runs = call(client().search_runs, [exp.experiment_id], max_results=50000)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import keras
+import numpy as np
 import pandas as pd
 
 from mnist import models, stopping
@@ -137,5 +138,5 @@ def train(
             verbose=0,  # pyright: ignore[reportArgumentType]  (Keras' stub says str; 0 is silent)
         )
     history = pd.DataFrame(fit.history)
-    history.insert(0, "epoch", range(1, len(history) + 1))
+    history.insert(0, "epoch", np.arange(1, len(history) + 1))
     return net, history

@@ -110,7 +110,9 @@ def _links(store: Store, found: Intake) -> list[int | None]:
 
 def _review_column(batch: BatchInfo) -> str:
     """A batch's review as listed: pending in capitals, a review with its date."""
-    if batch.review == "pending":
+    from mnist.datastore import PENDING
+
+    if batch.review == PENDING:
         return "PENDING"
     when = f" {batch.reviewed:%Y-%m-%d %H:%M}" if batch.reviewed else ""
     return batch.review + when

@@ -35,6 +35,7 @@ from app.serve.holder import ModelHolder, poll
 from mnist import digits
 from mnist.batching import MicroBatcher
 from mnist.datastore import PredictionLog, Store, new_ids
+from mnist.datastore.tables import PENDING, TRUSTED
 from mnist.errors import MnistError
 from mnist.evaluation import predict_proba
 from mnist.prediction_log import LogWriter, Sampling
@@ -199,7 +200,7 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
             if trusted:
                 for label_events in events:
                     label_events.note(1, "feedback")  # O(1): the event is sent off the request
-            review = "trusted" if trusted else "pending"
+            review = TRUSTED if trusted else PENDING
             return FeedbackStored(
                 id=sample, batch=batch, label=label, prediction=prediction, review=review
             )

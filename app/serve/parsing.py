@@ -18,6 +18,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from app.schemas import IMAGE_TYPES
 from app.serve.errors import RequestError
 from mnist import digits, inference
+from mnist.datastore.predictions import MAX_ID
 from mnist.preprocess import RAW_RANGE, Arrays
 from mnist.settings import ServeSettings
 from mnist.validation import ValidationError, validate
@@ -142,9 +143,6 @@ def _label(value: object) -> int:
         return value
     shown = json.dumps(value) if not isinstance(value, str) else repr(value)
     raise RequestError(f"label must be a digit 0-9, got {shown[:40]}")
-
-
-MAX_ID = 2**63 - 1  # a prediction id is a positive 64-bit integer (BigInteger)
 
 
 def _prediction(value: object) -> int | None:

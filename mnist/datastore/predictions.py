@@ -24,6 +24,8 @@ from mnist.datastore.tables import REJECTED, TRAINS, Batch, MonitorWindow, Predi
 from mnist.errors import MnistError, first_line
 
 EPOCH_MS = int(datetime(2020, 1, 1, tzinfo=UTC).timestamp() * 1000)
+MAX_ID = 2**63 - 1
+"""The largest prediction id (a positive 64-bit integer, SQL's BIGINT)."""
 RANDOM_BITS = 22
 """Below the milliseconds: random bits, so that servers in several processes never meet."""
 
