@@ -6,10 +6,12 @@ its data. ADR 0060 says why not a versioned Alembic environment (yet).
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DefaultClause, Engine, inspect
+from sqlalchemy import Column, DefaultClause, Engine, func, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from mnist.datastore.tables import Base
+
+UPGRADES = 0x6D6E697374 + 1  # PostgreSQL advisory lock key: beside the writers' ("mnist")
 
 
 def upgrade(engine: Engine) -> list[str]:
@@ -25,7 +27,9 @@ def upgrade(engine: Engine) -> list[str]:
     from alembic.operations import Operations
 
     added = []
-    with engine.begin() as connection:
+    with engine.begin() as connection:  # SQLite: BEGIN IMMEDIATE, one writer at a time
+        if connection.dialect.name == "postgresql":  # upgraders take turns (the writers' lock)
+            connection.execute(select(func.pg_advisory_xact_lock(UPGRADES)))
         operations = Operations(MigrationContext.configure(connection))
         for table, column in missing:
             if column.name in {c["name"] for c in inspect(connection).get_columns(table)}:
