@@ -100,8 +100,7 @@ def test_review_exports_each_image_by_label_pixel_for_pixel(url, pending, tmp_pa
     counts = ", ".join(f"{d}: {n}" for d in range(10) if (n := int((labels == d).sum())))
     assert out[0] == (
         f"wrote 6 images of batch 2 (feedback-anonymous, pending) as "
-        f"{dest}/<label>/<sample id>.png: "
-        + counts
+        f"{dest}/<label>/<sample id>.png: " + counts
     )
     assert out[1] == "look at them, then: mnist data accept 2, or mnist data reject 2"
     written = sorted(dest.glob("*/*.png"))
