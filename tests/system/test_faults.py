@@ -542,3 +542,62 @@ def test_a_read_only_store_reads_and_refuses_a_run_in_one_line(small_disk, mnist
         f"mnist: error: MLflow at {env['MLFLOW_TRACKING_URI']}: (sqlite3."
         "OperationalError) attempt to write a readonly database"
     ]
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_monitor_leaves_no_run_running(store, tmp_path, mnist_data):
+    from datetime import UTC, datetime
+
+    from mnist.datastore import Logged, PredictionLog, Store, new_ids
+
+    name = "monitor-fault"
+    _log_untrained(name)
+    registry.promote("1", name)
+    data = f"sqlite:///{tmp_path / 'data.db'}"
+    now, images = datetime.now(UTC), mnist_data.test.images[:300]
+    rows = [
+        Logged(i, now, "1", 0, 0.5, 1, 0.4, image.tobytes(), True)
+        for i, image in zip(new_ids(300, now), images, strict=True)
+    ]
+    PredictionLog(Store(data)).write(rows)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": store,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "MNIST_DATASTORE": data,
+        "MNIST_REGISTERED_MODEL": name,
+    }
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen(
+        [str(BIN / "mnist"), "monitor", "--last", "300"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    client = mlflow.MlflowClient(store)
+
+    def running() -> list:
+        found = client.get_experiment_by_name("mnist-monitoring")
+        if found is None:
+            return []
+        return client.search_runs([found.experiment_id], "attributes.status = 'RUNNING'")
+
+    deadline = time.monotonic() + 180
+    while not (open_runs := running()):
+        assert proc.poll() is None, "the monitor ended before its run could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while _api_servers_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _api_servers_of(proc.pid) == []  # the temporary API died with its parent
+    assert [r.info.status for r in running()] == ["RUNNING"]
+    doctor = subprocess.run(
+        [str(BIN / "mnist"), "doctor"], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert doctor.returncode == 0, doctor.stderr
+    assert client.get_run(open_runs[0].info.run_id).info.status == "FAILED", doctor.stdout
