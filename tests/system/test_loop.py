@@ -1,6 +1,8 @@
-"""The loop, closed on real servers with no command typed between labels and the new champion:
-`prefect server`, `mlflow server`, the project's prefect.yaml (the retrain trigger), a process
-worker, the alert automations, `mnist serve` with its prediction log in the SQL store.
+"""The deployments and the loop, closed on real servers with no command typed between labels
+and the new champion: `prefect server`, `mlflow server`, the project's prefect.yaml (schedules,
+the retrain trigger), a process worker, the alert automations, `mnist serve` with its
+prediction log in the SQL store. The first champion comes from a run of the `mnist-retrain`
+deployment, taken by the worker.
 
 A champion trained on MNIST serves mirror-written digits (`tests.sources`), a handwriting it
 has never seen: the monitor flags drift and the alert reaches a local receiver; anonymous
@@ -15,21 +17,21 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from mlflow import MlflowClient
+from PIL import Image
 
 from mnist.datastore import Store
 from mnist.waiting import wait_until
 from tests.conftest import ROOT
-from tests.servers import free_port, start_server, stop_server
+from tests.servers import Webhook, free_port, start_server, stop_server
 from tests.sources import mirror_writing
 
 pytestmark = pytest.mark.slow  # real servers, two trainings: the full suite only
@@ -40,20 +42,13 @@ WINDOW = 400
 
 
 @dataclass
-class Receiver:
-    """A local HTTP endpoint that keeps what alerts post to it."""
-
-    url: str
-    bodies: list[str] = field(default_factory=list)
-
-
-@dataclass
 class Loop:
     api: str
     env: dict[str, str]
     serve: str
-    receiver: Receiver
+    receiver: Webhook
     store: Store
+    first_run: str  # the deployment run that made the first champion
 
 
 def _run(args: list[str], env: dict[str, str], timeout: float = 600) -> str:
@@ -63,24 +58,11 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 600) -> str:
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    port = free_port()
-    got = Receiver(f"http://127.0.0.1:{port}/alerts")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            length = int(self.headers.get("content-length", 0))
-            got.bodies.append(self.rfile.read(length).decode(errors="replace"))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield got
-    server.shutdown()
+def receiver() -> Iterator[Webhook]:
+    """Where the alerts go (MNIST_ALERT_URL)."""
+    hook = Webhook()
+    yield hook
+    hook.close()
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +78,7 @@ def loop(prefect_server, mlflow_server, mnist_path, receiver, tmp_path_factory) 
         "MLFLOW_TRACKING_URI": mlflow_server,
         "MNIST_DATA_DIR": str(mnist_path),
         "MNIST_DATASTORE": store_url,
-        "MNIST_ALERT_URL": receiver.url,
+        "MNIST_ALERT_URL": f"{receiver.url}/hook",
         # the operator's choice of a quick recipe and a low floor, for the worker's runs
         "MNIST_MODEL": "small",
         "MNIST_EPOCHS": "2",
@@ -111,7 +93,13 @@ def loop(prefect_server, mlflow_server, mnist_path, receiver, tmp_path_factory) 
     _run([prefect, "work-pool", "create", "mnist-process", "--type", "process"], env)
     _run([prefect, "--no-prompt", "deploy", "--all"], env)
     _run([sys.executable, "-m", "app.stack", "automation"], env)
-    _run([str(BIN / "mnist"), "retrain"], env)  # the first champion, on MNIST alone
+    config = {"model": "small", "epochs": 2, "train_limit": 4000, "test_limit": 1000}
+    params = json.dumps({"config": {**config, "experiment": "deployed"}, "gate": {"floor": 0.8}})
+    out = _run(
+        [prefect, "deployment", "run", "mnist-retrain/mnist-retrain", "--params", params], env
+    )
+    first_run = next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
+    _run([prefect, "worker", "start", "--pool", "mnist-process", "--run-once"], env)
     with (work / "worker.log").open("w") as log:
         worker = subprocess.Popen(
             [prefect, "worker", "start", "--pool", "mnist-process"],
@@ -138,7 +126,7 @@ def loop(prefect_server, mlflow_server, mnist_path, receiver, tmp_path_factory) 
         work / "serve.log",
         serve_env,
     )
-    yield Loop(api, env, f"http://127.0.0.1:{port}", receiver, Store(store_url))
+    yield Loop(api, env, f"http://127.0.0.1:{port}", receiver, Store(store_url), first_run)
     stop_server(server)
     stop_server(worker)
 
@@ -169,11 +157,12 @@ def _monitor(loop: Loop, last: int = WINDOW) -> dict:
 
 
 def _flow_runs(loop: Loop, deployment: str = "mnist-retrain") -> list[dict]:
+    """The runs of `deployment` that an automation (the trigger) created."""
     found = httpx.post(
         f"{loop.api}/flow_runs/filter",
         json={"deployments": {"name": {"any_": [deployment]}}},
     ).json()
-    return [r for r in found if not r["auto_scheduled"]]  # the weekly schedule's runs aside
+    return [r for r in found if (r.get("created_by") or {}).get("type") == "AUTOMATION"]
 
 
 def _serving_version(loop: Loop) -> str:
@@ -181,7 +170,7 @@ def _serving_version(loop: Loop) -> str:
 
 
 def test_mnist_test_traffic_is_ok_in_every_window(loop, mnist_data):
-    for start in range(0, 3 * WINDOW, WINDOW):
+    for start in range(0, 2 * WINDOW, WINDOW):
         _predict(loop, mnist_data.test.images[start : start + WINDOW])
         report = _monitor(loop)
         assert report["verdict"] == "ok", report
@@ -192,29 +181,34 @@ def test_the_loop_closes_from_drift_to_a_better_champion(loop, mnist_data):
     first = _serving_version(loop)
     images, labels = mirror_writing(mnist_data, 0, 2 * WINDOW)
     seen, later = slice(0, WINDOW), slice(WINDOW, 2 * WINDOW)
+    answers = _predict(loop, images[seen])  # serve -> log
 
-    # serve -> log -> monitor -> alert
-    answers = _predict(loop, images[seen])
-    drifted = _monitor(loop)
-    assert drifted["verdict"] == "drift" and drifted["drift"] is True, drifted
-    wait_until(lambda: any("drift" in b for b in loop.receiver.bodies), 60, 1)
-
-    # strangers' labels: wrong digits from several clients start nothing
+    # strangers' labels: 300 wrong digits from 10 clients, each within its minute, start nothing
     wrong = (labels[seen] + 1) % 10
-    for n, client in enumerate(("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")):
-        part = slice(n * 25, (n + 1) * 25)
+    for n in range(10):
+        part = slice(n * 30, (n + 1) * 30)
+        client = f"127.0.0.{n + 2}"
         _label(loop, images[seen][part], wrong[part], answers[part], None, client)
     pending = [b for b in loop.store.batches() if b.review == "pending"]
-    assert sum(b.samples for b in pending) == 100
+    assert sum(b.samples for b in pending) == 300
     time.sleep(15)  # longer than the server's event interval
     assert _flow_runs(loop) == [] and _serving_version(loop) == first
+    snapshot = loop.store.snapshot()  # what a training run would take: none of them
+    assert len(snapshot.train.labels) + len(snapshot.holdout.labels) == 0
     for batch in pending:
         loop.store.reject(batch.id)
 
-    # label -> retrain (the trigger, on the worker) -> gate -> serve
+    # a person's labels past the threshold: the trigger starts mnist-retrain on the worker
     _label(loop, images[seen][:250], labels[seen][:250], answers[:250], TOKEN)
-    before = _monitor(loop)["live_accuracy"]
+
+    # meanwhile: monitor -> drift -> alert, and the live accuracy the labels tell
+    drifted = _monitor(loop)
+    assert drifted["verdict"] == "drift" and drifted["drift"] is True, drifted
+    before = drifted["live_accuracy"]
     assert before is not None and before < 0.7, before
+    loop.receiver.wait(lambda body: "drift" in body.get("subject", ""), 60)
+
+    # retrain -> gate -> serve
     wait_until(lambda: _flow_runs(loop), 90, 2)
     wait_until(lambda: _serving_version(loop) != first, 600, 5)
     (run,) = _flow_runs(loop)  # one run, however many events
@@ -225,3 +219,106 @@ def test_the_loop_closes_from_drift_to_a_better_champion(loop, mnist_data):
     _label(loop, images[later][:100], labels[later][:100], answers[:100], TOKEN)
     after = _monitor(loop)["live_accuracy"]
     assert after > before + 0.2, (before, after)
+    print(f"\nlive accuracy on mirror writing: {before:.3f} before, {after:.3f} after")
+
+
+# The deployments of prefect.yaml, and the run that made the first champion
+
+
+def test_the_deployments_have_their_schedules_and_the_trigger(loop):
+    retrain = httpx.get(f"{loop.api}/deployments/name/mnist-retrain/mnist-retrain").json()
+    assert retrain["work_pool_name"] == "mnist-process"
+    assert [s["schedule"]["cron"] for s in retrain["schedules"]] == ["0 3 * * 1"]
+    assert retrain["parameters"] == {
+        "config": {"profile": "default", "init_from": "models:/mnist-cnn@champion"}
+    }
+    steps = retrain["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]
+    assert steps["directory"] == str(ROOT)
+    monitor = httpx.get(f"{loop.api}/deployments/name/mnist-monitor/mnist-monitor").json()
+    assert [s["schedule"]["cron"] for s in monitor["schedules"]] == ["0 * * * *"]
+    assert monitor["parameters"] == {"settings": {"since": "1h"}}
+    automations = httpx.post(f"{loop.api}/automations/filter", json={}).json()
+    [trigger] = [a for a in automations if a["name"] == "mnist: retrain when new labels are due"]
+    assert trigger["trigger"]["match"]["mnist.retrain.due"] == "true"
+    assert trigger["actions"][0]["deployment_id"] == retrain["id"]
+
+
+def test_the_deployment_run_completes_with_its_artifacts(loop):
+    run = httpx.get(f"{loop.api}/flow_runs/{loop.first_run}").json()
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert run["name"] == "retrain-small-e2-s42"
+    assert {"mnist", "retrain"} <= set(run["tags"])
+    artifacts = httpx.post(
+        f"{loop.api}/artifacts/filter", json={"flow_runs": {"id": {"any_": [loop.first_run]}}}
+    ).json()
+    keys = {a["key"] for a in artifacts}
+    assert {"retrain-decision", "per-class-metrics"} <= keys
+    decision = next(a for a in artifacts if a["key"] == "retrain-decision")
+    assert "promoted" in decision["data"] and "no champion yet" in decision["data"]
+    logs = httpx.post(
+        f"{loop.api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [loop.first_run]}}}
+    )
+    assert any("epoch 2/2" in entry["message"] for entry in logs.json())
+
+
+def test_the_gate_tells_its_decision_as_an_event(loop):
+    def decided() -> list[dict]:
+        found = httpx.post(
+            f"{loop.api}/events/filter",
+            json={"filter": {"event": {"name": ["mnist.gate.decided"]}}},
+        ).json()["events"]
+        related = f"prefect.flow-run.{loop.first_run}"
+        return [e for e in found if related in {r["prefect.resource.id"] for r in e["related"]}]
+
+    [event] = wait_until(decided, 10, 0.5)  # the server files events a moment after
+    assert event["resource"]["prefect.resource.id"] == "mnist.gate.mnist-cnn"
+    assert event["resource"]["mnist.gate.alert"] == "false"
+    assert event["payload"]["decision"] == "promoted" and event["payload"]["streak"] == 0
+
+
+def test_the_registry_on_the_server_follows_the_gate(loop, mlflow_server):
+    client = MlflowClient(tracking_uri=mlflow_server)
+    first = client.get_model_version("mnist-cnn", "1")
+    assert first.tags["decision"] == "promoted"
+    run = client.get_run(str(first.run_id))
+    assert run.data.tags["gate.decision"] == "promoted"
+    assert run.data.metrics["gate.challenger_test_accuracy"] >= 0.8
+    champion = client.get_model_version_by_alias("mnist-cnn", "champion")
+    assert champion.tags["decision"] == "promoted"  # v1, or the loop's challenger
+
+
+def test_predict_with_the_champion_from_another_directory(loop, mnist_data, tmp_path):
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"digit{i}.png")
+        Image.fromarray(mnist_data.test.images[i]).save(paths[-1])
+    command = [str(BIN / "mnist"), "predict", "--model", "models:/mnist-cnn@champion"]
+    proc = subprocess.run(
+        [*command, *map(str, paths)], cwd=tmp_path, env=loop.env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    predicted = [int(line.split()[1]) for line in proc.stdout.splitlines()[1:]]
+    assert sum(p == t for p, t in zip(predicted, mnist_data.test.labels[:5], strict=True)) >= 4
+
+
+def test_mnist_train_against_the_server_reports_every_task_run(loop):
+    """`mnist train` against a real Prefect server ends without the interpreter's teardown
+    (`app.cli.run`): the flow run and every task run still end COMPLETED on the server."""
+    options = ["--model", "small", "--epochs", "1", "--train-limit", "2000"]
+    options += ["--test-limit", "500", "--experiment", "cli", "--no-register"]
+    out = _run([str(BIN / "mnist"), "train", *options], loop.env)
+    assert "test accuracy:" in out
+    flows = httpx.post(
+        f"{loop.api}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["train"]}}}
+    ).json()
+    assert len(flows) == 1 and flows[0]["state"]["type"] == "COMPLETED", flows
+
+    def every_task_done() -> dict | None:
+        tasks = httpx.post(
+            f"{loop.api}/task_runs/filter",
+            json={"flow_runs": {"id": {"any_": [flows[0]["id"]]}}},
+        ).json()
+        states = {t["name"]: t["state"]["type"] if t["state"] else None for t in tasks}
+        return states if len(tasks) >= 6 and set(states.values()) == {"COMPLETED"} else None
+
+    wait_until(every_task_done, 10, 0.5)  # the server files events a moment after
