@@ -91,12 +91,16 @@ def emit(
 
 
 def _champion_made(model: str) -> datetime | None:
-    """When the champion of `model` was registered; None when there is none (all labels are
-    new then). Raises MnistError when the registry cannot be read."""
-    from mnist import registry  # MLflow: only when an event is actually sent
+    """When the run that made the champion of `model` started (it read the added data then:
+    what arrived after is new to it, even while it trained); None when there is none (all
+    labels are new then). Raises MnistError when the registry cannot be read."""
+    from mnist import registry, tracking  # MLflow: only when an event is actually sent
 
     champion = registry.champion(model)
-    return champion.created.to_pydatetime() if champion is not None else None
+    if champion is None:
+        return None
+    run = tracking.call(tracking.client().get_run, champion.run_id)
+    return datetime.fromtimestamp(run.info.start_time / 1000, UTC)
 
 
 def labels_arrived(store: Store, added: int, source: str) -> bool:
