@@ -9,45 +9,15 @@ monitor` runs it once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 
-from flows.stale_runs import close_stale_runs
-from mnist.errors import first_line
+from flows.stale_runs import tracked_run
 from mnist.monitoring import Report
 from mnist.settings import DatastoreSettings, MonitorSettings, RegistrySettings
-from mnist.tracking import Run
 from tasks import monitor as tasks
-
-
-@contextmanager
-def monitor_run(experiment: str, name: str) -> Iterator[Run]:
-    """The window's MLflow run: FINISHED if the body succeeds, else FAILED. Runs that killed
-    processes left RUNNING are closed first (a killed monitor's among them)."""
-    logger = get_run_logger()
-    try:
-        stale, crashed = close_stale_runs()
-    except Exception as exc:  # tidying up after others must not stop this run
-        logger.warning("could not close runs left open by killed processes: %s", first_line(exc))
-    else:
-        if stale:
-            logger.warning(
-                "closed %d run(s) left open by killed processes (and %d Prefect flow run(s))",
-                len(stale),
-                len(crashed),
-            )
-    run = Run.start(experiment, name, {"prefect.flow_run_id": str(flow_run.id or "")})
-    ok = False
-    try:
-        yield run
-        ok = True
-    finally:
-        run.end(ok)
 
 
 def summary(report: Report) -> str:
@@ -84,7 +54,7 @@ def monitor_flow(
     store = datastore or DatastoreSettings().datastore
     champion = tasks.champion(name)
     window = tasks.read_window(store, settings)
-    with monitor_run(settings.experiment, f"monitor-{name}-v{champion.version}") as run:
+    with tracked_run(settings.experiment, f"monitor-{name}-v{champion.version}") as run:
         model, reference = tasks.reference(champion, settings)
         report = tasks.judge(window, reference, model, settings, champion)
         report = replace(report, run_id=run.run_id, mlflow_link=run.link())

@@ -13,7 +13,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 import tasks
-from flows.training import TrainingResult, gather, mlflow_run, pipeline, run_name, summary
+from flows.stale_runs import tracked_run
+from flows.training import TrainingResult, gather, pipeline, run_name, summary
 from mnist import registry
 from mnist.errors import MnistError
 from mnist.promotion import Decision, Outcome
@@ -110,7 +111,7 @@ def retrain_flow(
             description=f"Nothing new since v{same.version}: nothing trained or registered",
         )
         return RetrainResult(None, None, same)
-    with mlflow_run(config, run_name("retrain")) as run:
+    with tracked_run(config.experiment, run_name("retrain")) as run:
         training, prepared = pipeline(config, run, inputs)
         challenger = registry.get(config.registered_model, training.model_version)
         outcome = tasks.gate(challenger, prepared.test, prepared.holdout, gate, run)

@@ -1,13 +1,17 @@
 """Closing the runs that killed processes left open: their Prefect flow runs CRASHED, their
-MLflow runs FAILED (`mnist doctor`, and every training run before it starts)."""
+MLflow runs FAILED (`mnist doctor`, and `tracked_run`, which every flow's MLflow run starts
+with)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from mnist.errors import first_line
+
 if TYPE_CHECKING:
-    from mnist.tracking import StaleRun
+    from mnist.tracking import Run, StaleRun
 
 
 def _states(client, ids: list[str]) -> dict:
@@ -85,3 +89,35 @@ def close_stale_runs(
         api()
         crashed = crash_flow_runs(flow_runs)
     return tracking.fail_stale_runs(stale), crashed
+
+
+@contextmanager
+def tracked_run(experiment: str, name: str) -> Iterator[Run]:
+    """The flow run's MLflow run, FINISHED if the body succeeds, else FAILED. Runs that killed
+    processes left RUNNING on this host are closed first (MLflow and Prefect)."""
+    from prefect import get_run_logger
+    from prefect.runtime import flow_run
+
+    from mnist.tracking import Run
+
+    logger = get_run_logger()
+    try:
+        stale, crashed = close_stale_runs()
+    except Exception as exc:  # tidying up after others must not stop this run
+        logger.warning("could not close runs left open by killed processes: %s", first_line(exc))
+    else:
+        if stale:
+            logger.warning(
+                "closed %d run(s) left open by killed processes: %s (and %d Prefect flow run(s))",
+                len(stale),
+                ", ".join(s.run_id for s in stale),
+                len(crashed),
+            )
+    run = Run.start(experiment, name, {"prefect.flow_run_id": str(flow_run.id or "")})
+    logger.info("MLflow run %s in experiment %r", run.run_id, experiment)
+    ok = False
+    try:
+        yield run
+        ok = True
+    finally:
+        run.end(ok)

@@ -4,17 +4,15 @@ the model -> register it. One flow run is one MLflow run."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 import tasks
-from flows.stale_runs import close_stale_runs
+from flows.stale_runs import tracked_run
 from mnist import registry
 from mnist.data import Added, Dataset, digest
 from mnist.errors import MnistError
@@ -103,33 +101,6 @@ def config_of(parameters: dict) -> TrainConfig:
 def run_name(prefix: str) -> str:
     config = config_of(flow_run.parameters)
     return f"{prefix}-{config.model}-e{config.epochs}-s{config.seed}"
-
-
-@contextmanager
-def mlflow_run(config: TrainConfig, name: str) -> Iterator[Run]:
-    """An MLflow run for the flow run, FINISHED if the body succeeds, else FAILED. Runs left
-    RUNNING by killed processes on this host are closed first (MLflow and Prefect)."""
-    logger = get_run_logger()
-    try:
-        stale, crashed = close_stale_runs()
-    except Exception as exc:  # tidying up after others must not stop this run
-        logger.warning("could not close runs left open by killed processes: %s", exc)
-    else:
-        if stale:
-            logger.warning(
-                "closed %d run(s) left open by killed processes: %s (and %d Prefect flow run(s))",
-                len(stale),
-                ", ".join(s.run_id for s in stale),
-                len(crashed),
-            )
-    run = Run.start(config.experiment, name, {"prefect.flow_run_id": str(flow_run.id or "")})
-    logger.info("MLflow run %s in experiment %r", run.run_id, config.experiment)
-    ok = False
-    try:
-        yield run
-        ok = True
-    finally:
-        run.end(ok)
 
 
 def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingResult, Prepared]:
@@ -228,7 +199,7 @@ def training_flow(config: TrainConfig | None = None) -> TrainingResult:
     """Train and evaluate a CNN on MNIST, logging everything to one MLflow run."""
     config = config or TrainConfig.from_profile()
     inputs = gather(config)
-    with mlflow_run(config, run_name("train")) as run:
+    with tracked_run(config.experiment, run_name("train")) as run:
         result, _ = pipeline(config, run, inputs)
         create_markdown_artifact(
             key="training-summary",
