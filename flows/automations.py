@@ -175,9 +175,20 @@ def _same(a: AutomationCore, b: AutomationCore) -> bool:
     def plain(automation: AutomationCore) -> dict[str, Any]:
         dumped = automation.model_dump(mode="json", include={"description", "trigger", "actions"})
         dumped["trigger"].pop("id", None)
-        return dumped
+        return _canonical(dumped)
 
     return plain(a) == plain(b)
+
+
+def _canonical(value: Any) -> Any:
+    """`value` with its lists of strings sorted: a trigger's sets (`expect`, `for_each`, the
+    names a resource may match) come back from the server in any order."""
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_canonical(v) for v in value]
+        return sorted(items) if all(isinstance(v, str) for v in items) else items
+    return value
 
 
 def ensure_alerts(url: str) -> dict[str, str]:

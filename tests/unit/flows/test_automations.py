@@ -123,3 +123,14 @@ def test_the_monitor_deployment_runs_hourly_from_its_flow():
 def test_an_alert_url_apprise_cannot_reach_is_one_line():
     with pytest.raises(MnistError, match=r"^MNIST_ALERT_URL: apprise cannot send to nosuch://$"):
         automations.save_block("nosuch://somewhere")
+
+
+def test_an_automation_read_back_in_another_order_is_the_same():
+    """The server hands a trigger's sets back as lists in its own order; in a process whose
+    string hashes collide, a set built from them iterates in that order (seen in CI)."""
+    sent = {"trigger": {"expect": ["prefect.flow-run.Crashed", "prefect.flow-run.Failed"]}}
+    back = {"trigger": {"expect": ["prefect.flow-run.Failed", "prefect.flow-run.Crashed"]}}
+    assert automations._canonical(sent) == automations._canonical(back)
+    actions = {"actions": [{"type": "send-notification"}, {"type": "run-deployment"}]}
+    swapped = {"actions": actions["actions"][::-1]}
+    assert automations._canonical(actions) != automations._canonical(swapped)  # order matters
