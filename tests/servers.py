@@ -94,7 +94,8 @@ class Postgres(PostgreSQL):
 
 class Webhook:
     """An HTTP receiver on 127.0.0.1 (alerts: `MNIST_ALERT_URL=webhook.url + "/hook"`) that
-    keeps every JSON body posted to it, with when it came; `close()` stops it."""
+    keeps every JSON body posted to it, with when it came (and, in `headers`, the headers of
+    each post); `close()` stops it."""
 
     def __init__(self) -> None:
         import json
@@ -103,11 +104,13 @@ class Webhook:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.posts: list[tuple[float, str, Any]] = []
-        posts = self.posts
+        self.headers: list[dict[str, str]] = []
+        posts, headers = self.posts, self.headers
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                headers.append(dict(self.headers))
                 posts.append((time.monotonic(), self.path, json.loads(body)))
                 self.send_response(200)
                 self.end_headers()

@@ -165,11 +165,7 @@ class PredictionLog:
         """The predictions made since `since`, or the `last` ones (both: the last ones of
         those), oldest first."""
         query = select(
-            Prediction.id,
-            Prediction.at,
-            Prediction.version,
-            Prediction.digit,
-            Prediction.confidence,
+            *ANSWER,
             Prediction.runner_up,
             Prediction.runner_up_p,
             case((Prediction.sampled, Prediction.image), else_=None).label("image"),
@@ -240,11 +236,7 @@ class PredictionLog:
             MonitorWindow.end >= Prediction.at,
         )
         query = select(
-            Prediction.id,
-            Prediction.at,
-            Prediction.version,
-            Prediction.digit,
-            Prediction.confidence,
+            *ANSWER,
             Prediction.image,
             drifted.label("drifted"),
         ).where(Prediction.image.is_not(None), ~labelled)
@@ -300,6 +292,16 @@ class PredictionLog:
 def _naive_utc(when: datetime) -> datetime:
     """UTC without its zone, for numpy (a PostgreSQL session may hand back another zone)."""
     return _utc(when).astimezone(UTC).replace(tzinfo=None)
+
+
+ANSWER = (
+    Prediction.id,
+    Prediction.at,
+    Prediction.version,
+    Prediction.digit,
+    Prediction.confidence,
+)
+"""The columns of an answer that every read of the log takes."""
 
 
 def _images(blobs: Sequence[bytes]) -> np.ndarray:

@@ -177,8 +177,9 @@ class Store:
 
     def samples(self, batch_id: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """A batch's images (N, 28, 28) uint8, labels and sample ids, in the order stored."""
-        self.batch(batch_id)  # one line when there is no such batch
         with self._session() as session:
+            if session.get(Batch, batch_id) is None:
+                raise MnistError(f"no batch {batch_id} in {self}")
             rows = session.execute(
                 select(Sample.id, Sample.label, Sample.pixels)
                 .where(Sample.batch_id == batch_id)

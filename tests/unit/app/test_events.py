@@ -6,55 +6,26 @@ from __future__ import annotations
 
 import base64
 import itertools
-import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from app import events
 from mnist.datastore import Store
-
-
-class Receiver:
-    """What a Prefect API at `url` would have been sent to /events."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, dict[str, str], list[dict]]] = []
-        self.times: list[float] = []
-        posts, times = self.posts, self.times
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                posts.append((self.path, dict(self.headers), json.loads(body)))
-                times.append(time.monotonic())
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/api"
-        serve = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        serve.start()
-
-    def events(self) -> list[dict]:
-        return [e for _, _, batch in self.posts for e in batch]
+from tests.servers import Webhook
 
 
 @pytest.fixture
-def receiver(monkeypatch) -> Iterator[Receiver]:
-    found = Receiver()
-    monkeypatch.setenv("PREFECT_API_URL", found.url)
+def receiver(monkeypatch) -> Iterator[Webhook]:
+    """What a Prefect API at its URL + /api would have been sent to /events."""
+    found = Webhook()
+    monkeypatch.setenv("PREFECT_API_URL", f"{found.url}/api")
     monkeypatch.delenv("PREFECT_API_AUTH_STRING", raising=False)
     monkeypatch.delenv("PREFECT_API_KEY", raising=False)
     yield found
-    found.server.shutdown()
+    found.close()
 
 
 def test_no_api_url_no_post(monkeypatch):
@@ -68,7 +39,7 @@ def test_emit_posts_an_event_prefect_accepts(receiver, monkeypatch):
     monkeypatch.setenv("PREFECT_API_AUTH_STRING", "admin:s3cret")
     resource = {"prefect.resource.id": "mnist.data.m", "mnist.retrain.due": "true"}
     assert events.emit("mnist.data.added", resource, {"added": 3, "source": "feedback"})
-    [(path, headers, batch)] = receiver.posts
+    [(_, path, batch)], [headers] = receiver.posts, receiver.headers
     assert path == "/api/events"
     assert headers["Authorization"] == "Basic " + base64.b64encode(b"admin:s3cret").decode()
     [event] = [Event.model_validate(e) for e in batch]  # Prefect's own schema
@@ -80,7 +51,7 @@ def test_emit_posts_an_event_prefect_accepts(receiver, monkeypatch):
 def test_emit_sends_the_api_key_as_a_bearer(receiver, monkeypatch):
     monkeypatch.setenv("PREFECT_API_KEY", "pnu_key")
     assert events.emit("mnist.x", {"prefect.resource.id": "mnist.x"}, {})
-    assert receiver.posts[0][1]["Authorization"] == "Bearer pnu_key"
+    assert receiver.headers[0]["Authorization"] == "Bearer pnu_key"
 
 
 def test_a_silent_server_costs_the_timeout_and_one_line(monkeypatch, caplog):

@@ -3,18 +3,15 @@ store with a prediction log: the least confident first, drifted windows before t
 by prediction id, sorted by a person, added back linked to their predictions, then gone from
 the queue; `mnist data add` and `accept` tell the retrain trigger (an HTTP receiver here)."""
 
-import json
 import shutil
-import threading
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import numpy as np
 import pytest
 
 from app.cli import main
 from mnist.datastore import Logged, PredictionLog, Sample, Store, new_ids
+from tests.servers import Webhook
 
 
 @pytest.fixture
@@ -160,28 +157,11 @@ def test_ids_that_name_no_logged_prediction_are_added_unlinked(url, tmp_path, ca
     )
 
 
-class Receiver(BaseHTTPRequestHandler):
-    """A stand-in Prefect API that keeps the events posted to it."""
-
-    events: ClassVar[list[dict]] = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        Receiver.events += json.loads(body)
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, format, *args):
-        pass
-
-
 def test_add_and_accept_tell_the_retrain_trigger(url, tmp_path, monkeypatch, capsys, mnist_data):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{server.server_port}/api")
+    hook = Webhook()  # a stand-in Prefect API that keeps the events posted to it
+    monkeypatch.setenv("PREFECT_API_URL", f"{hook.url}/api")
     # a registry that fails at once: the event still goes, saying so (a fresh SQLite one: 3 s)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
-    Receiver.events = []
     try:
         np.savez(tmp_path / "few.npz", x=mnist_data.test.images[:3], y=mnist_data.test.labels[:3])
         assert data(url, "add", str(tmp_path / "few.npz")) == 0
@@ -191,7 +171,8 @@ def test_add_and_accept_tell_the_retrain_trigger(url, tmp_path, monkeypatch, cap
                 store.feedback(mnist_data.test.images[i], int(mnist_data.test.labels[i]))
             assert data(url, "reject" if batch == 2 else "accept", str(batch)) == 0
     finally:
-        server.shutdown()
-    got = [(e["event"], e["payload"]["added"], e["payload"]["source"]) for e in Receiver.events]
+        hook.close()
+    events = [e for _, _, batch in hook.posts for e in batch]
+    got = [(e["event"], e["payload"]["added"], e["payload"]["source"]) for e in events]
     assert got == [("mnist.data.added", 3, "few"), ("mnist.data.added", 2, "feedback-anonymous")]
-    assert all(e["resource"]["mnist.retrain.due"] == "false" for e in Receiver.events)
+    assert all(e["resource"]["mnist.retrain.due"] == "false" for e in events)
