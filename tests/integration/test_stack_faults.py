@@ -226,6 +226,20 @@ def _wait(env: dict[str, str], run_id: str, timeout: float = 600) -> dict:
     return wait_until(ended, timeout, 2)
 
 
+def _story(env: dict[str, str], run: dict) -> str:
+    """A flow run's final state and the last of its logs, for a failure's message."""
+    logs = httpx.post(
+        f"{env['PREFECT_API_URL']}/logs/filter",
+        json={
+            "logs": {"flow_run_id": {"any_": [run["id"]]}},
+            "sort": "TIMESTAMP_DESC",
+            "limit": 30,
+        },
+    ).json()
+    lines = "\n".join(entry["message"][-600:] for entry in reversed(logs))
+    return f"{run['name']}: {run['state']['type']} ({run['state']['message']})\n{lines}"
+
+
 def _tree(pid: int) -> list[int]:
     """`pid` and every process below it."""
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
@@ -296,7 +310,8 @@ def test_two_workers_run_a_training_and_a_retraining_at_once(stack, workers, tmp
     )
     assert elsewhere.returncode == 0, elsewhere.stderr[-3000:]
     runs = [_wait(env, trained), _wait(env, retrained)]
-    assert [r["state"]["type"] for r in runs] == ["COMPLETED", "COMPLETED"]
+    states = [r["state"]["type"] for r in runs]
+    assert states == ["COMPLETED", "COMPLETED"], [_story(env, r) for r in runs]
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     versions = client.search_model_versions(f"name = '{name}'")
     gated = [v for v in versions if "decision" in v.tags]

@@ -114,13 +114,20 @@ def test_due_labels_start_one_retraining_per_cooldown(server, tmp_path, monkeypa
         time.sleep(0.05)
     notes.close()
     assert notes.sent >= 3
-    time.sleep(3)
+
+    def stored() -> list[str] | None:
+        """The due flags of every event the server has stored, once it holds all sent (the
+        server persists events in batches, seconds after taking them)."""
+        found = httpx.post(
+            f"{server}/events/filter",
+            json={"filter": {"event": {"name": [events.DATA_ADDED]}}, "limit": 50},
+        ).json()["events"]
+        flags = [e["resource"][RETRAIN_DUE] for e in found]
+        return flags if len(flags) >= 2 + notes.sent else None
+
+    flags = _wait(stored)
+    time.sleep(2)  # past the stored events, the triggers have seen them too
     assert len(_triggered(server)) == 1  # the cool-down: one run however many due events
-    due = httpx.post(
-        f"{server}/events/filter",
-        json={"filter": {"event": {"name": [events.DATA_ADDED]}}, "limit": 50},
-    ).json()["events"]
-    flags = [e["resource"][RETRAIN_DUE] for e in due]
     print(f"{flags.count('true')} due events within the cool-down -> 1 run")
     assert flags.count("false") == 1 and flags.count("true") >= 1 + 3
 
