@@ -1,6 +1,7 @@
 """Thin Prefect tasks, one module per stage; the logic lives in `mnist`."""
 
 import mnist.env  # noqa: F401  (first: env defaults, also when a worker loads a flow by path)
+from tasks.card import card
 from tasks.evaluate import evaluate
 from tasks.gate import gate, register, same_inputs
 from tasks.ingest import added_data, ingest
@@ -11,6 +12,7 @@ from tasks.validate import validate
 
 __all__ = [
     "added_data",
+    "card",
     "evaluate",
     "gate",
     "ingest",

@@ -16,6 +16,7 @@ from mnist.event_names import GATE_ALERT, GATE_DECIDED
 from mnist.preprocess import Arrays
 from mnist.settings import AlertSettings, GateSettings
 from mnist.tracking import Run
+from tasks.card import decided
 
 
 @task(name="register", task_run_name="register-{name}", cache_policy=NO_CACHE)
@@ -160,6 +161,7 @@ def gate(
     metrics["gate.promoted"] = float(decision.promote)
     run.log_metrics(metrics)
     run.set_tags({"gate.decision": decision.verdict, "gate.compared_to": outcome.compared_to})
+    decided(challenger)  # the model card's gate section; never raises
     logger.info("v%s %s: %s", challenger.version, decision.verdict, decision.reason)
     announce(outcome)
     return outcome

@@ -1,4 +1,5 @@
-"""`mnist registry`: the versions of a registered model, its champion and their history."""
+"""`mnist registry`: the versions of a registered model, its champion, their history and
+their model cards."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def registry_command(args: argparse.Namespace) -> None:
     elif args.action == "rollback":
         v = registry.rollback(name)
         print(f"rolled back: champion is now {name} v{v.version}")
+    elif args.action == "card":
+        print(card_text(name, args.version))
     elif args.action == "history":
         events = registry.history(name)
         if events.empty:
@@ -51,6 +54,19 @@ def registry_command(args: argparse.Namespace) -> None:
         else:
             events["time"] = events["time"].dt.strftime("%Y-%m-%d %H:%M:%S")
             print(events.to_string(index=False))
+
+
+def card_text(name: str, version: str | None) -> str:
+    """The model card of `name` v`version` (default: the champion): its registry description."""
+    from mnist import registry
+    from mnist.tracking import call, client
+
+    v = registry.get(name, version, None if version else CHAMPION)
+    text = call(client().get_model_version, v.name, v.version).description
+    if not text:
+        why = v.tags.get("card", "registered before model cards were written")
+        raise MnistError(f"{name} v{v.version} has no model card ({why})")
+    return text.rstrip("\n")
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -71,3 +87,5 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     promote.add_argument("--reason", help="why (kept in the history)")
     actions.add_parser("rollback", help="give champion back to the previous holder")
     actions.add_parser("history", help="every gate decision and champion move")
+    card = actions.add_parser("card", help="the model card of VERSION (default: the champion)")
+    card.add_argument("version", nargs="?", help="version number")
