@@ -150,6 +150,7 @@ def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingRes
             lineage["holdout_accuracy"] = f"{holdout.accuracy:.4f}"
         version = tasks.register(model_uri, run.run_id, config.registered_model, lineage).version
         run.set_tags({"registered_version": version})
+        tasks.card(net, config, prepared, evaluation, holdout, dataset, added, run, version)
     result = TrainingResult(
         run_id=run.run_id,
         model_uri=model_uri,
