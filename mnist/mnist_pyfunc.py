@@ -3,10 +3,12 @@
 
 MLflow's TensorFlow flavour answers `pyfunc.predict` with `keras.Model.predict`, which builds
 a data pipeline on every call: about 45 ms for one image. This loader runs the same model
-through `predict_on_batch` (one compiled graph call per chunk). It ships inside every logged
-model (MLflow `code_paths`), so `mlflow.pyfunc.load_model` and `mlflow models serve` use it
-without mnist-pipeline installed; `mlflow.tensorflow.load_model` still gives the Keras model.
-It imports only Keras, NumPy and pandas, and loads the Keras file in safe mode.
+through `predict_on_batch` (one compiled graph call per chunk), or, when the model has its
+checked ONNX copy (`model.onnx`) and ONNX Runtime is installed, runs that copy without
+importing TensorFlow at all. It ships inside every logged model (MLflow `code_paths`), so
+`mlflow.pyfunc.load_model` and `mlflow models serve` use it without mnist-pipeline installed;
+`mlflow.tensorflow.load_model` still gives the Keras model. It imports only ONNX Runtime or
+Keras, NumPy and pandas, and loads the Keras file in safe mode.
 """
 
 from __future__ import annotations
@@ -31,15 +33,35 @@ class KerasDigits:
     def get_raw_model(self) -> Any:
         return self.model
 
+    def answer(self, x: np.ndarray) -> np.ndarray:
+        return probabilities(self.model, x.reshape(-1, *self.input_shape))
+
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
         import pandas as pd
 
         frame = isinstance(data, pd.DataFrame)
         if isinstance(data, dict) and len(data) == 1:  # a named tensor input
             data = next(iter(data.values()))
-        x = np.asarray(data.to_numpy() if frame else data, dtype=np.float32)
-        out = probabilities(self.model, x.reshape(-1, *self.input_shape))
+        out = self.answer(np.asarray(data.to_numpy() if frame else data, dtype=np.float32))
         return pd.DataFrame(out, index=data.index) if frame else out
+
+
+class OnnxDigits(KerasDigits):
+    """`KerasDigits` answered by the model's ONNX copy in ONNX Runtime (raw pixels
+    (N, 28, 28) -> (N, 10)); `get_raw_model` gives the ONNX Runtime session."""
+
+    def __init__(self, session: Any) -> None:
+        self.model = session
+        self.input_shape = (28, 28)
+        self.input_name = session.get_inputs()[0].name
+
+    def answer(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x.reshape(-1, *self.input_shape))
+        chunks = [
+            np.asarray(self.model.run(None, {self.input_name: x[i : i + CHUNK]})[0])
+            for i in range(0, len(x), CHUNK)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
 
 
 def probabilities(model: Any, x: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
@@ -51,7 +73,18 @@ def probabilities(model: Any, x: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
 
 
 def _load_pyfunc(path: str) -> KerasDigits:
-    """Called by `mlflow.pyfunc.load_model` with the flavour's data directory."""
+    """Called by `mlflow.pyfunc.load_model` with the flavour's data directory: the ONNX copy
+    when there is one and ONNX Runtime loads it, else the Keras model."""
+    onnx = os.path.join(path, "model.onnx")
+    if os.path.isfile(onnx) and not os.path.islink(onnx):
+        try:
+            import onnxruntime as ort
+
+            with open(onnx, "rb") as file:  # as bytes: no external data files are read
+                session = ort.InferenceSession(file.read(), providers=["CPUExecutionProvider"])
+            return OnnxDigits(session)
+        except Exception:  # no ONNX Runtime here, or a copy it cannot run: Keras answers
+            pass
     import keras
 
     return KerasDigits(keras.saving.load_model(os.path.join(path, "model.keras"), safe_mode=True))

@@ -1,3 +1,5 @@
+import time
+
 import keras
 import numpy as np
 import pandas as pd
@@ -75,8 +77,22 @@ def warm_start(config: TrainConfig, ref: str | None, added: Added, run: Run) -> 
 
 
 @task(name="log-model", cache_policy=NO_CACHE)
-def log_model(net: keras.Model, example: np.ndarray, run: Run) -> str:
-    """Log the network, wrapped to take raw 0-255 pixels (N, 28, 28), as the run's `model`."""
-    uri = run.log_model(models.for_raw_pixels(net), unscale(example))
-    get_run_logger().info("logged model %s", uri)
-    return uri
+def log_model(net: keras.Model, test_x: np.ndarray, run: Run) -> tuple[str, dict[str, str]]:
+    """Log the network, wrapped to take raw 0-255 pixels (N, 28, 28), as the run's `model`,
+    with its ONNX copy when that gives the same answers on the test images `test_x` (model
+    inputs); returns its URI and the copy's tags (`onnx`, `onnx_same_digit`, ...)."""
+    started = time.perf_counter()
+    images = unscale(test_x)
+    logged = run.log_model_with_copy(models.for_raw_pixels(net), images[:5], images)
+    logger = get_run_logger()
+    logger.info("logged model %s (%.1f s)", logged.uri, time.perf_counter() - started)
+    if logged.tags["onnx"] == "yes":
+        logger.info(
+            "ONNX copy: same digit on %s of %s test images, max |diff| %s",
+            logged.tags["onnx_same_digit"],
+            logged.tags["onnx_checked_on"],
+            logged.tags["onnx_max_abs_diff"],
+        )
+    else:
+        logger.warning("logged without an ONNX copy: %s", logged.tags["onnx"][4:])
+    return logged.uri, logged.tags

@@ -1,21 +1,23 @@
 """Model files: how a model is saved into MLflow (the TensorFlow flavour with our own pyfunc
-loader), the audit that an MLflow model directory is one this project logged, and loading a
-model from a `.keras` file, a model directory or an MLflow URI.
+loader, and the model's ONNX copy `data/model.onnx` when it has one), the audit that an MLflow
+model directory is one this project logged, and loading a model from a `.keras` file, a model
+directory or an MLflow URI.
 
 Each logged model ships `mnist/mnist_pyfunc.py` as its pyfunc loader; the audit accepts that
-file only with the digest of this loader or of an earlier one (`_EARLIER_LOADERS`).
+file only with the digest of this loader or of an earlier one (`_EARLIER_LOADERS`). Neither the
+audit nor finding a local model directory imports MLflow (start-up time): only a download does.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from mnist import mnist_pyfunc
 from mnist.errors import MnistError, first_line
 from mnist.references import ModelRef
-from mnist.tracking.store import call
 
 if TYPE_CHECKING:
     import keras
@@ -26,6 +28,7 @@ PYFUNC_LOADER = mnist_pyfunc.__name__.rpartition(".")[2]
 _EARLIER_LOADERS: tuple[str, ...] = (
     "bdaaf96a443c3d8c45ed4833cc313c29ba8b9785168dab4729aa5e3d80d21926",
     "50b2491f960221e180ecf0f7adec1704d1e39c28f4def673c0422aa4cd15d537",
+    "52eb1be92d71c7b20cd82ae6b934c179307d3ca60b0c6ae7749a467f1b2405de",
 )
 """SHA-256 of earlier `mnist_pyfunc.py` files: when the file changes, add its old digest here,
 or the models logged with it stop loading, and copy the new file into
@@ -43,7 +46,11 @@ class KerasFlavour:
     call per chunk instead of a data pipeline per call (`mnist/mnist_pyfunc.py`)."""
 
     @staticmethod
-    def save_model(path: str, mlflow_model: Any, **kwargs: Any) -> None:
+    def save_model(
+        path: str, mlflow_model: Any, onnx_file: Path | None = None, **kwargs: Any
+    ) -> None:
+        """MLflow's TensorFlow flavour, our pyfunc loader, and `onnx_file` (the model's
+        checked ONNX copy, when it has one) copied in as `data/model.onnx`."""
         from mlflow.pyfunc import FLAVOR_NAME
         from mlflow.tensorflow import save_model
 
@@ -52,45 +59,57 @@ class KerasFlavour:
         )
         mlflow_model.flavors[FLAVOR_NAME]["loader_module"] = PYFUNC_LOADER
         mlflow_model.save(str(Path(path) / "MLmodel"))
+        if onnx_file is not None:
+            data = str(mlflow_model.flavors["tensorflow"].get("data", "data"))
+            shutil.copyfile(onnx_file, Path(path) / data / ONNX_FILE)
 
 
 KERAS_MODULES = ("keras", "tensorflow.keras")
 """The only Keras modules a logged model may name (MLflow would import any module named)."""
 PICKLES = ("*.pkl", "*.pickle", "*.cloudpickle")
+ONNX_FILE = "model.onnx"
+"""A logged model's ONNX copy, beside its `model.keras` (`mnist.onnx_model`)."""
 
 
 def check_logged_model(path: Path, ref: str) -> Path:
     """The Keras file of an MLflow model directory that this project logged, or an error: the
     TensorFlow flavour (and the pyfunc one, loaded by `mlflow.tensorflow` or by the shipped
     `mnist_pyfunc.py`) and no other, no other code, a real Keras module, no pickled objects, a
-    `.keras` file. The file is then loaded by Keras in safe mode, never through MLflow: no code
-    in the directory runs here, and a directory shaped otherwise was not logged by us."""
-    from mlflow.models import Model
+    `.keras` file, and an ONNX copy (`data/model.onnx`), if any, that is a plain file. The
+    file is then loaded by Keras in safe mode (or the copy by ONNX Runtime), never through
+    MLflow: no code in the directory runs here, and a directory shaped otherwise was not logged
+    by us. The MLmodel file is read as YAML, without importing MLflow."""
+    import yaml
 
     try:
-        meta = Model.load(str(path / "MLmodel"))
+        meta = yaml.safe_load((path / "MLmodel").read_text())
+        if not isinstance(meta, dict):
+            raise TypeError(f"it holds a {type(meta).__name__}, not a mapping")
+        flavors = meta.get("flavors") or {}
+        if not isinstance(flavors, dict):
+            raise TypeError(f"its flavors are a {type(flavors).__name__}, not a mapping")
     except Exception as exc:  # a hostile or damaged MLmodel: any parse error is possible
         raise MnistError(f"model {ref!r}: unreadable MLmodel file ({exc})") from exc
-    flavor = meta.flavors.get("tensorflow")
+    flavor = flavors.get("tensorflow")
     if not isinstance(flavor, dict):
-        kinds = ", ".join(meta.flavors) or "none"
+        kinds = ", ".join(map(str, flavors)) or "none"
         raise MnistError(f"model {ref!r} has no TensorFlow flavour (flavours: {kinds})")
     problems = []
-    if others := sorted(set(meta.flavors) - {"tensorflow", "python_function"}):
+    if others := sorted(map(str, set(flavors) - {"tensorflow", "python_function"})):
         problems.append(f"has the flavour(s) {', '.join(others)}")
-    codes = {conf.get("code") for conf in meta.flavors.values() if isinstance(conf, dict)}
+    codes = {conf.get("code") for conf in flavors.values() if isinstance(conf, dict)}
     if (codes - {None, "code"}) or not _only_our_loader(path / "code"):
         problems.append("ships code")
     named = path / str(flavor.get("data", "data")) / "keras_module.txt"
     modules = {
         conf["keras_module"]
-        for conf in meta.flavors.values()
+        for conf in flavors.values()
         if isinstance(conf, dict) and conf.get("keras_module")
     }
     modules |= {named.read_text().strip()} if named.is_file() else set()
     if bad := sorted(modules - set(KERAS_MODULES)):
         problems.append(f"names the module {bad[0]!r}")
-    pyfunc = meta.flavors.get("python_function") or {}
+    pyfunc = flavors.get("python_function") or {}
     if pyfunc and pyfunc.get("loader_module") not in ("mlflow.tensorflow", PYFUNC_LOADER):
         problems.append(f"names the loader {pyfunc.get('loader_module')!r}")
     if any(next(path.rglob(pattern), None) for pattern in PICKLES):
@@ -98,6 +117,9 @@ def check_logged_model(path: Path, ref: str) -> Path:
     keras_file = path / str(flavor.get("data", "data")) / "model.keras"
     if flavor.get("model_type", "keras") != "keras" or not keras_file.is_file():
         problems.append("is not a Keras 3 model file")
+    onnx_file = keras_file.parent / ONNX_FILE
+    if onnx_file.is_symlink() or (onnx_file.exists() and not onnx_file.is_file()):
+        problems.append("holds an ONNX copy that is not a plain file")
     if problems:
         raise MnistError(
             f"refusing model {ref!r}: it {' and '.join(problems)}; only models logged by "
@@ -123,39 +145,57 @@ def _only_our_loader(code: Path) -> bool:
     return True
 
 
+def fetch_model(ref: str, scratch: Path) -> Path:
+    """The `.keras` file or the audited MLflow model directory (`check_logged_model`) that
+    `ref` names: a local path as it is, a URI downloaded into `scratch`. MLflow is imported
+    only to download."""
+    path = Path(ref).expanduser()
+    if path.is_file() and path.suffix == ".keras":
+        return path
+    if not (path.is_dir() and (path / "MLmodel").is_file()):
+        if ModelRef.parse(ref).local:
+            raise MnistError(f"model {ref!r}: no such .keras file or MLflow model directory")
+        import mlflow.artifacts
+
+        from mnist.tracking.store import call
+
+        try:
+            path = Path(
+                call(mlflow.artifacts.download_artifacts, artifact_uri=ref, dst_path=str(scratch))
+            )
+        except MnistError as exc:
+            raise MnistError(f"cannot load model {ref!r}: {exc}") from exc
+    check_logged_model(path, ref)
+    return path
+
+
+def keras_file(path: Path) -> Path:
+    """The Keras file of what `fetch_model` gave: itself, or the model directory's."""
+    if path.is_file():
+        return path
+    import yaml
+
+    flavor = yaml.safe_load((path / "MLmodel").read_text())["flavors"]["tensorflow"]
+    return path / str(flavor.get("data", "data")) / "model.keras"
+
+
+def load_keras(path: Path, ref: str) -> keras.Model:
+    """A `.keras` file loaded by Keras in safe mode; any failure is one `MnistError`."""
+    import keras
+
+    try:
+        # A `.keras` file holds one model (its config names the class).
+        return cast("keras.Model", keras.saving.load_model(path, safe_mode=True))
+    except Exception as exc:  # a damaged or hostile file can fail anywhere inside Keras
+        detail = f"{type(exc).__name__}: {first_line(exc)}"
+        raise MnistError(f"cannot load model {ref!r}: {detail}") from exc
+
+
 def load_model(ref: str) -> keras.Model:
     """A raw-pixel Keras model from a `.keras` file, an MLflow model directory, or an MLflow URI
     (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `models:/m-ID`, `runs:/ID/model`). MLflow
     models pass `check_logged_model`; Keras loads the file itself, in safe mode."""
     import tempfile
 
-    import keras
-    import mlflow.artifacts
-
-    path = Path(ref).expanduser()
-    try:
-        with tempfile.TemporaryDirectory(prefix="mnist-model-") as scratch:
-            if not (path.is_file() and path.suffix == ".keras"):
-                if not (path.is_dir() and (path / "MLmodel").is_file()):
-                    if ModelRef.parse(ref).local:
-                        raise MnistError(
-                            f"model {ref!r}: no such .keras file or MLflow model directory"
-                        )
-                    try:
-                        path = Path(
-                            call(
-                                mlflow.artifacts.download_artifacts,
-                                artifact_uri=ref,
-                                dst_path=scratch,
-                            )
-                        )
-                    except MnistError as exc:
-                        raise MnistError(f"cannot load model {ref!r}: {exc}") from exc
-                path = check_logged_model(path, ref)
-            # A `.keras` file holds one model (its config names the class).
-            return cast("keras.Model", keras.saving.load_model(path, safe_mode=True))
-    except MnistError:
-        raise
-    except Exception as exc:  # a damaged or hostile file can fail anywhere inside Keras
-        detail = f"{type(exc).__name__}: {first_line(exc)}"
-        raise MnistError(f"cannot load model {ref!r}: {detail}") from exc
+    with tempfile.TemporaryDirectory(prefix="mnist-model-") as scratch:
+        return load_keras(keras_file(fetch_model(ref, Path(scratch))), ref)

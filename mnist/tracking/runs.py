@@ -80,6 +80,14 @@ class Input:
 
 
 @dataclass(frozen=True)
+class LoggedModel:
+    """A logged model's URI (`models:/m-ID`) and the tags of its ONNX copy."""
+
+    uri: str
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
 class Run:
     """An MLflow run, bound to its id: everything a flow and its tasks log goes through it."""
 
@@ -153,14 +161,38 @@ class Run:
             )
             plt.close(fig)
 
-    def log_model(self, model: keras.Model, example: np.ndarray) -> str:
-        """Log a raw-pixel model under `model` with a signature; returns its URI,
+    def log_model(
+        self, model: keras.Model, example: np.ndarray, check_on: np.ndarray | None = None
+    ) -> str:
+        """Log a raw-pixel model under `model` with a signature and, when it passes its check on
+        `check_on` (raw pixels; default: `example`), its ONNX copy; returns its URI,
         `models:/m-ID` (MLflow 3 keeps a logged model apart from its run's artifacts)."""
-        import mlflow.models
+        return self.log_model_with_copy(model, example, check_on).uri
+
+    def log_model_with_copy(
+        self, model: keras.Model, example: np.ndarray, check_on: np.ndarray | None = None
+    ) -> LoggedModel:
+        """`log_model`, also giving the tags of the ONNX copy (`mnist.onnx_model`), which
+        the run gets too: `onnx` (`yes`, or `no: why`) and the check's figures. A model whose
+        copy cannot be made or fails its check is logged without one."""
+        import tempfile
+
         import numpy as np
         from mlflow.models import infer_signature
 
+        from mnist.onnx_model import make_copy
+
         signature = infer_signature(example.astype(np.float32), np.asarray(model(example)))
+        images = example if check_on is None else check_on
+        with tempfile.TemporaryDirectory(prefix="mnist-onnx-") as scratch:
+            onnx_file, tags = make_copy(model, Path(scratch), images)
+            uri = self._log_model(model, signature, onnx_file)
+        self.set_tags(tags)
+        return LoggedModel(uri, tags)
+
+    def _log_model(self, model: keras.Model, signature: object, onnx_file: Path | None) -> str:
+        import mlflow.models
+
         # Created here, in this run's experiment: left to itself, MLflow files a logged model
         # under the process's active experiment, not under the run it is given.
         logged = call(
@@ -180,6 +212,7 @@ class Run:
                 model_id=logged.model_id,
                 signature=signature,
                 pip_requirements=pip_requirements(),
+                onnx_file=onnx_file,
             )
         except MnistError as exc:  # a full disk, say: keep no half-written model
             location = urlparse(logged.artifact_location)
