@@ -135,7 +135,7 @@ def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingRes
     )
     # Drawing the plots overlaps saving the model; both finish before registering.
     plotted = tasks.plot.submit(history, prepared.test.x, evaluation, run, holdout)
-    model_uri = tasks.log_model(net, prepared.test.x[:5], run)
+    model_uri, onnx_tags = tasks.log_model(net, prepared.test.x, run)
     plotted.result()
     version = None
     if config.register_model:
@@ -145,6 +145,7 @@ def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingRes
             "dataset_digest": dataset.digest,
             "added_data_digest": added.digest or "none",
             "inputs_digest": inputs.digest,
+            **onnx_tags,
         }
         if holdout is not None:
             lineage["holdout_accuracy"] = f"{holdout.accuracy:.4f}"
