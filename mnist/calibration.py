@@ -70,8 +70,8 @@ def expected_calibration_error(
 
 
 def reliability_diagram(result: Reliability, what: str = "test images") -> Figure:
-    """Accuracy against confidence per bin (bars) beside the diagonal of perfect calibration,
-    with the share of images in each bin below."""
+    """Accuracy per confidence bin (bars) and the bin's mean confidence (dots) beside the
+    diagonal of perfect calibration, with the share of images in each bin below."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,15 +96,13 @@ def reliability_diagram(result: Reliability, what: str = "test images") -> Figur
         edgecolor="black",
         label="accuracy in the bin",
     )
-    top.bar(
-        left[used],
-        result.confidence[used] - result.accuracy[used],
-        width,
-        bottom=result.accuracy[used],
-        align="edge",
+    top.plot(
+        left[used] + width / 2,
+        result.confidence[used],
+        "o",
         color="tab:red",
-        alpha=0.35,
-        label="gap to mean confidence",
+        markersize=4,
+        label="mean confidence in the bin",
     )
     top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     top.set(

@@ -138,8 +138,9 @@ def _data(facts: Facts, tags: dict[str, str]) -> str:
 
 def _recipe(facts: Facts) -> str:
     r = facts["recipe"]
+    epochs = f"{r['epochs']} epoch{'s' if r['epochs'] != 1 else ''}"
     return (
-        f"`{r['model']}`, {r['epochs']} epochs, batch {r['batch_size']}, learning rate "
+        f"`{r['model']}`, {epochs}, batch {r['batch_size']}, learning rate "
         f"{r['learning_rate']} ({r['schedule']}), Adam betas "
         f"{r['adam_beta_1']}/{r['adam_beta_2']}, "
         f"augment {'yes' if r['augment'] else 'no'}, label smoothing {r['label_smoothing']}, "
@@ -235,18 +236,14 @@ def _onnx(tags: dict[str, str]) -> str:
 
 def _limits(facts: Facts) -> str:
     rows = dict(facts["robustness"]["rows"])
-    worst = min(rows.items(), key=lambda kv: kv[1])
-    shift = rows.get("shifted 3 px right and down")
-    turn = rows.get("rotated 20 degrees")
+    base = rows.pop(robustness.UNCHANGED)
+    falls = ", ".join(f"{acc:.4f} {name}" for name, acc in sorted(rows.items(), key=lambda r: r[1]))
     return "\n".join(
         [
             "- One white digit on a black background, 28x28, scaled into a 20x20 box and centred "
             "by its centre of mass, as MNIST's. `mnist predict` and `mnist serve` prepare larger "
             "pictures that way (inverting a light background), but take a 28x28 image as it is.",
-            f"- Framing matters: shifted 3 px, accuracy is {shift:.4f}; rotated 20 degrees, "
-            f"{turn:.4f}; worst of the table: {worst[0]}, {worst[1]:.4f}."
-            if shift is not None and turn is not None
-            else f"- Framing matters: worst of the table: {worst[0]}, {worst[1]:.4f}.",
+            f"- Framing matters: from {base:.4f}, accuracy falls to {falls}.",
             "- It always answers a digit 0-9, even for a letter, a blank or several digits: low "
             "confidence is the only sign, and the confidence is calibrated on MNIST only.",
             "- MNIST's writers (US Census staff and students, 1990s) and the added sources above "

@@ -104,25 +104,33 @@ def measure(
     ]
 
 
-def examples(images: np.ndarray, count: int = 6) -> Figure:
-    """The first `count` images as they are and under every transform, one row each."""
+def examples(images: np.ndarray, count: int = 8) -> Figure:
+    """The first `count` images as they are and under every transform, one row each, drawn as
+    one picture (one image per axes would cost a second)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = np.asarray(images)[:count]
+    shown = _planes(np.asarray(images)[:count]).astype(np.float32)
     rows = {UNCHANGED: shown, **{name: t(shown) for name, t in TRANSFORMS.items()}}
-    fig, axes = plt.subplots(
-        len(rows), len(shown), figsize=(1.1 * len(shown) + 2.2, 1.1 * len(rows)), squeeze=False
+    side, gap = shown.shape[-1], 2
+    cell = side + gap
+    montage = np.full((len(rows) * cell - gap, len(shown) * cell - gap), np.nan, np.float32)
+    for r, row in enumerate(rows.values()):
+        for c, image in enumerate(row):
+            montage[r * cell : r * cell + side, c * cell : c * cell + side] = image
+    width, height = 0.45 * len(shown), 0.45 * len(rows)
+    fig, ax = plt.subplots(figsize=(width + 2.0, height + 0.4))
+    fig.subplots_adjust(
+        left=2.0 / (width + 2.0), right=0.99, bottom=0.01, top=height / (height + 0.4)
     )
-    for r, (name, row) in enumerate(rows.items()):
-        for c, image in enumerate(_planes(row)):
-            ax = axes[r, c]
-            ax.imshow(image, cmap="gray", vmin=0, vmax=float(np.max(shown)) or 1.0)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle("Test digits as the robustness table changes them", fontsize=10)
-    fig.subplots_adjust(left=0.3, right=0.99, top=0.95, bottom=0.01, wspace=0.05, hspace=0.05)
+    ax.imshow(np.ma.masked_invalid(montage), cmap="gray", vmin=0, vmax=float(shown.max()) or 1.0)
+    ax.set_facecolor("white")
+    ax.set_xticks([])
+    ax.set_yticks([r * cell + side / 2 for r in range(len(rows))], list(rows), fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title("Test digits as the robustness table changes them", fontsize=9)
     return fig
