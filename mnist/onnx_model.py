@@ -37,7 +37,7 @@ _NOISY_LOGGERS = ("tf2onnx", "tensorflow", "absl", "onnx")
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """Silence tf2onnx's and TensorFlow's loggers and warnings while a model is exported."""
     loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
     levels = [logger.level for logger in loggers]
@@ -59,7 +59,7 @@ def export_onnx(model: keras.Model, path: Path) -> Path:
     try:
         if not getattr(model, "_called", True):  # Keras exports only a model called once
             model(np.zeros((1, *IMAGE_SHAPE), np.float32))
-        with _quiet():
+        with quiet():
             model.export(str(path), format="onnx", verbose=False)
     except Exception as exc:  # tf2onnx fails on an unsupported op anywhere in the graph
         path.unlink(missing_ok=True)
