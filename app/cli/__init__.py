@@ -20,7 +20,7 @@ import threading
 from types import FrameType
 from typing import NoReturn
 
-from app.cli import admin, data, monitor, predict, registry, serve, training
+from app.cli import admin, data, export, monitor, predict, registry, serve, training
 from app.cli.exit import exit_now
 from app.cli.options import UsageError
 from mnist.errors import MnistError
@@ -32,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
         prog="mnist", description="Train, track and use MNIST digit classifiers."
     )
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (training, registry, predict, data, serve, monitor, admin):
+    for group in (training, registry, predict, data, serve, monitor, admin, export):
         group.add_parsers(commands)
     return p
 
