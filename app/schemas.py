@@ -61,6 +61,10 @@ class Health(BaseModel):
     refresh_error: str | None = Field(description="why the last model refresh failed")
     feedback: bool = Field(False, description="whether POST /feedback takes samples")
     prediction_log: LogHealth = Field(description="the prediction log: on, written, dropped")
+    runtime: Literal["onnx", "keras"] = Field(
+        description="how the model runs: its ONNX copy with ONNX Runtime, or Keras"
+    )
+    tensorflow_loaded: bool = Field(description="whether the server process imported TensorFlow")
 
 
 class FeedbackStored(BaseModel):

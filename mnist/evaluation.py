@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from mnist import mnist_pyfunc
 from mnist.preprocess import NUM_CLASSES, Arrays
 
 if TYPE_CHECKING:
     import keras
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class Evaluation:
     def per_class(self) -> pd.DataFrame:
         """Precision, recall, F1 and support for each digit (0 where undefined, as
         scikit-learn's `zero_division=0`), from the confusion matrix."""
+        import pandas as pd
+
         hits = np.diag(self.confusion).astype(np.float64)
         support, claimed = self.confusion.sum(axis=1), self.confusion.sum(axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -1,20 +1,20 @@
-"""Load a saved model and predict digits for new inputs: arrays, CSV rows, images.
+"""Predict digits for new inputs (arrays, CSV rows, images) with a loaded model.
 
 Inputs become raw pixels (N, 28, 28) float32 in 0-255, go through the same validation and
-NaN policy as training data, and are fed to the model, which carries its own scaling.
+NaN policy as training data, and are fed to the model, which carries its own scaling. The model
+is anything with `probabilities(x)`: a runner of `mnist.tracking.load_runner`, through ONNX
+Runtime or Keras. Importing this module imports neither TensorFlow nor Keras.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import pandas as pd
 
 from mnist.errors import MnistError
-from mnist.evaluation import predict_proba
 from mnist.preprocess import RAW_RANGE, Arrays
 from mnist.readers import (
     IMAGE_SIZE,
@@ -29,9 +29,23 @@ from mnist.settings import NanPolicy
 from mnist.validation import ValidationReport, validate
 
 if TYPE_CHECKING:
-    import keras
+    import pandas as pd
 
-__all__ = ["IMAGE_SUFFIXES", "Predictions", "as_images", "predict", "read_image", "read_inputs"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "Predictions",
+    "Probabilities",
+    "as_images",
+    "predict",
+    "read_image",
+    "read_inputs",
+]
+
+
+class Probabilities(Protocol):
+    """A model ready to predict: raw pixels (N, 28, 28) float32 -> probabilities (N, 10)."""
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray: ...
 
 
 def read_inputs(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
@@ -71,15 +85,21 @@ class Predictions:
 
 
 def predict(
-    model: keras.Model, images: np.ndarray, names: list[str], policy: NanPolicy = "fail"
+    model: Probabilities, images: np.ndarray, names: list[str], policy: NanPolicy = "fail"
 ) -> Predictions:
     """Validate raw pixels under `policy`, then predict a digit and its probability for each."""
+    import pandas as pd
+
     x = images.reshape(len(images), IMAGE_SIZE, IMAGE_SIZE, 1)  # validated before any narrowing
     cleaned, report = validate({"input": Arrays(x, None)}, policy, RAW_RANGE)
     kept = cleaned["input"].x.astype(np.float32)
     rows = report.splits["input"].kept
     rows = np.arange(len(x)) if rows is None else rows
-    probabilities = predict_proba(model, kept.reshape(-1, IMAGE_SIZE, IMAGE_SIZE))
+    probabilities = (
+        model.probabilities(kept.reshape(-1, IMAGE_SIZE, IMAGE_SIZE))
+        if len(kept)
+        else np.zeros((0, 10), np.float32)  # every input dropped: no model call
+    )
     table = pd.DataFrame(
         {
             "input": [names[i] for i in rows],

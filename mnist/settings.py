@@ -37,6 +37,13 @@ CHAMPION = "champion"
 """The alias of the version in service."""
 
 NanPolicy = Literal["fail", "drop", "impute"]
+RuntimeChoice = Literal["auto", "onnx", "keras"]
+"""How a model runs: its ONNX copy with ONNX Runtime (no TensorFlow), Keras, or ONNX when the
+version has a copy (`auto`)."""
+RUNTIME_HELP = (
+    "how the model runs: onnx (its ONNX copy with ONNX Runtime, without TensorFlow), keras, or "
+    "auto (onnx when the version has an ONNX copy, else keras)"
+)
 
 
 def loopback(host: str) -> bool:
@@ -235,6 +242,13 @@ class ServeSettings(BaseSettings):
         "or a path",
         json_schema_extra={"metavar": "REF"},
     )
+    runtime: RuntimeChoice = Field(default="auto", description=RUNTIME_HELP)
+    onnx_threads: int = Field(
+        default=1,
+        ge=0,
+        description="ONNX Runtime's threads per model call (0: one per core); one leaves the "
+        "other cores to the HTTP server (ADR 0073)",
+    )
     host: str = Field(default="127.0.0.1", description="address to bind")
     admin_token: SecretStr | None = Field(
         default=None,
@@ -316,6 +330,7 @@ class PredictSettings(BaseSettings):
         json_schema_extra={"metavar": "REF"},
     )
     nan_policy: NanPolicy = DataSettings.model_fields["nan_policy"]  # pyright: ignore[reportAssignmentType]  (pydantic takes a field as its default)
+    runtime: RuntimeChoice = Field(default="auto", description=RUNTIME_HELP)
 
 
 class RegistrySettings(BaseSettings):

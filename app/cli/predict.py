@@ -1,4 +1,5 @@
-"""`mnist predict`: digits read from files, predicted by a saved or registered model."""
+"""`mnist predict`: digits read from files, predicted by a saved or registered model, through
+its ONNX copy with ONNX Runtime (no TensorFlow import) or through Keras (`--runtime`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def predict(args: argparse.Namespace) -> None:
     from mnist import inference, tracking
 
     images, names = inference.read_inputs([Path(p) for p in args.inputs])
-    model = tracking.load_model(chosen.model)
+    model = tracking.load_runner(chosen.model, chosen.runtime)
     out = inference.predict(model, images, names, chosen.nan_policy)
     if out.report.problems:
         print(f"validation: {out.report.summary()} (policy {chosen.nan_policy})", file=sys.stderr)

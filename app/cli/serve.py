@@ -1,4 +1,5 @@
-"""`mnist serve`: the HTTP service (`app.serve`) under uvicorn."""
+"""`mnist serve`: the HTTP service (`app.serve`) under uvicorn. With `--runtime onnx` (or
+`auto` on a version that has an ONNX copy) the server never imports TensorFlow."""
 
 from __future__ import annotations
 
@@ -16,8 +17,13 @@ def serve(args: argparse.Namespace) -> None:
 
     store = settings(args, DatastoreSettings).datastore
     app = create_app(chosen, store)
-    app.state.holder.refresh()  # no model, no server: one line, before uvicorn starts
-    print(f"serving {chosen.model} on http://{chosen.host}:{chosen.port}/", flush=True)
+    holder = app.state.holder
+    holder.refresh()  # no model, no server: one line, before uvicorn starts
+    runtime = holder.current()[0].runtime
+    print(
+        f"serving {chosen.model} on http://{chosen.host}:{chosen.port}/ (runtime {runtime})",
+        flush=True,
+    )
     from mnist import datastore
 
     where = datastore.safe_url(store or datastore.default_url())

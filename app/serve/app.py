@@ -7,12 +7,14 @@ log's writer, the feedback desk and the admin token into the routes (/predict, /
 from __future__ import annotations
 
 import asyncio
+import functools
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
+import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.events import LabelEvents
@@ -31,13 +33,12 @@ from app.serve import admin, parsing
 from app.serve import errors as handlers
 from app.serve.errors import RequestError
 from app.serve.feedback import FeedbackDesk, same_site
-from app.serve.holder import ModelHolder, poll
+from app.serve.holder import ModelHolder, poll, tensorflow_loaded
 from mnist import digits
 from mnist.batching import MicroBatcher
 from mnist.datastore import PredictionLog, Store, new_ids
 from mnist.datastore.tables import PENDING, TRUSTED
 from mnist.errors import MnistError
-from mnist.evaluation import predict_proba
 from mnist.prediction_log import LogWriter, Sampling
 from mnist.settings import ServeSettings, loopback
 
@@ -54,6 +55,12 @@ def prediction_log(settings: ServeSettings, datastore: str | None) -> LogWriter 
         return None
     sampling = Sampling(images=settings.log_images, confidence=settings.log_confidence)
     return LogWriter(lambda: PredictionLog(Store(datastore)), settings.log_days, sampling)
+
+
+@functools.lru_cache(maxsize=8)
+def _model_json(info: ModelInfo) -> dict:
+    """The `model` of each /predict answer, as JSON, once per version served."""
+    return info.model_dump(mode="json")
 
 
 def log_health(writer: LogWriter | None) -> LogHealth:
@@ -91,11 +98,12 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
     )
     writer = prediction_log(settings, datastore)
     events: list[LabelEvents] = []  # trusted feedback's events, while the server runs
-    holder, poll_seconds, limits = ModelHolder(settings.model), settings.poll_seconds, settings
+    holder = ModelHolder(settings.model, settings.runtime, settings.onnx_threads)
+    poll_seconds, limits = settings.poll_seconds, settings
 
     def _predict(images: np.ndarray) -> tuple[np.ndarray, ModelInfo]:
-        model, info = holder.current()
-        return predict_proba(model, images), info
+        runner, info = holder.current()
+        return runner.probabilities(images), info
 
     batcher = MicroBatcher(_predict, settings.batch_images, settings.batch_wait_ms / 1000)
 
@@ -128,7 +136,7 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
         responses=errors(400, 413, 415, 422, 503),
         openapi_extra={"requestBody": predict_request(limits.max_images)},
     )
-    async def predict(request: Request) -> dict:
+    async def predict(request: Request) -> Response:
         """Digits and their ten probabilities for raw pixels (JSON) or an uploaded image."""
         images = await parsing.images(request, limits)
         if len(images) > limits.max_images:
@@ -141,8 +149,8 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
         if writer:
             ids = new_ids(len(pixels))
             writer.record(ids, pixels, probabilities, info.version or "")  # queued, no wait
-        return {
-            "model": info,
+        answer = {
+            "model": _model_json(info),
             "predictions": [
                 {
                     "id": id_,
@@ -152,6 +160,9 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
                 for id_, p in zip(ids, probabilities, strict=True)
             ],
         }
+        # PredictResponse's shape, serialized directly: FastAPI's validation of the answer
+        # against it took about 7% of the route's time at 64 clients (bench/serve_latency.py).
+        return Response(orjson.dumps(answer), media_type="application/json")
 
     @app.get("/model", response_model=ModelInfo, responses=errors(503))
     async def model_info() -> ModelInfo:
@@ -160,8 +171,9 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
 
     @app.get("/healthz", response_model=Health, responses=errors(503))
     async def healthz() -> Health:
-        """`ok`, or `degraded` with the reason the last refresh of the model failed."""
-        _, info = holder.current()
+        """`ok`, or `degraded` with the reason the last refresh of the model failed; the
+        runtime of the model (onnx or keras) and whether this process imported TensorFlow."""
+        runner, info = holder.current()
         status = "degraded" if holder.last_error else "ok"
         return Health(
             status=status,
@@ -169,6 +181,8 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
             refresh_error=holder.last_error,
             feedback=desk is not None,
             prediction_log=log_health(writer),
+            runtime=runner.runtime,
+            tensorflow_loaded=tensorflow_loaded(),
         )
 
     if desk is not None:

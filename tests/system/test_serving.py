@@ -133,7 +133,14 @@ def test_model_and_health(api, champion):
     assert info["test_accuracy"] == pytest.approx(champion.test_accuracy, abs=1e-4)
     health = httpx.get(f"{api}/healthz").json()
     assert health.pop("prediction_log")["on"] is True
-    assert health == {"status": "ok", "version": "1", "refresh_error": None, "feedback": True}
+    assert health == {
+        "status": "ok",
+        "version": "1",
+        "refresh_error": None,
+        "feedback": True,
+        "runtime": "onnx",  # the version has an ONNX copy: TensorFlow never loads
+        "tensorflow_loaded": False,
+    }
 
 
 def _zeros(n):

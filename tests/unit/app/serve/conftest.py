@@ -22,7 +22,9 @@ class DigitOfFirstPixel:
     def __init__(self) -> None:
         self.calls: list[int] = []
 
-    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+    runtime = "onnx"
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
         self.calls.append(len(x))
         out = np.zeros((len(x), 10), np.float32)
         out[np.arange(len(x)), x.reshape(len(x), -1)[:, 0].astype(int) % 10] = 1

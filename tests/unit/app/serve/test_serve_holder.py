@@ -24,14 +24,14 @@ def registry(monkeypatch):
         number = points[alias] if alias is not None else version
         return SimpleNamespace(version=number, run_id=f"run-{number}", test_accuracy=0.9)
 
-    def load_model(uri):
+    def load_runner(uri, runtime="auto", threads=None):
         if "broken" in points:
             raise OSError("disk on fire\nsecond line")
         loads.append(uri)
         return f"model of {uri}"
 
     monkeypatch.setattr(holder_module.registry, "get", get)
-    monkeypatch.setattr(holder_module.tracking, "load_model", load_model)
+    monkeypatch.setattr(holder_module.tracking, "load_runner", load_runner)
     monkeypatch.setattr(holder_module, "_settle", lambda: None)  # no full collection per test
     return SimpleNamespace(points=points, loads=loads)
 
