@@ -31,7 +31,7 @@ def carded(prefect_api, mnist_data, mnist_path, tmp_path_factory):
         store.add(*mirror_writing(mnist_data, 0, 100), SOURCE, "test")
         plain = mnist_data.train.images[-300:-200], mnist_data.train.labels[-300:-200]
         store.add(*plain, "plain-scans", "test")
-        config = TrainConfig(
+        config = TrainConfig.from_profile(
             data_dir=mnist_path,
             model="small",
             epochs=1,
@@ -42,6 +42,7 @@ def carded(prefect_api, mnist_data, mnist_path, tmp_path_factory):
         )
         held = datastore.Store().snapshot().holdout_sources
         result = retrain_flow(config, GateSettings(floor=0.5))
+        assert result.training is not None
         version = registry.get(NAME, result.training.model_version)
         mv = call(client().get_model_version, NAME, version.version)
         run = call(client().get_run, version.run_id)
@@ -74,7 +75,9 @@ def test_the_description_is_a_card_with_every_section(carded):
     for source in (SOURCE, "plain-scans"):
         assert re.search(rf"^\| {source} \| [01]\.\d{{4}} \| {held[source]} \|$", card, re.M)
         assert f" {source} (100 samples, trusted)" in card
-    ece = float(re.search(r"calibration error \*\*(0\.\d{4})\*\*", card).group(1))
+    found = re.search(r"calibration error \*\*(0\.\d{4})\*\*", card)
+    assert found is not None
+    ece = float(found.group(1))
     assert 0 <= ece < 0.2
     for name in robustness.TRANSFORMS:
         assert re.search(
