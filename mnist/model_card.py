@@ -237,13 +237,14 @@ def _onnx(tags: dict[str, str]) -> str:
 def _limits(facts: Facts) -> str:
     rows = dict(facts["robustness"]["rows"])
     base = rows.pop(robustness.UNCHANGED)
-    falls = ", ".join(f"{acc:.4f} {name}" for name, acc in sorted(rows.items(), key=lambda r: r[1]))
+    worst = sorted(rows.items(), key=lambda r: r[1])[:3]
+    falls = ", ".join(f"{acc:.4f} {name}" for name, acc in worst)
     return "\n".join(
         [
             "- One white digit on a black background, 28x28, scaled into a 20x20 box and centred "
             "by its centre of mass, as MNIST's. `mnist predict` and `mnist serve` prepare larger "
             "pictures that way (inverting a light background), but take a 28x28 image as it is.",
-            f"- Framing matters: from {base:.4f}, accuracy falls to {falls}.",
+            f"- Framing matters: from {base:.4f}, accuracy falls to {falls} (see Robustness).",
             "- It always answers a digit 0-9, even for a letter, a blank or several digits: low "
             "confidence is the only sign, and the confidence is calibrated on MNIST only.",
             "- MNIST's writers (US Census staff and students, 1990s) and the added sources above "

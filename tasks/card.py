@@ -155,6 +155,7 @@ def card(
 def decided(version: registry.Version) -> None:
     """Redo the card of a version the gate just judged, with its decision: from the stored
     facts and the version's tags, no evaluation. Called inside the gate's task; never raises."""
+    start = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = call(client().download_artifacts, version.run_id, FACTS, tmp)
@@ -163,3 +164,10 @@ def decided(version: registry.Version) -> None:
     except Exception as exc:  # the decision is recorded in the tags already
         why = f"without the gate's decision: {first_line(exc)}"
         get_run_logger().warning("model card of %s v%s %s", version.name, version.version, why)
+        return
+    get_run_logger().info(
+        "model card of %s v%s: the gate's decision added in %.1f s",
+        version.name,
+        version.version,
+        time.perf_counter() - start,
+    )
