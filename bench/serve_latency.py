@@ -1,19 +1,23 @@
 """Serving under load: one-image JSON requests from `hey` (a compiled load generator) at
-several concurrencies, against `mnist serve` (micro-batching on, and off with
-`--batch-images 1`) and `mlflow models serve`, all serving the same model version; then the
-prediction log's cost: `mnist serve` with the log on against `--no-prediction-log` at
-`--log-clients` clients, alternating (on, off, on, off, ...) for `--log-rounds` rounds, and
-the log's bytes per prediction on SQLite, with and without the image.
+several concurrencies, against `mnist serve` (the version's ONNX copy in ONNX Runtime; Keras
+with `--runtime keras`; micro-batching off with `--batch-images 1`), `mlflow models serve`, all
+serving the same model version, and the ceiling: a bare FastAPI endpoint that only parses the
+body (`bench.serve_ceiling`). Each server's resident memory (RSS, its process tree) is read
+from /proc after its load. Then the prediction log's cost: `mnist serve` with the log on
+against `--no-prediction-log` at `--log-clients` clients, alternating (on, off, on, off, ...)
+for `--log-rounds` rounds, and the log's bytes per prediction on SQLite, with and without the
+image.
 
     python -m bench.serve_latency [--model REF (default: the champion)] [--seconds 8]
                                   [--concurrency 1,4,16,64,128] [--log-rounds 5]
+                                  [--servers NAME,...]
                                   [--log-clients 64] [--log-only]
 
 Uses the tracking store of MLFLOW_TRACKING_URI (or ./mlflow.db) and the first MNIST test
 image (MNIST_DATA_DIR, else ../shared/data/mnist). `hey` comes from Debian's package
 (`apt-get install hey`). Load generator and server share this machine's cores: compare rows
 measured in one run. Writes bench/results/serve_latency.{json,md,png} (not with
-`--log-only`) and bench/results/serve_log.{json,md}.
+`--log-only`) and bench/results/serve_log.{json,md}. `--servers` picks some of them by name.
 """
 
 from __future__ import annotations
@@ -73,12 +77,32 @@ def hey(url: str, body: Path, seconds: float, concurrency: int) -> dict:
     statuses = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", head))
     return {
         "concurrency": concurrency,
-        "requests_per_s": round(float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]), 1),
+        "requests_per_s": round(float(re.findall(r"Requests/sec:\s+([\d.]+)", out)[0]), 1),
         **{f"p{p}_ms": round(found[p], 2) for p in PERCENTILES},
         "ok": int(statuses.pop("200", 0)),
         "errors": sum(map(int, statuses.values()))  # other statuses, and no answer at all
         + sum(int(n) for n in re.findall(r"\[(\d+)\]", failures)),
     }
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory (VmRSS) of process `pid` and its descendants, in MiB."""
+    total, todo = 0, [pid]
+    while todo:
+        here = todo.pop()
+        proc = Path(f"/proc/{here}")
+        try:
+            status = (proc / "status").read_text()
+            total += int(re.findall(r"VmRSS:\s+(\d+) kB", status)[0])
+            for task in (proc / "task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError):  # gone, or a kernel thread without VmRSS
+            continue
+    return round(total / 1024, 1)
+
+
+CEILING = "bare FastAPI (ceiling)"
+"""The server that only parses the body: what this machine's HTTP stack can do at best."""
 
 
 def servers(model: str, pinned: str) -> dict[str, tuple[list[str], str, str, str]]:
@@ -97,6 +121,12 @@ def servers(model: str, pinned: str) -> dict[str, tuple[list[str], str, str, str
     ]
     return {
         "mnist serve": (mnist, "/healthz", "/predict", "pixels"),
+        "mnist serve --runtime keras": (
+            [*mnist, "--runtime", "keras"],
+            "/healthz",
+            "/predict",
+            "pixels",
+        ),
         "mnist serve --batch-images 1": (
             [*mnist, "--batch-images", "1"],
             "/healthz",
@@ -104,6 +134,12 @@ def servers(model: str, pinned: str) -> dict[str, tuple[list[str], str, str, str
             "pixels",
         ),
         "mlflow models serve": (mlflow, "/ping", "/invocations", "inputs"),
+        CEILING: (
+            [sys.executable, "-m", "bench.serve_ceiling"],
+            "/healthz",
+            "/predict",
+            "pixels",
+        ),
     }
 
 
@@ -220,10 +256,15 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def latency(args: argparse.Namespace, pinned: str, image: list, work: Path) -> None:
     """The servers at each concurrency: bench/results/serve_latency.{json,md,png}."""
-    load, rows = os.getloadavg(), []
-    for name, (command, health, path, key) in servers(args.model, pinned).items():
+    load, rows, memory, runtimes = os.getloadavg(), [], {}, {}
+    chosen = servers(args.model, pinned)
+    if args.servers:
+        chosen = {k: v for k, v in chosen.items() if k in args.servers.split(",")}
+    for name, (command, health, path, key) in chosen.items():
         proc, base = _start(command, health, work, str(len(rows)))
         try:
+            if path == "/predict" and name != CEILING:
+                runtimes[name] = httpx.get(base + health).json()["runtime"]
             body = work / f"{key}.json"
             body.write_text(json.dumps({key: [image]}))
             url = base + path
@@ -238,6 +279,8 @@ def latency(args: argparse.Namespace, pinned: str, image: list, work: Path) -> N
                 rows.append({"server": name, **hey(url, body, args.seconds, concurrency)})
                 print(json.dumps(rows[-1]), flush=True)
                 time.sleep(1)
+            memory[name] = rss_mb(proc.pid)  # type: ignore[attr-defined]
+            print(json.dumps({"server": name, "rss_mb": memory[name]}), flush=True)
         finally:
             stop_server(proc)
 
@@ -245,7 +288,10 @@ def latency(args: argparse.Namespace, pinned: str, image: list, work: Path) -> N
         "model": pinned,
         "seconds": args.seconds,
         "load_average_at_start": load,
+        "load_average_at_end": os.getloadavg(),
         "cores": os.cpu_count(),
+        "runtimes": runtimes,
+        "rss_mb": memory,
     }
     table = (
         "| server | clients | req/s | p50 ms | p90 ms | p99 ms | errors |\n"
@@ -256,8 +302,10 @@ def latency(args: argparse.Namespace, pinned: str, image: list, work: Path) -> N
         for r in rows
     )
     table += (
-        f"\n`hey -z {args.seconds:g}s`, one-image JSON requests, model {pinned}; {machine(load)}.\n"
-    )
+        f"\n`hey -z {args.seconds:g}s`, one-image JSON requests, model {pinned}; {machine(load)}"
+        f", {', '.join(f'{v:.2f}' for v in meta['load_average_at_end'])} at the end.\n\n"
+        "| server | runtime | resident memory after its load (MiB) |\n|---|---|---|\n"
+    ) + "".join(f"| {n} | {runtimes.get(n, '-')} | {m:,} |\n" for n, m in memory.items())
     save("serve_latency", {**meta, "results": rows}, table)
     plot(rows, RESULTS / "serve_latency.png")
 
@@ -303,7 +351,7 @@ def prediction_log(args: argparse.Namespace, pinned: str, images: np.ndarray, wo
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--model", default=f"models:/{registry.MODEL_NAME}@champion")
     p.add_argument("--seconds", type=float, default=8)
     p.add_argument("--concurrency", default="1,4,16,64,128")
@@ -311,6 +359,7 @@ def main() -> None:
     p.add_argument("--log-clients", type=int, default=64)
     p.add_argument("--log-bytes-rows", type=int, default=100_000)
     p.add_argument("--log-only", action="store_true", help="only the prediction log's cost")
+    p.add_argument("--servers", default="", help="comma-separated names: only these servers")
     args = p.parse_args()
     if not shutil.which("hey"):
         raise SystemExit("bench.serve_latency needs `hey` on PATH (apt-get install hey)")
