@@ -14,7 +14,7 @@ def test_every_version_is_loaded_with_the_runtime_and_threads_given(monkeypatch)
     points, loads = {"champion": "1"}, []
 
     def get(name, version=None, alias=None):
-        return SimpleNamespace(version=points[alias], run_id="r", test_accuracy=0.9)
+        return SimpleNamespace(version=points[alias or "champion"], run_id="r", test_accuracy=0.9)
 
     def load_runner(uri, runtime="auto", threads=None):
         loads.append((uri, runtime, threads))
