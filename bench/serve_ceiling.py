@@ -30,7 +30,7 @@ async def healthz() -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("-p", "--port", type=int, required=True)
     args = p.parse_args()
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
