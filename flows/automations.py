@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 ZOMBIES = "mnist: crash flow runs that stopped beating"
 HEARTBEAT_SECONDS = 30
 """How often a flow run of a deployment says it lives (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, set
-for workers); after three missed beats the automation `ZOMBIES` crashes it."""
+for workers; Prefect's floor is 30 s); after three missed beats the automation `ZOMBIES`
+crashes it."""
+ZOMBIE_SECONDS = 3 * HEARTBEAT_SECONDS
+"""How long `ZOMBIES` waits for a heartbeat before it crashes the run: three missed beats."""
 
 BLOCK = "mnist-alerts"
 """The notification block every alert goes through."""
@@ -34,10 +37,15 @@ DEPLOYMENTS = "mnist-*"
 """Our deployments' names in prefect.yaml (mnist-retrain, mnist-train, mnist-monitor)."""
 
 
-def ensure_zombie_detection() -> bool:
+def ensure_zombie_detection(seconds: int = ZOMBIE_SECONDS) -> bool:
     """Create, on the configured Prefect server, the automation that marks flow runs CRASHED
-    when their heartbeats stop (a machine or worker died): Prefect's documented recipe for a
-    self-hosted server. True if it was created now, False if it was there."""
+    when their heartbeats stop for `seconds` (a machine or worker died): Prefect's documented
+    recipe for a self-hosted server. True if it was created now, False if it was there.
+
+    `seconds` must exceed HEARTBEAT_SECONDS, or live runs crash between two beats; the stack
+    keeps the default (tests take a shorter window to see a crash sooner)."""
+    if seconds <= HEARTBEAT_SECONDS:
+        raise ValueError(f"a zombie window of {seconds} s is not past a {HEARTBEAT_SECONDS} s beat")
     from datetime import timedelta
 
     from prefect.automations import Automation
@@ -53,7 +61,7 @@ def ensure_zombie_detection() -> bool:
     except ValueError:
         pass
     over = ("Completed", "Failed", "Cancelled", "Crashed")
-    message = "no heartbeat for 90 s: its process died"
+    message = f"no heartbeat for {seconds} s: its process died"
     # name and force given: pyright does not see Prefect's positional `Field(None)` defaults
     crash = ChangeFlowRunState(name=None, state=StateType.CRASHED, message=message, force=False)
     actions: list[ActionTypesOrUnknown] = [crash]
@@ -66,7 +74,7 @@ def ensure_zombie_detection() -> bool:
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
-            within=timedelta(seconds=3 * HEARTBEAT_SECONDS),
+            within=timedelta(seconds=seconds),
         ),
         actions=actions,
     ).create()

@@ -247,12 +247,16 @@ def _tree(pid: int) -> list[int]:
 
 
 CONFIG = {"model": "small", "epochs": 2, "train_limit": 6000, "test_limit": 1000}
+ZOMBIE_SECONDS = 50
+"""The zombie automation's window here: past one 30-s beat (Prefect's floor) with 20 s to
+spare, where the stack waits for three (90 s): the killed run crashes about 40 s sooner."""
 
 
 @pytest.fixture(scope="module")
 def workers(stack):
     """The deployments of prefect.yaml, the zombie automation and two process workers on
-    `mnist-process` whose flow runs beat every 30 s, as `make stack-up` sets them up."""
+    `mnist-process` whose flow runs beat every 30 s, as `make stack-up` sets them up (but
+    crashed after 50 s without a beat, and polling every 2 s)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from app.stack import deploy
@@ -260,8 +264,10 @@ def workers(stack):
 
     deploy(stack["env"])
     with temporary_settings({PREFECT_API_URL: stack["env"]["PREFECT_API_URL"]}):
-        assert ensure_zombie_detection() and not ensure_zombie_detection()  # created once
+        created = ensure_zombie_detection(ZOMBIE_SECONDS)
+        assert created and not ensure_zombie_detection(ZOMBIE_SECONDS)  # created once
     stack["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(HEARTBEAT_SECONDS)
+    stack["env"]["PREFECT_WORKER_QUERY_SECONDS"] = "2"
     procs = [_worker(stack["env"], stack["root"] / f"worker{i}.log") for i in (1, 2)]
     yield procs  # a test that kills one starts another in its place
     for proc in procs:
@@ -346,14 +352,15 @@ def _kill_a_worker_mid_run(stack, workers, config: dict, name: str) -> None:
         os.kill(pid, signal.SIGKILL)
     workers[0].wait(timeout=60)
     killed = time.monotonic()
-    # The server's zombie automation crashes the run once its heartbeats stop (3 x 30 s),
-    # which also frees the deployment's concurrency slot for the next run.
+    # The server's zombie automation crashes the run once its heartbeats stop (for
+    # ZOMBIE_SECONDS), which also frees the deployment's concurrency slot for the next run.
     crashed = _wait(env, doomed, timeout=300)
     print(
         f"\nflow run CRASHED by the server {time.monotonic() - killed:.0f} s after the kill: "
         f"{crashed['state']['message']}"
     )
     assert crashed["state"]["type"] == "CRASHED"
+    assert crashed["state"]["message"].startswith(f"no heartbeat for {ZOMBIE_SECONDS} s")
     workers[1] = _worker(env, stack["root"] / "worker3.log")  # the machine comes back
     nxt = _trigger(
         env,

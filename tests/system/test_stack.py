@@ -141,13 +141,15 @@ def test_the_stack_alerts_on_an_event_sent_with_its_password(stack, webhook, mon
     """`make stack-up` made the alerts (MNIST_ALERT_URL); app.events gets through the
     server's basic auth with the exported auth string, and only with it."""
     from app import events
-    from flows.automations import ALERTS, ZOMBIES
+    from flows.automations import ALERTS, ZOMBIE_SECONDS, ZOMBIES
 
     _, _, exports, _ = stack
     api = exports["PREFECT_API_URL"]
     automations = httpx.post(f"{api}/automations/filter", json={}, auth=("admin", PASSWORD))
     names = {a["name"] for a in automations.json()}
     assert {ZOMBIES, *ALERTS, "mnist: retrain when new labels are due"} <= names
+    (zombies,) = [a for a in automations.json() if a["name"] == ZOMBIES]
+    assert zombies["trigger"]["within"] == ZOMBIE_SECONDS == 90  # three missed 30-s beats
     monkeypatch.setenv("PREFECT_API_URL", api)
     monkeypatch.delenv("PREFECT_API_KEY", raising=False)
     resource = {"prefect.resource.id": "mnist.monitor.stack-test"}

@@ -134,3 +134,11 @@ def test_an_automation_read_back_in_another_order_is_the_same():
     actions = {"actions": [{"type": "send-notification"}, {"type": "run-deployment"}]}
     swapped = {"actions": actions["actions"][::-1]}
     assert automations._canonical(actions) != automations._canonical(swapped)  # order matters
+
+
+def test_the_zombie_window_is_three_beats_and_never_one():
+    """The stack's window misses three beats; a shorter one (tests) must still outlast one
+    beat, or live runs would crash between two (checked before any server is asked)."""
+    assert automations.ZOMBIE_SECONDS == 3 * automations.HEARTBEAT_SECONDS == 90
+    with pytest.raises(ValueError, match="not past a 30 s beat"):
+        automations.ensure_zombie_detection(automations.HEARTBEAT_SECONDS)
