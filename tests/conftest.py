@@ -91,6 +91,15 @@ def prefect_api():
 
 
 @pytest.fixture(scope="session")
+def prefect_api_url(prefect_api) -> str:
+    """The session's Prefect API, for `mnist` commands run as subprocesses that need a Prefect
+    API but are not about the temporary one (which takes seconds to start in each)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="session")
 def full_run(prefect_api, workdir, mnist_path):
     """The suite's one training on the full real MNIST, with the default model."""
     from flows.training import training_flow

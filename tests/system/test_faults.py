@@ -447,11 +447,14 @@ def small_disk(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_full_disk_while_logging_the_model_is_one_line_and_leaves_nothing(small_disk, mnist_path):
+def test_a_full_disk_while_logging_the_model_is_one_line_and_leaves_nothing(
+    small_disk, mnist_path, prefect_api_url
+):
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": f"sqlite:///{small_disk / 'mlflow.db'}",
         "PREFECT_HOME": str(small_disk.parent / "prefect"),
+        "PREFECT_API_URL": prefect_api_url,  # the session's: no temporary API to start
         "MNIST_DATA_DIR": str(mnist_path),
     }
     proc = subprocess.run(
@@ -513,11 +516,14 @@ def test_the_api_keeps_its_openapi_document_under_schemathesis(hostile_api, tmp_
 
 
 @pytest.mark.slow
-def test_a_read_only_store_reads_and_refuses_a_run_in_one_line(small_disk, mnist_path):
+def test_a_read_only_store_reads_and_refuses_a_run_in_one_line(
+    small_disk, mnist_path, prefect_api_url
+):
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": f"sqlite:///{small_disk / 'mlflow.db'}",
         "PREFECT_HOME": str(small_disk.parent / "prefect"),
+        "PREFECT_API_URL": prefect_api_url,  # the session's: no temporary API to start
         "MNIST_DATA_DIR": str(mnist_path),
     }
 
