@@ -65,6 +65,7 @@ def stack(mnist_path, webhook):
         "MNIST_STACK_PREFECT_PORT": str(free_port()),
         "MNIST_STACK_MLFLOW_PORT": str(free_port()),
         "MNIST_STACK_WORKERS": "2",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",  # the workers take a run within 2 s, not 10
         "MNIST_STACK_PASSWORD": PASSWORD,
         "MNIST_DATA_DIR": str(mnist_path),
     }
