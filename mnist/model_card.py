@@ -37,6 +37,10 @@ ROBUSTNESS_IMAGES = 2000
 """Test images the robustness table uses: nine passes over 2,000 cost about 2 s on 2 cores
 for the default network, nine over all 10,000 about 10 s."""
 FIGURES = ("reliability.png", "robustness.png")
+BATCHES_LISTED = 10
+"""Added-data batches a card lists one by one (the newest); older ones are summed up."""
+SOURCES_LISTED = 5
+"""Sources named in that summary (the largest); the rest are counted."""
 
 Facts = dict[str, Any]
 
@@ -119,10 +123,7 @@ def _data(facts: Facts, tags: dict[str, str]) -> str:
     if not added.get("batches"):
         lines.append("- **Added data**: none.")
     else:
-        batches = "; ".join(
-            f"#{b['id']} {b['source']} ({_n(b['samples'])} samples, {b['review']})"
-            for b in added["batches"]
-        )
+        batches = _batches(added["batches"])
         lines.append(
             f"- **Added data**, snapshot {_short(added['digest'])}: {_n(added['train'])} "
             f"training samples (each seen {added['repeats']}x an epoch), "
@@ -134,6 +135,27 @@ def _data(facts: Facts, tags: dict[str, str]) -> str:
         f"run `{tags.get('run_id', '-')}`."
     )
     return "\n".join(lines)
+
+
+def _batches(batches: list[dict[str, Any]]) -> str:
+    """The newest BATCHES_LISTED batches one by one, the older ones summed up by source."""
+    newest = sorted(batches, key=lambda b: b["id"], reverse=True)
+    shown, older = newest[:BATCHES_LISTED], newest[BATCHES_LISTED:]
+    text = "; ".join(
+        f"#{b['id']} {b['source']} ({_n(b['samples'])} samples, {b['review']})"
+        for b in sorted(shown, key=lambda b: b["id"])
+    )
+    if not older:
+        return text
+    per_source: dict[str, int] = {}
+    for b in older:
+        per_source[b["source"]] = per_source.get(b["source"], 0) + int(b["samples"])
+    biggest = sorted(per_source, key=lambda s: (-per_source[s], s))
+    sources = ", ".join(biggest[:SOURCES_LISTED])
+    if len(biggest) > SOURCES_LISTED:
+        sources += f" and {len(biggest) - SOURCES_LISTED} more"
+    total = sum(per_source.values())
+    return f"{text}; and {len(older)} older batches ({_n(total)} samples) from {sources}"
 
 
 def _recipe(facts: Facts) -> str:
@@ -275,11 +297,46 @@ def render(facts: Facts, tags: dict[str, str], name: str, version: str) -> str:
     return text + "\n"
 
 
+def _split(card: str) -> tuple[str, list[tuple[str, list[str]]]]:
+    """The card's title and its sections as (heading line, body lines)."""
+    title, *parts = card.rstrip("\n").split("\n\n## ")
+    sections = []
+    for part in parts:
+        heading, _, body = part.partition("\n\n")
+        sections.append((f"## {heading}", body.split("\n")))
+    return title, sections
+
+
+def _join(title: str, sections: list[tuple[str, list[str]]], cut: set[int], tail: str) -> str:
+    parts = [
+        f"{heading}\n\n" + "\n".join(lines) + ("\n\n…" if i in cut else "")
+        for i, (heading, lines) in enumerate(sections)
+    ]
+    return "\n\n".join([title, *parts]) + tail
+
+
 def description(card: str, run_id: str) -> str:
-    """The card as the registry's description: whole when it fits MLflow's column, else cut
-    at a line with a pointer to the whole card in the run's artifacts."""
+    """The card as the registry's description: whole when it fits MLflow's column, else with
+    its longest sections shortened (whole lines off their ends, marked `…`) until it fits,
+    every heading kept, and a pointer to the whole card in the run's artifacts."""
     if len(card) <= DESCRIPTION_LIMIT:
         return card
-    tail = f"\n\n… (cut to fit the registry; the whole card: run `{run_id}`, `card/`)\n"
-    cut = card[: DESCRIPTION_LIMIT - len(tail)]
-    return cut[: cut.rfind("\n")] + tail
+    tail = f"\n\n*Shortened to fit the registry; the whole card: run `{run_id}`, `card/`.*\n"
+    title, sections = _split(card)
+    cut: set[int] = set()
+    text = _join(title, sections, cut, tail)
+    while len(text) > DESCRIPTION_LIMIT:
+        i = max(range(len(sections)), key=lambda k: len("\n".join(sections[k][1])))
+        lines = sections[i][1]
+        if len(lines) > 1:
+            lines.pop()
+            while len(lines) > 1 and not lines[-1].strip():
+                lines.pop()
+        elif lines and lines[0]:  # one long line: cut it at a word
+            keep = max(0, len(lines[0]) - (len(text) - DESCRIPTION_LIMIT) - 3)
+            lines[0] = lines[0][:keep].rsplit(" ", 1)[0] if " " in lines[0][:keep] else ""
+        else:  # headings alone do not fit: never the case for SECTIONS
+            return text[: DESCRIPTION_LIMIT - len(tail)] + tail
+        cut.add(i)
+        text = _join(title, sections, cut, tail)
+    return text

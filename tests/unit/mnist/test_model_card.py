@@ -178,9 +178,79 @@ def test_a_card_holds_every_section_with_its_numbers():
     assert "champion v2 (test 0.9900" in judged and "No ONNX copy (export failed)" in judged
 
 
-def test_a_card_too_long_for_the_registry_is_cut_at_a_line():
-    card = "\n".join(f"line {i} " + "x" * 90 for i in range(100))
+def _facts() -> dict:
+    test = _evaluation()
+    holdout = _evaluation(40, np.array(["scanner-a", "drawn"] * 20, dtype=object))
+    facts, _ = model_card.assemble(
+        lambda x: np.eye(10)[np.zeros(len(x), int)],
+        np.zeros((200, 28, 28, 1), np.float32),
+        test,
+        holdout,
+        RECIPE,
+        DATA,
+    )
+    return json.loads(json.dumps(facts))
+
+
+JUDGED = {
+    "run_id": "0123456789abcdef0123456789abcdef",
+    "git_commit": "0123456789abcdef",
+    "inputs_digest": "ef" * 32,
+    "onnx": "yes",
+    "onnx_same_digit": "1.0000",
+    "onnx_max_abs_diff": "3.1e-07",
+    "onnx_checked_on": "10000",
+    "decision": "promoted",
+    "decision_reason": "test accuracy 0.9912 beats champion v7's 0.9901 by 0.0011 >= 0.001",
+    "compared_to_version": "7",
+    "champion_accuracy": "0.9901",
+    "champion_holdout_accuracy": "0.9500",
+    "challenger_accuracy": "0.9912",
+    "challenger_holdout_accuracy": "0.9600",
+    "floor": "0.97",
+    "margin": "0.001",
+}
+
+
+def _headings(card: str) -> list[str]:
+    return [line[3:] for line in card.splitlines() if line.startswith("## ")]
+
+
+def test_sixty_added_batches_are_summed_up_and_the_card_fits_the_registry():
+    facts = _facts()
+    sources = ["scanner-a", "scanner-b", "drawn", "forms-2023", "post-office", "kiosk", "tablet"]
+    facts["data"]["added"]["batches"] = [
+        {"id": i, "source": sources[i % 7], "samples": 100 + i, "review": "trusted"}
+        for i in range(1, 61)
+    ]
+    card = model_card.render(facts, JUDGED, "mnist-cnn", "123")
+    assert len(card) <= model_card.DESCRIPTION_LIMIT
+    assert _headings(card) == list(model_card.SECTIONS)
+    assert model_card.description(card, "r") == card  # nothing cut
+    assert "#60 post-office (160 samples, trusted)" in card and "#51 " in card and "#50 " not in card
+    older = sum(100 + i for i in range(1, 51))
+    assert f"and 50 older batches ({older:,} samples) from " in card
+    assert "and 2 more" in card  # 7 sources, 5 named
+    assert "same digit for 1.0000" in card and "**promoted**" in card
+
+
+def test_a_card_too_long_for_the_registry_keeps_every_section():
+    facts = _facts()
+    facts["holdout"]["by_source"] = [[f"source-{i:03}", 0.95, 40] for i in range(200)]
+    card = model_card.render(facts, JUDGED, "mnist-cnn", "3")
+    assert len(card) > model_card.DESCRIPTION_LIMIT  # the holdout table alone is ~5,000
     short = model_card.description(card, "run-1")
     assert len(short) <= model_card.DESCRIPTION_LIMIT
-    assert short.endswith("the whole card: run `run-1`, `card/`)\n")
+    assert _headings(short) == list(model_card.SECTIONS)
+    assert "| source-000 | 0.9500 | 40 |" in short and "| source-199 |" not in short
+    for tail in ("same digit for 1.0000", "**promoted**", "centred by its centre of mass"):
+        assert tail in short  # the last sections survive whole
+    assert short.endswith("the whole card: run `run-1`, `card/`.*\n")
     assert model_card.description("small", "r") == "small"
+
+
+def test_a_single_long_line_is_cut_at_a_word():
+    card = "# Model card: m v1\n\n## A\n\n" + "word " * 1200 + "\n\n## B\n\nkept\n"
+    short = model_card.description(card, "r")
+    assert len(short) <= model_card.DESCRIPTION_LIMIT and _headings(short) == ["A", "B"]
+    assert "word\n\n…\n\n## B\n\nkept" in short
