@@ -146,6 +146,7 @@ def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingRes
             "added_data_digest": added.digest or "none",
             "inputs_digest": inputs.digest,
             **onnx_tags,
+            "card": "pending",  # until tasks.card writes it: a crash before leaves it so
         }
         if holdout is not None:
             lineage["holdout_accuracy"] = f"{holdout.accuracy:.4f}"

@@ -7,16 +7,13 @@ A card never fails a run: a failure is a warning, and the version's tag `card` s
 
 from __future__ import annotations
 
-import json
-import tempfile
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from mnist import datastore, model_card, registry
+from mnist import card_store, datastore, model_card, registry
 from mnist.data import Added, Dataset
 from mnist.errors import MnistError, first_line
 from mnist.evaluation import Evaluation, predict_proba
@@ -26,10 +23,6 @@ from mnist.tracking import Run, call, client
 
 if TYPE_CHECKING:
     import keras
-    from matplotlib.figure import Figure
-
-CARD_DIR = "card"
-FACTS = f"{CARD_DIR}/card.json"
 
 
 def _batches(config: TrainConfig, added: Added) -> list[dict[str, Any]]:
@@ -87,28 +80,6 @@ def _recipe(config: TrainConfig, run: Run) -> dict:
     }
 
 
-def publish(
-    name: str, version: str, run_id: str, facts: dict, figures: dict[str, Figure] | None = None
-) -> str:
-    """Render the card with the version's current tags; log it (and the figures, the facts)
-    under the run's `card/`; make it the version's description. Returns the markdown."""
-    import matplotlib.pyplot as plt
-
-    mlflow = client()
-    tags = registry.get(name, version).tags
-    text = model_card.render(facts, tags, name, version)
-    for file, figure in (figures or {}).items():
-        call(mlflow.log_figure, run_id, figure, f"{CARD_DIR}/{file}", save_kwargs={"dpi": 100})
-        plt.close(figure)
-    if figures is not None:
-        call(mlflow.log_text, run_id, json.dumps(facts, indent=1), FACTS)
-    call(mlflow.log_text, run_id, text, f"{CARD_DIR}/v{version}.md")
-    brief = model_card.description(text, run_id)
-    call(mlflow.update_model_version, name, version, description=brief)
-    registry.tag_version(name, version, {"card": f"yes: {CARD_DIR}/v{version}.md"})
-    return text
-
-
 def _failed(name: str, version: str, why: str) -> None:
     get_run_logger().warning("model card of %s v%s: %s", name, version, why)
     try:
@@ -142,7 +113,7 @@ def card(
             _recipe(config, run),
             _data(config, prepared, dataset, added),
         )
-        text = publish(name, version, run.run_id, facts, figures)
+        text = card_store.publish(name, version, run.run_id, facts, figures)
     except Exception as exc:  # a card is worth a warning, never a failed training
         _failed(name, version, first_line(exc))
         return None
@@ -157,10 +128,7 @@ def decided(version: registry.Version) -> None:
     facts and the version's tags, no evaluation. Called inside the gate's task; never raises."""
     start = time.perf_counter()
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = call(client().download_artifacts, version.run_id, FACTS, tmp)
-            facts = json.loads(Path(path).read_text())
-        publish(version.name, version.version, version.run_id, facts)
+        card_store.rewrite(version)
     except Exception as exc:  # the decision is recorded in the tags already
         why = f"without the gate's decision: {first_line(exc)}"
         get_run_logger().warning("model card of %s v%s %s", version.name, version.version, why)

@@ -46,7 +46,7 @@ def registry_command(args: argparse.Namespace) -> None:
         v = registry.rollback(name)
         print(f"rolled back: champion is now {name} v{v.version}")
     elif args.action == "card":
-        print(card_text(name, args.version))
+        print(card_text(name, args.version, rewrite=args.rewrite))
     elif args.action == "history":
         events = registry.history(name)
         if events.empty:
@@ -56,16 +56,38 @@ def registry_command(args: argparse.Namespace) -> None:
             print(events.to_string(index=False))
 
 
-def card_text(name: str, version: str | None) -> str:
-    """The model card of `name` v`version` (default: the champion): its registry description."""
-    from mnist import registry
+def _no_card(state: str | None) -> str:
+    """Why a version has no card, from its tag `card`."""
+    if state is None:
+        return "registered before model cards were written"
+    if state == "pending":
+        return "its card was never written: the run ended before it (pending)"
+    if state.startswith("no: "):
+        return f"writing it failed: {state.removeprefix('no: ')}"
+    return state
+
+
+def card_text(name: str, version: str | None, rewrite: bool = False) -> str:
+    """The model card of `name` v`version` (default: the champion): the whole card file
+    (`card/vN.md`), else the registry's description (which may be shortened). `rewrite`
+    first renders it again from its stored facts and the version's current tags."""
+    from mnist import card_store, registry
     from mnist.tracking import call, client
 
     v = registry.get(name, version, None if version else CHAMPION)
-    text = call(client().get_model_version, v.name, v.version).description
+    if rewrite:
+        return card_store.rewrite(v).rstrip("\n")
+    state = v.tags.get("card")
+    text = None
+    if state is not None and state.startswith("yes: "):
+        try:
+            text = card_store.read(v.run_id, state.removeprefix("yes: "))
+        except MnistError:  # gone or unreadable: the registry's view still serves
+            text = None
     if not text:
-        why = v.tags.get("card", "registered before model cards were written")
-        raise MnistError(f"{name} v{v.version} has no model card ({why})")
+        text = call(client().get_model_version, v.name, v.version).description
+    if not text:
+        raise MnistError(f"{name} v{v.version} has no model card: {_no_card(state)}")
     return text.rstrip("\n")
 
 
@@ -89,3 +111,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     actions.add_parser("history", help="every gate decision and champion move")
     card = actions.add_parser("card", help="the model card of VERSION (default: the champion)")
     card.add_argument("version", nargs="?", help="version number")
+    card.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="render it again from its stored facts and current tags (no evaluation)",
+    )

@@ -178,7 +178,7 @@ def test_a_card_holds_every_section_with_its_numbers():
     assert "champion v2 (test 0.9900" in judged and "No ONNX copy (export failed)" in judged
 
 
-def _facts() -> dict:
+def card_facts() -> dict:
     test = _evaluation()
     holdout = _evaluation(40, np.array(["scanner-a", "drawn"] * 20, dtype=object))
     facts, _ = model_card.assemble(
@@ -217,7 +217,7 @@ def _headings(card: str) -> list[str]:
 
 
 def test_sixty_added_batches_are_summed_up_and_the_card_fits_the_registry():
-    facts = _facts()
+    facts = card_facts()
     sources = ["scanner-a", "scanner-b", "drawn", "forms-2023", "post-office", "kiosk", "tablet"]
     facts["data"]["added"]["batches"] = [
         {"id": i, "source": sources[i % 7], "samples": 100 + i, "review": "trusted"}
@@ -227,7 +227,9 @@ def test_sixty_added_batches_are_summed_up_and_the_card_fits_the_registry():
     assert len(card) <= model_card.DESCRIPTION_LIMIT
     assert _headings(card) == list(model_card.SECTIONS)
     assert model_card.description(card, "r") == card  # nothing cut
-    assert "#60 post-office (160 samples, trusted)" in card and "#51 " in card and "#50 " not in card
+    assert (
+        "#60 post-office (160 samples, trusted)" in card and "#51 " in card and "#50 " not in card
+    )
     older = sum(100 + i for i in range(1, 51))
     assert f"and 50 older batches ({older:,} samples) from " in card
     assert "and 2 more" in card  # 7 sources, 5 named
@@ -235,7 +237,7 @@ def test_sixty_added_batches_are_summed_up_and_the_card_fits_the_registry():
 
 
 def test_a_card_too_long_for_the_registry_keeps_every_section():
-    facts = _facts()
+    facts = card_facts()
     facts["holdout"]["by_source"] = [[f"source-{i:03}", 0.95, 40] for i in range(200)]
     card = model_card.render(facts, JUDGED, "mnist-cnn", "3")
     assert len(card) > model_card.DESCRIPTION_LIMIT  # the holdout table alone is ~5,000
