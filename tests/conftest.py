@@ -7,6 +7,7 @@ import mnist.env  # noqa: F401  (first: env defaults before Prefect, MLflow, Ten
 
 # isort: on
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,9 +16,10 @@ import mlflow
 import pytest
 
 from mnist import data
-from tests.servers import Postgres, free_port, start_server, stop_server
+from tests.servers import Postgres, Server, free_port, start_server, start_servers, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
 
 
 def mnist_dir() -> Path:
@@ -109,65 +111,61 @@ def full_run(prefect_api, workdir, mnist_path):
     return config, training_flow(config)
 
 
+def _mlflow_spec(root: Path) -> Server:
+    """`mlflow server` on a free loopback port, SQLite backend, one worker, in `root`."""
+    port = free_port()
+    args = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    args += ["--artifacts-destination", str(root / "artifacts")]
+    health, env = f"http://127.0.0.1:{port}/health", {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return args, health, root / "server.log", env
+
+
+def _prefect_spec(root: Path) -> Server:
+    """`prefect server start` on a free loopback port with its own home and database."""
+    port = free_port()
+    args = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    env = {
+        "PREFECT_HOME": str(root),
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    return args, f"http://127.0.0.1:{port}/api/health", root / "server.log", env
+
+
+def _url(spec: Server) -> str:
+    """The server's base URL: its health URL less `/health` (MLflow), `/api/health` (Prefect)."""
+    return spec[1].removesuffix("/api/health").removesuffix("/health")
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """`mlflow server` on a free loopback port, SQLite backend, one worker."""
-    import sys
-
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    bin_dir = Path(sys.executable).parent
-    proc = start_server(
-        [
-            str(bin_dir / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-        ],
-        f"http://127.0.0.1:{port}/health",
-        root / "server.log",
-        {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
-    yield f"http://127.0.0.1:{port}"
+    spec = _mlflow_spec(tmp_path_factory.mktemp("mlflow-server"))
+    proc = start_server(*spec)
+    yield _url(spec)
     stop_server(proc)
 
 
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     """`prefect server start` on a free loopback port with its own home and database."""
-    import sys
-
-    root = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    env = {
-        "PREFECT_HOME": str(root),
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    proc = start_server(
-        [
-            str(Path(sys.executable).parent / "prefect"),
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        f"http://127.0.0.1:{port}/api/health",
-        root / "server.log",
-        env,
-    )
-    yield f"http://127.0.0.1:{port}/api", root
+    spec = _prefect_spec(tmp_path_factory.mktemp("prefect-server"))
+    proc = start_server(*spec)
+    yield f"{_url(spec)}/api", Path(spec[3]["PREFECT_HOME"])
     stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """`prefect_server` and `mlflow_server` started at once (their start-ups overlap):
+    ((Prefect API URL, its home), MLflow URL)."""
+    prefect = _prefect_spec(tmp_path_factory.mktemp("prefect-server"))
+    mlflow = _mlflow_spec(tmp_path_factory.mktemp("mlflow-server"))
+    procs = start_servers(prefect, mlflow)
+    yield (f"{_url(prefect)}/api", Path(prefect[3]["PREFECT_HOME"])), _url(mlflow)
+    for proc in procs:
+        stop_server(proc)
 
 
 @pytest.fixture(scope="session")

@@ -32,26 +32,42 @@ def wait_for(url: str, proc, timeout: float = 180) -> None:
         raise TimeoutError(f"{url} did not answer within {timeout} s") from None
 
 
+Server = tuple[list[str], str, Path, dict[str, str]]
+"""How to start a server: its command, its health URL, its log file and its environment."""
+
+
 def start_server(args: list[str], health: str, log: Path, env: dict[str, str]):
     """Start `args` in its own session, logging to `log`; return once `health` answers.
 
     This Python's scripts come first on PATH, as in an activated venv: `mlflow models serve`
     runs `uvicorn` by name."""
+    return start_servers((args, health, log, env))[0]
+
+
+def start_servers(*servers: Server) -> list[subprocess.Popen]:
+    """Start every server at once (as `start_server` does one), then wait until each
+    answers: their start-ups overlap. If one fails, all are stopped."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            args,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PATH": path, **env},
-            start_new_session=True,
-        )
-    try:
-        wait_for(health, proc)
-    except Exception:
-        proc.terminate()
-        raise RuntimeError(f"{args[0]} failed to start: {log.read_text()[-2000:]}") from None
-    return proc
+    procs = []
+    for args, _, log, env in servers:
+        with log.open("w") as out:
+            procs.append(
+                subprocess.Popen(
+                    args,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PATH": path, **env},
+                    start_new_session=True,
+                )
+            )
+    for proc, (args, health, log, _) in zip(procs, servers, strict=True):
+        try:
+            wait_for(health, proc)
+        except Exception:
+            for started in procs:
+                started.terminate()
+            raise RuntimeError(f"{args[0]} failed to start: {log.read_text()[-2000:]}") from None
+    return procs
 
 
 def stop_server(proc) -> None:

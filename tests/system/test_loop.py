@@ -66,9 +66,9 @@ def receiver() -> Iterator[Webhook]:
 
 
 @pytest.fixture(scope="module")
-def loop(prefect_server, mlflow_server, mnist_path, receiver, tmp_path_factory) -> Iterator[Loop]:
+def loop(servers, mnist_path, receiver, tmp_path_factory) -> Iterator[Loop]:
     """Deployments and alerts on the server, a champion, a worker and a server answering."""
-    api, home = prefect_server
+    (api, home), mlflow_server = servers
     work = tmp_path_factory.mktemp("loop")
     store_url = f"sqlite:///{work / 'mnist-data.db'}"
     env = {
@@ -276,8 +276,8 @@ def test_the_gate_tells_its_decision_as_an_event(loop):
     assert event["payload"]["decision"] == "promoted" and event["payload"]["streak"] == 0
 
 
-def test_the_registry_on_the_server_follows_the_gate(loop, mlflow_server):
-    client = MlflowClient(tracking_uri=mlflow_server)
+def test_the_registry_on_the_server_follows_the_gate(loop):
+    client = MlflowClient(tracking_uri=loop.env["MLFLOW_TRACKING_URI"])
     first = client.get_model_version("mnist-cnn", "1")
     assert first.tags["decision"] == "promoted"
     run = client.get_run(str(first.run_id))
