@@ -8,18 +8,29 @@ checked ONNX copy (`model.onnx`) and ONNX Runtime is installed, runs that copy w
 importing TensorFlow at all. It ships inside every logged model (MLflow `code_paths`), so
 `mlflow.pyfunc.load_model` and `mlflow models serve` use it without mnist-pipeline installed;
 `mlflow.tensorflow.load_model` still gives the Keras model. It imports only ONNX Runtime or
-Keras, NumPy and pandas, and loads the Keras file in safe mode.
+Keras, NumPy and pandas (never mnist-pipeline), loads the Keras file in safe mode, and lets the
+ONNX copy read no external data files.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
 from typing import Any
 
 import numpy as np
 
 CHUNK = 2048
 """Images per graph call: large enough to keep both cores busy, small enough for memory."""
+ONNX_FILE = "model.onnx"
+"""The ONNX copy's name, beside `model.keras` in a logged model's data directory (defined here,
+in the file every logged model ships, and imported from here by `mnist.onnx_model` and
+`mnist.tracking.model_files`)."""
+EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
+"""ONNX Runtime's setting for where tensors stored in external files are read from. A model
+loaded from bytes would read them relative to the working directory: pointed at an empty
+temporary folder, any such tensor fails to load (and one whose path leaves it is refused)."""
 
 
 class KerasDigits:
@@ -72,19 +83,38 @@ def probabilities(model: Any, x: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
 
 
+def onnx_session(content: bytes, threads: int | None = None) -> Any:
+    """An ONNX Runtime session (on the CPU) of a model's bytes that reads no external data
+    files; `threads` caps its threads per call (default: one per core)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: no warnings on stderr
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    with tempfile.TemporaryDirectory(prefix="mnist-onnx-") as empty:
+        options.add_session_config_entry(EXTERNAL_DATA_FOLDER, empty)
+        return ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
+
+
 def _load_pyfunc(path: str) -> KerasDigits:
     """Called by `mlflow.pyfunc.load_model` with the flavour's data directory: the ONNX copy
-    when there is one and ONNX Runtime loads it, else the Keras model."""
-    onnx = os.path.join(path, "model.onnx")
+    when there is one and ONNX Runtime loads it, else (with a warning when the copy is there
+    but cannot run) the Keras model."""
+    onnx = os.path.join(path, ONNX_FILE)
     if os.path.isfile(onnx) and not os.path.islink(onnx):
         try:
-            import onnxruntime as ort
-
-            with open(onnx, "rb") as file:  # as bytes: no external data files are read
-                session = ort.InferenceSession(file.read(), providers=["CPUExecutionProvider"])
-            return OnnxDigits(session)
-        except Exception:  # no ONNX Runtime here, or a copy it cannot run: Keras answers
-            pass
+            with open(onnx, "rb") as file:
+                return OnnxDigits(onnx_session(file.read()))
+        except Exception as exc:  # no ONNX Runtime here, or a copy it cannot run: Keras answers
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            logging.getLogger(__name__).warning(
+                "the ONNX copy %s cannot run (%s: %s); answering through Keras",
+                onnx,
+                type(exc).__name__,
+                detail,
+            )
     import keras
 
     return KerasDigits(keras.saving.load_model(os.path.join(path, "model.keras"), safe_mode=True))

@@ -20,13 +20,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mnist.errors import MnistError, first_line
-from mnist.mnist_pyfunc import CHUNK
+from mnist.mnist_pyfunc import CHUNK, ONNX_FILE, onnx_session
 
 if TYPE_CHECKING:
     import keras
 
-ONNX_FILE = "model.onnx"
-"""The copy's name, beside `model.keras` in a logged model's `data/` directory."""
 SAME_DIGIT_MIN = 0.9999
 """The least fraction of images on which the copy must give the same digit as Keras."""
 MAX_ABS_DIFF = 1e-4
@@ -73,34 +71,37 @@ def _shape(dims: list[Any]) -> str:
 
 class OnnxDigits:
     """An ONNX digits model run by ONNX Runtime: one float input (N, 28, 28) of raw 0-255
-    pixels, one output (N, 10) of probabilities; anything else is refused in one line.
+    pixels with a free batch size, one float output (N, 10) of probabilities; anything else is
+    refused in one line.
 
-    The file is read into memory and given to ONNX Runtime as bytes, so a graph cannot pull in
-    external data files from beside it. `threads` caps ONNX Runtime's threads per call
+    The file is read into memory and given to ONNX Runtime as bytes, with an empty temporary
+    folder as the only place external data may come from (`mnist_pyfunc.onnx_session`): a
+    graph whose tensors live in external files (which ONNX Runtime would otherwise look for in
+    the working directory) is refused. `threads` caps ONNX Runtime's threads per call
     (default: its own choice, one per core)."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
         try:
             content = self.path.read_bytes()
         except OSError as exc:
             raise MnistError(f"cannot read ONNX model {str(self.path)!r}: {exc.strerror}") from exc
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: no warnings on stderr
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(
-                content, options, providers=["CPUExecutionProvider"]
-            )
+            self.session = onnx_session(content, threads)
         except Exception as exc:  # corrupt, truncated, not ONNX: ONNX Runtime says why
             detail = first_line(exc).replace("[ONNXRuntimeError] : ", "")
+            if "external data" in detail.lower():
+                raise MnistError(
+                    f"ONNX model {str(self.path)!r} stores tensors in external files "
+                    f"({detail}): refused"
+                ) from exc
             raise MnistError(
                 f"cannot load ONNX model {str(self.path)!r}: not a valid ONNX model ({detail})"
             ) from exc
+        self.input_name = self._vet()
+
+    def _vet(self) -> str:
+        """The name of the input, once the graph's signature is a digits model's."""
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise MnistError(
@@ -108,17 +109,27 @@ class OnnxDigits:
                 f"{len(outputs)} output(s); a digits model has one of each"
             )
         given, answer = inputs[0], outputs[0]
-        if given.type != "tensor(float)" or list(given.shape[1:]) != list(IMAGE_SHAPE):
+        if (
+            given.type != "tensor(float)"
+            or len(given.shape) != 3
+            or isinstance(given.shape[0], int)  # a fixed batch size
+            or list(given.shape[1:]) != list(IMAGE_SHAPE)
+        ):
             raise MnistError(
                 f"ONNX model {str(self.path)!r} takes {given.type} {_shape(given.shape)}; "
                 "a digits model takes tensor(float) [N, 28, 28]"
             )
-        if len(answer.shape) != 2 or answer.shape[1] != CLASSES:
+        if (
+            answer.type != "tensor(float)"
+            or len(answer.shape) != 2
+            or isinstance(answer.shape[0], int)
+            or answer.shape[1] != CLASSES
+        ):
             raise MnistError(
-                f"ONNX model {str(self.path)!r} answers {_shape(answer.shape)}; "
-                "a digits model answers [N, 10]"
+                f"ONNX model {str(self.path)!r} answers {answer.type} {_shape(answer.shape)}; "
+                "a digits model answers tensor(float) [N, 10]"
             )
-        self.input_name = given.name
+        return given.name
 
     def probabilities(self, x: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
         """(N, 10) float32 probabilities of raw pixels `x` (N, 28, 28), `chunk` images a call."""
@@ -126,12 +137,18 @@ class OnnxDigits:
         if x.size % (IMAGE_SHAPE[0] * IMAGE_SHAPE[1]):
             raise MnistError(f"images of shape {x.shape} are not 28x28 images")
         x = x.reshape(-1, *IMAGE_SHAPE)
-        run = self.session.run
-        chunks = [
-            np.asarray(run(None, {self.input_name: x[i : i + chunk]})[0], np.float32)
-            for i in range(0, len(x), chunk)
-        ]
+        try:
+            chunks = [self._run(x[i : i + chunk]) for i in range(0, len(x), chunk)]
+        except Exception as exc:  # a graph that is well-typed can still fail on its data
+            detail = first_line(exc).replace("[ONNXRuntimeError] : ", "")
+            raise MnistError(f"ONNX model {str(self.path)!r} failed to run: {detail}") from exc
         return np.concatenate(chunks) if chunks else np.zeros((0, CLASSES), np.float32)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        answer = np.asarray(self.session.run(None, {self.input_name: x})[0], np.float32)
+        if answer.shape != (len(x), CLASSES):
+            raise ValueError(f"it answered {answer.shape} for {len(x)} image(s)")
+        return answer
 
 
 @dataclass(frozen=True)
@@ -194,7 +211,9 @@ def check(onnx: OnnxDigits, keras_model: keras.Model, images: np.ndarray) -> Onn
 
 def make_copy(model: keras.Model, directory: Path, images: np.ndarray) -> tuple[Path | None, dict]:
     """Export `model` into `directory/model.onnx` and check it on `images`: the file (None when
-    the export failed or the check did not pass, and then no file is left) and its tags."""
+    the export failed or the check did not pass, and then no file is left) and its tags. Any
+    failure (ours, the converter's, ONNX Runtime's, Keras's) only costs the copy: the model is
+    logged all the same."""
     path = Path(directory) / ONNX_FILE
     try:
         export_onnx(model, path)
@@ -202,6 +221,9 @@ def make_copy(model: keras.Model, directory: Path, images: np.ndarray) -> tuple[
     except MnistError as exc:
         path.unlink(missing_ok=True)
         return None, {"onnx": f"no: {exc}"}
+    except Exception as exc:  # whatever a library throws: the model is logged without a copy
+        path.unlink(missing_ok=True)
+        return None, {"onnx": f"no: {type(exc).__name__}: {first_line(exc)}"}
     if not result.passed:
         path.unlink(missing_ok=True)
         return None, result.tags()

@@ -7,9 +7,8 @@ import argparse
 from pathlib import Path
 
 from app.cli.options import UsageError, add_command, settings
+from mnist.model_formats import FORMATS
 from mnist.settings import RegistrySettings
-
-FORMATS = ("onnx", "saved_model", "litert")
 
 
 def export_command(args: argparse.Namespace) -> None:

@@ -23,12 +23,19 @@ if TYPE_CHECKING:
     import keras
 
 MODEL_ARTIFACT = "model"
+DATA_DIR = "data"
+"""The flavour's data directory inside a model directory: MLflow's TensorFlow flavour always
+writes `data`, and the audit accepts no other (so nothing is read from outside the model)."""
+KERAS_FILE = "model.keras"
+ONNX_FILE = mnist_pyfunc.ONNX_FILE
+"""A logged model's ONNX copy, beside its `model.keras` (`mnist.onnx_model`)."""
 PYFUNC_LOADER = mnist_pyfunc.__name__.rpartition(".")[2]
 """The pyfunc loader module, shipped with each model as `code/mnist_pyfunc.py`."""
 _EARLIER_LOADERS: tuple[str, ...] = (
     "bdaaf96a443c3d8c45ed4833cc313c29ba8b9785168dab4729aa5e3d80d21926",
     "50b2491f960221e180ecf0f7adec1704d1e39c28f4def673c0422aa4cd15d537",
     "52eb1be92d71c7b20cd82ae6b934c179307d3ca60b0c6ae7749a467f1b2405de",
+    "3b3275a92f8a745f0d30e07bf8bed9e81babf142b17aeab6cb4fc20c8f0ba5bd",
 )
 """SHA-256 of earlier `mnist_pyfunc.py` files: when the file changes, add its old digest here,
 or the models logged with it stop loading, and copy the new file into
@@ -60,22 +67,20 @@ class KerasFlavour:
         mlflow_model.flavors[FLAVOR_NAME]["loader_module"] = PYFUNC_LOADER
         mlflow_model.save(str(Path(path) / "MLmodel"))
         if onnx_file is not None:
-            data = str(mlflow_model.flavors["tensorflow"].get("data", "data"))
-            shutil.copyfile(onnx_file, Path(path) / data / ONNX_FILE)
+            shutil.copyfile(onnx_file, Path(path) / DATA_DIR / ONNX_FILE)
 
 
 KERAS_MODULES = ("keras", "tensorflow.keras")
 """The only Keras modules a logged model may name (MLflow would import any module named)."""
 PICKLES = ("*.pkl", "*.pickle", "*.cloudpickle")
-ONNX_FILE = "model.onnx"
-"""A logged model's ONNX copy, beside its `model.keras` (`mnist.onnx_model`)."""
 
 
 def check_logged_model(path: Path, ref: str) -> Path:
     """The Keras file of an MLflow model directory that this project logged, or an error: the
     TensorFlow flavour (and the pyfunc one, loaded by `mlflow.tensorflow` or by the shipped
-    `mnist_pyfunc.py`) and no other, no other code, a real Keras module, no pickled objects, a
-    `.keras` file, and an ONNX copy (`data/model.onnx`), if any, that is a plain file. The
+    `mnist_pyfunc.py`) and no other, no other code, a real Keras module, no pickled objects,
+    its data in `data/` (a real directory, no link) holding a plain `model.keras` file and an
+    ONNX copy (`data/model.onnx`), if any, that is a plain file too. The
     file is then loaded by Keras in safe mode (or the copy by ONNX Runtime), never through
     MLflow: no code in the directory runs here, and a directory shaped otherwise was not logged
     by us. The MLmodel file is read as YAML, without importing MLflow."""
@@ -100,13 +105,16 @@ def check_logged_model(path: Path, ref: str) -> Path:
     codes = {conf.get("code") for conf in flavors.values() if isinstance(conf, dict)}
     if (codes - {None, "code"}) or not _only_our_loader(path / "code"):
         problems.append("ships code")
-    named = path / str(flavor.get("data", "data")) / "keras_module.txt"
+    data_ok = flavor.get("data", DATA_DIR) == DATA_DIR and _plain(path / DATA_DIR, path, dir=True)
+    if not data_ok:
+        problems.append(f"keeps its data elsewhere than a directory {DATA_DIR!r} inside it")
+    named = path / DATA_DIR / "keras_module.txt"
     modules = {
         conf["keras_module"]
         for conf in flavors.values()
         if isinstance(conf, dict) and conf.get("keras_module")
     }
-    modules |= {named.read_text().strip()} if named.is_file() else set()
+    modules |= {named.read_text().strip()} if data_ok and _plain(named, path) else set()
     if bad := sorted(modules - set(KERAS_MODULES)):
         problems.append(f"names the module {bad[0]!r}")
     pyfunc = flavors.get("python_function") or {}
@@ -114,18 +122,26 @@ def check_logged_model(path: Path, ref: str) -> Path:
         problems.append(f"names the loader {pyfunc.get('loader_module')!r}")
     if any(next(path.rglob(pattern), None) for pattern in PICKLES):
         problems.append("holds pickled objects")
-    keras_file = path / str(flavor.get("data", "data")) / "model.keras"
-    if flavor.get("model_type", "keras") != "keras" or not keras_file.is_file():
+    keras = keras_file(path)
+    if flavor.get("model_type", "keras") != "keras" or not (data_ok and _plain(keras, path)):
         problems.append("is not a Keras 3 model file")
-    onnx_file = keras_file.parent / ONNX_FILE
-    if onnx_file.is_symlink() or (onnx_file.exists() and not onnx_file.is_file()):
+    onnx = keras.parent / ONNX_FILE
+    if data_ok and (onnx.exists() or onnx.is_symlink()) and not _plain(onnx, path):
         problems.append("holds an ONNX copy that is not a plain file")
     if problems:
         raise MnistError(
             f"refusing model {ref!r}: it {' and '.join(problems)}; only models logged by "
             "mnist-pipeline are loaded"
         )
-    return keras_file
+    return keras
+
+
+def _plain(item: Path, model: Path, dir: bool = False) -> bool:
+    """Whether `item` is a plain file (or directory) inside the directory `model`, reached
+    without following a link (`model` itself may be one)."""
+    if item.is_symlink() or not (item.is_dir() if dir else item.is_file()):
+        return False
+    return item.resolve().is_relative_to(model.resolve())
 
 
 def _only_our_loader(code: Path) -> bool:
@@ -145,16 +161,17 @@ def _only_our_loader(code: Path) -> bool:
     return True
 
 
-def fetch_model(ref: str, scratch: Path) -> Path:
+def fetch_model(ref: str, scratch: Path, name: str | None = None) -> Path:
     """The `.keras` file or the audited MLflow model directory (`check_logged_model`) that
     `ref` names: a local path as it is, a URI downloaded into `scratch`. MLflow is imported
-    only to download."""
+    only to download. Messages name the model `name` (default: `ref`)."""
+    name = ref if name is None else name
     path = Path(ref).expanduser()
     if path.is_file() and path.suffix == ".keras":
         return path
     if not (path.is_dir() and (path / "MLmodel").is_file()):
         if ModelRef.parse(ref).local:
-            raise MnistError(f"model {ref!r}: no such .keras file or MLflow model directory")
+            raise MnistError(f"model {name!r}: no such .keras file or MLflow model directory")
         import mlflow.artifacts
 
         from mnist.tracking.store import call
@@ -164,19 +181,21 @@ def fetch_model(ref: str, scratch: Path) -> Path:
                 call(mlflow.artifacts.download_artifacts, artifact_uri=ref, dst_path=str(scratch))
             )
         except MnistError as exc:
-            raise MnistError(f"cannot load model {ref!r}: {exc}") from exc
-    check_logged_model(path, ref)
+            raise MnistError(f"cannot load model {name!r}: {exc}") from exc
+    check_logged_model(path, name)
     return path
 
 
 def keras_file(path: Path) -> Path:
-    """The Keras file of what `fetch_model` gave: itself, or the model directory's."""
-    if path.is_file():
-        return path
-    import yaml
+    """The Keras file of what `fetch_model` gave: itself, or the model directory's (in its
+    `data/`, the only data directory `check_logged_model` accepts)."""
+    return path if path.is_file() else path / DATA_DIR / KERAS_FILE
 
-    flavor = yaml.safe_load((path / "MLmodel").read_text())["flavors"]["tensorflow"]
-    return path / str(flavor.get("data", "data")) / "model.keras"
+
+def onnx_copy(path: Path) -> Path | None:
+    """The ONNX copy of what `fetch_model` gave, if it has one (a `.keras` file has none)."""
+    copy = path / DATA_DIR / ONNX_FILE
+    return copy if path.is_dir() and copy.is_file() else None
 
 
 def load_keras(path: Path, ref: str) -> keras.Model:

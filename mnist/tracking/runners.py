@@ -1,9 +1,9 @@
 """Runners: a logged model ready to answer, through its ONNX copy with ONNX Runtime (no
 TensorFlow imported) or through Keras. `load_runner` picks the runtime.
 
-`runtime="auto"` takes the ONNX copy (`data/model.onnx`) when the model has one, else Keras;
-`"onnx"` insists on the copy, `"keras"` always loads Keras. An ONNX runner keeps the model's
-Keras file in memory, so `keras_model()` loads Keras only when asked (for embeddings, a card).
+`runtime="auto"` takes the ONNX copy (`data/model.onnx`) when the model has one (and, for a
+registered version, when its `onnx` tag does not say `no: ...`), else Keras; `"onnx"` insists on
+the copy, `"keras"` always loads Keras.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 
 from mnist.errors import MnistError
-from mnist.tracking.model_files import ONNX_FILE, fetch_model, keras_file, load_keras
+from mnist.references import ModelRef
+from mnist.tracking.model_files import fetch_model, keras_file, load_keras, onnx_copy
 
 if TYPE_CHECKING:
     import keras
@@ -38,10 +39,6 @@ class Runner(Protocol):
         """(N, 10) float32 probabilities of raw 0-255 pixels (N, 28, 28)."""
         ...
 
-    def keras_model(self) -> keras.Model:
-        """The Keras model itself, loaded on first use."""
-        ...
-
 
 class KerasRunner:
     """A Keras model, run one graph call per chunk (`mnist_pyfunc.probabilities`)."""
@@ -56,37 +53,23 @@ class KerasRunner:
 
         return probabilities(self.model, np.asarray(x, np.float32).reshape(-1, 28, 28))
 
-    def keras_model(self) -> keras.Model:
-        return self.model
-
 
 class OnnxRunner:
-    """A model's ONNX copy in ONNX Runtime, with its Keras file kept aside (bytes, or None
-    for a bare `.onnx` file) for `keras_model()`."""
+    """A model's ONNX copy in ONNX Runtime."""
 
     runtime: Runtime = "onnx"
 
-    def __init__(self, digits: OnnxDigits, ref: str, keras_bytes: bytes | None) -> None:
-        self.digits, self.ref, self._keras_bytes = digits, ref, keras_bytes
-        self._model: keras.Model | None = None
+    def __init__(self, digits: OnnxDigits) -> None:
+        self.digits = digits
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         return self.digits.probabilities(x)
 
-    def keras_model(self) -> keras.Model:
-        if self._model is None:
-            if self._keras_bytes is None:
-                raise MnistError(f"model {self.ref!r} is an ONNX file: it has no Keras model")
-            with tempfile.TemporaryDirectory(prefix="mnist-model-") as scratch:
-                path = Path(scratch) / "model.keras"
-                path.write_bytes(self._keras_bytes)
-                self._model = load_keras(path, self.ref)
-        return self._model
-
 
 def load_runner(ref: str, runtime: str = "auto", threads: int | None = None) -> Runner:
     """The model `ref` names (what `load_model` accepts, or a bare `.onnx` file), run by
-    `runtime`: `auto` (ONNX when the model has a copy, else Keras), `onnx` or `keras`.
+    `runtime`: `auto` (ONNX when the model has a copy that its version's `onnx` tag, if any,
+    does not disown; else Keras), `onnx` or `keras`.
     `threads` caps ONNX Runtime's threads per call (default: one per core)."""
     from mnist.tracking.model_files import load_model
 
@@ -96,19 +79,44 @@ def load_runner(ref: str, runtime: str = "auto", threads: int | None = None) -> 
     if path.suffix == ".onnx" and path.is_file():
         if runtime == "keras":
             raise MnistError(f"model {ref!r} is an ONNX file: it runs only with ONNX Runtime")
-        return OnnxRunner(_digits(path, threads), ref, None)
+        return OnnxRunner(_digits(path, threads))
     if runtime == "keras":
         return KerasRunner(load_model(ref))
+    where, refused = _version(ref)
     with tempfile.TemporaryDirectory(prefix="mnist-model-") as scratch:
-        found = fetch_model(ref, Path(scratch))
-        keras_path = keras_file(found)
-        onnx = keras_path.parent / ONNX_FILE if found.is_dir() else None
-        if onnx is None or not onnx.is_file():
+        found = fetch_model(where, Path(scratch), ref)
+        onnx = None if refused else onnx_copy(found)
+        if onnx is None:
             if runtime == "onnx":
-                what = "a .keras file" if onnx is None else "it was logged without one"
+                what = "it was logged without one"
+                if found.is_file():
+                    what = "a .keras file"
+                elif refused:
+                    what = f"its onnx tag says {refused!r}"
                 raise MnistError(f"model {ref!r} has no ONNX copy ({what}); use --runtime keras")
-            return KerasRunner(load_keras(keras_path, ref))
-        return OnnxRunner(_digits(onnx, threads, ref), ref, keras_path.read_bytes())
+            return KerasRunner(load_keras(keras_file(found), ref))
+        return OnnxRunner(_digits(onnx, threads, ref))
+
+
+def _version(ref: str) -> tuple[str, str]:
+    """Where to download a registered version from (`models:/NAME/N`, an alias resolved once,
+    so the copy and its tag are the same version's) and its `onnx` tag when it says `no: ...`
+    ('' otherwise: `yes`, or no tag on versions older than the copy); other references as
+    they are."""
+    parsed = ModelRef.parse(ref)
+    if not parsed.registered or parsed.name is None:
+        return ref, ""
+    from mnist.tracking.store import call, client
+
+    if parsed.alias is not None:
+        missing = f"model {parsed.name!r} has no alias {parsed.alias!r}"
+        mv = call(client().get_model_version_by_alias, parsed.name, parsed.alias, missing=missing)
+    else:
+        missing = f"model {parsed.name!r} has no version {parsed.version}"
+        mv = call(client().get_model_version, parsed.name, str(parsed.version), missing=missing)
+    tag = str((mv.tags or {}).get("onnx", "yes"))
+    where = str(ModelRef.by_version(parsed.name, mv.version))
+    return where, "" if tag == "yes" else tag
 
 
 def _digits(path: Path, threads: int | None, ref: str | None = None) -> OnnxDigits:

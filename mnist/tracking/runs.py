@@ -241,9 +241,12 @@ class Run:
 
 
 def pip_requirements() -> list[str]:
-    """Explicit requirements (inferring them costs seconds and lists TensorFlow twice)."""
+    """Explicit requirements (inferring them costs seconds and lists TensorFlow twice), with
+    ONNX Runtime, which the pyfunc loader runs the model's ONNX copy with (without it, a model
+    served in an environment of its own would fall back to Keras)."""
     import keras
     import numpy as np
+    import onnxruntime
     import tensorflow as tf
 
     return [
@@ -251,4 +254,5 @@ def pip_requirements() -> list[str]:
         f"tensorflow=={tf.__version__}; sys_platform != 'linux'",
         f"keras=={keras.__version__}",
         f"numpy=={np.__version__}",
+        f"onnxruntime=={onnxruntime.__version__}",
     ]

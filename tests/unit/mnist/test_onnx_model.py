@@ -58,19 +58,62 @@ def model_dir(tiny, tmp_path_factory) -> Path:
     return path
 
 
-def _graph(path: Path, input_shape: list, output_shape: list, outputs: int = 1) -> Path:
-    """A small ONNX graph with the given shapes (written with `onnx.helper`, no TensorFlow)."""
+def _graph(
+    path: Path, input_shape: list, output_shape: list, outputs: int = 1, answer: str = "FLOAT"
+) -> Path:
+    """A small ONNX graph with the given declared shapes (written with `onnx.helper`, no
+    TensorFlow): each output is the input itself, or for another type than FLOAT, the first
+    ten pixels of its first row cast to `answer`."""
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
+    kind = getattr(TensorProto, answer)
     given = helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)
-    answers = [
-        helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, output_shape)
-        for i in range(outputs)
+    answers = [helper.make_tensor_value_info(f"y{i}", kind, output_shape) for i in range(outputs)]
+    constants = [
+        numpy_helper.from_array(np.array(values, np.int64), name)
+        for name, values in (("starts", [0, 0]), ("ends", [1, 10]), ("axes", [1, 2]), ("one", [1]))
     ]
     nodes = [helper.make_node("Identity", ["x"], [f"y{i}"]) for i in range(outputs)]
-    model = helper.make_model(helper.make_graph(nodes, "g", [given], answers))
-    onnx.save(model, str(path))
+    if answer != "FLOAT":
+        nodes = [
+            helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["row"]),
+            helper.make_node("Squeeze", ["row", "one"], ["ten"]),
+            *[helper.make_node("Cast", ["ten"], [f"y{i}"], to=kind) for i in range(outputs)],
+        ]
+    graph = helper.make_graph(nodes, "g", [given], answers, constants)
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+def _reshaping(path: Path) -> Path:
+    """A graph declared [N, 28, 28] -> [N, 10] that reshapes its pixels to (-1, 10)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    given = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 28, 28])
+    answer = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 10])
+    shape = numpy_helper.from_array(np.array([-1, 10], np.int64), "shape")
+    node = helper.make_node("Reshape", ["x", "shape"], ["y"])
+    onnx.save(helper.make_model(helper.make_graph([node], "g", [given], [answer], [shape])), path)
+    return path
+
+
+def _external(path: Path, location: str) -> Path:
+    """A graph (x * w) whose initializer `w` is stored in the external file `location`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((28, 28), np.float32), "w")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(28 * 28 * 4))):
+        entry = w.external_data.add()
+        entry.key, entry.value = key, value
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 28, 28])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 28, 28])
+    node = helper.make_node("Mul", ["x", "w"], ["y"])
+    onnx.save(helper.make_model(helper.make_graph([node], "g", [x], [y], [w])), str(path))
     return path
 
 
@@ -122,10 +165,21 @@ def test_a_damaged_file_is_one_line(tiny, tmp_path, content, message):
     [
         (([None, 32, 32], [None, 10]), "takes tensor(float) [N, 32, 32]"),
         ((["n", 784], ["n", 10]), "takes tensor(float) [N, 784]"),
-        (([None, 28, 28], [None, 28, 28]), "answers [N, 28, 28]"),
+        (([1, 28, 28], [1, 10]), "takes tensor(float) [1, 28, 28]"),
+        (([None, 28, 28], [None, 28, 28]), "answers tensor(float) [N, 28, 28]"),
         (([None, 28, 28], [None, 10], 2), "has 1 input(s) and 2 output(s)"),
+        (([None, 28, 28], [None, 10], 1, "STRING"), "answers tensor(string) [N, 10]"),
+        (([None, 28, 28], [None, 10], 1, "BOOL"), "answers tensor(bool) [N, 10]"),
     ],
-    ids=["32x32 input", "flat input", "image output", "two outputs"],
+    ids=[
+        "32x32 input",
+        "flat input",
+        "fixed batch",
+        "image output",
+        "two outputs",
+        "string output",
+        "bool output",
+    ],
 )
 def test_a_graph_of_the_wrong_shape_is_one_line(tmp_path, shapes, message):
     path = _graph(tmp_path / "other.onnx", *shapes)
@@ -143,8 +197,8 @@ def test_a_model_whose_copy_is_not_a_digits_model_is_logged_without_one(tmp_path
     model = keras.Sequential([keras.layers.Dense(10)])
     onnx, tags = make_copy(model, tmp_path, np.zeros((2, 28, 28), np.float32))
     assert onnx is None and tags == {
-        "onnx": f"no: ONNX model {str(tmp_path / 'model.onnx')!r} answers [N, N, 10]; "
-        "a digits model answers [N, 10]"
+        "onnx": f"no: ONNX model {str(tmp_path / 'model.onnx')!r} answers tensor(float) "
+        "[N, N, 10]; a digits model answers tensor(float) [N, 10]"
     }
     assert not list(tmp_path.iterdir())
 
@@ -157,6 +211,75 @@ class _Unexportable:
     def export(self, path: str, **kwargs: object) -> None:
         Path(path).write_bytes(b"half")
         raise RuntimeError("Unsupported ops: Counter({'PyFunc': 1})\nmore detail")
+
+
+def test_a_graph_that_fails_when_run_is_one_line(tmp_path):
+    """Declared [N, 10], it reshapes N * 784 pixels to (-1, 10): ONNX Runtime fails on one
+    image, and five answer (392, 10); `probabilities` says so in one MnistError each."""
+    path = _reshaping(tmp_path / "liar.onnx")
+    digits = OnnxDigits(path)
+    with pytest.raises(MnistError) as caught:
+        digits.probabilities(np.zeros((1, 28, 28), np.float32))
+    assert str(caught.value).startswith(f"ONNX model {str(path)!r} failed to run: ")
+    assert "\n" not in str(caught.value)
+    with pytest.raises(MnistError) as caught:
+        digits.probabilities(np.zeros((5, 28, 28), np.float32))
+    assert str(caught.value) == (
+        f"ONNX model {str(path)!r} failed to run: it answered (392, 10) for 5 image(s)"
+    )
+
+
+@pytest.mark.parametrize("location", ["cwdweights.bin", "../work/cwdweights.bin"])
+def test_a_graph_with_tensors_in_external_files_is_refused(tmp_path, monkeypatch, location):
+    """ONNX Runtime reads external data of a model given as bytes from the working directory:
+    a file planted there must not become the model's weights."""
+
+    from mnist import mnist_pyfunc
+
+    work = tmp_path / "work"
+    work.mkdir()
+    np.full((28, 28), 7, np.float32).tofile(work / "cwdweights.bin")
+    monkeypatch.chdir(work)
+    path = _external(tmp_path / "model.onnx", location)
+    with pytest.raises(MnistError) as caught:
+        OnnxDigits(path)
+    text = str(caught.value)
+    assert text.startswith(f"ONNX model {str(path)!r} stores tensors in external files (")
+    assert text.endswith("): refused") and "\n" not in text
+    with pytest.raises(Exception, match="External data path"):
+        mnist_pyfunc.onnx_session(path.read_bytes())
+
+
+def test_the_pyfunc_loader_warns_and_answers_with_keras_when_the_copy_cannot_run(
+    model_dir, tmp_path, monkeypatch, caplog
+):
+    import logging
+    import shutil
+
+    from mnist import mnist_pyfunc
+
+    data = Path(shutil.copytree(model_dir / "data", tmp_path / "data"))
+    np.full((28, 28), 7, np.float32).tofile(tmp_path / "cwdweights.bin")
+    monkeypatch.chdir(tmp_path)
+    _external(data / "model.onnx", "cwdweights.bin")
+    with caplog.at_level(logging.WARNING):
+        loaded = mnist_pyfunc._load_pyfunc(str(data))
+    assert type(loaded) is mnist_pyfunc.KerasDigits
+    assert "the ONNX copy" in caplog.text and "answering through Keras" in caplog.text
+
+
+def test_any_failure_of_the_export_or_check_costs_only_the_copy(tmp_path, monkeypatch):
+    """Not only our own errors: a library's (here a RuntimeError) leaves no file and says why."""
+    import mnist.onnx_model
+
+    def broken(model: object, path: Path) -> Path:
+        path.write_bytes(b"half")
+        raise RuntimeError("converter crashed\nsecond line")
+
+    monkeypatch.setattr(mnist.onnx_model, "export_onnx", broken)
+    onnx, tags = make_copy(object(), tmp_path, np.zeros((2, 28, 28), np.float32))  # pyright: ignore[reportArgumentType]
+    assert onnx is None and tags == {"onnx": "no: RuntimeError: converter crashed"}
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_failed_export_is_one_line_and_leaves_no_file(tmp_path):
@@ -174,14 +297,12 @@ def test_the_runtime_is_the_copy_when_there_is_one(tiny, model_dir, tmp_path):
     auto = load_runner(str(model_dir))
     assert auto.runtime == "onnx"
     np.testing.assert_allclose(auto.probabilities(images), expected, atol=1e-5)
-    assert auto.keras_model().count_params() == model.count_params()
+    assert not hasattr(auto, "keras_model")  # nothing kept for it: no Keras bytes in memory
     by_keras = load_runner(str(model_dir), "keras")
     assert by_keras.runtime == "keras"
     np.testing.assert_allclose(by_keras.probabilities(images), expected, atol=1e-5)
     bare = load_runner(str(onnx))
     assert bare.runtime == "onnx" and bare.probabilities(images[:2]).shape == (2, 10)
-    with pytest.raises(MnistError, match="is an ONNX file: it has no Keras model"):
-        bare.keras_model()
     with pytest.raises(MnistError, match="it runs only with ONNX Runtime"):
         load_runner(str(onnx), "keras")
     with pytest.raises(MnistError, match="unknown runtime 'tflite'"):
