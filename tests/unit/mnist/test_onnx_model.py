@@ -372,3 +372,32 @@ def test_running_a_copy_imports_neither_tensorflow_nor_keras_nor_mlflow(model_di
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_a_version_whose_onnx_tag_says_no_runs_through_keras(model_dir, tmp_path):
+    """The copy is there, but the version's `onnx` tag disowns it: Keras answers (and
+    `--runtime onnx` says why); a version tagged `yes`, or untagged (older), runs the copy."""
+    import mlflow
+
+    from mnist.tracking import client
+    from tests.conftest import tracking_store
+
+    with tracking_store(tmp_path):
+        logged = mlflow.initialize_logged_model(name="model")
+        client().log_model_artifacts(logged.model_id, str(model_dir))
+        client().create_registered_model("digits")
+        for tags in ({"onnx": "no: disowned by hand"}, {"onnx": "yes"}, {}):
+            client().create_model_version(
+                "digits", f"models:/{logged.model_id}", tags=tags, model_id=logged.model_id
+            )
+        client().set_registered_model_alias("digits", "champion", "1")
+        assert load_runner("models:/digits/1").runtime == "keras"
+        assert load_runner("models:/digits@champion").runtime == "keras"
+        with pytest.raises(MnistError) as caught:
+            load_runner("models:/digits@champion", "onnx")
+        assert str(caught.value) == (
+            "model 'models:/digits@champion' has no ONNX copy (its onnx tag says "
+            "'no: disowned by hand'); use --runtime keras"
+        )
+        assert load_runner("models:/digits/2").runtime == "onnx"
+        assert load_runner("models:/digits/3").runtime == "onnx"

@@ -87,3 +87,54 @@ def test_models_logged_with_any_shipped_loader_still_load(logged, loader, tmp_pa
     shipped = model_dir / "code" / f"{PYFUNC_LOADER}.py"
     assert Path(str(module.__file__)).resolve() == shipped.resolve()  # not mnist/mnist_pyfunc.py
     np.testing.assert_allclose(pyfunc.predict(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def _with_data(model_dir: Path, data: str) -> None:
+    meta = yaml.safe_load((model_dir / "MLmodel").read_text())
+    meta["flavors"]["tensorflow"]["data"] = data
+    (model_dir / "MLmodel").write_text(yaml.safe_dump(meta))
+
+
+@pytest.mark.parametrize("where", ["../outside", "absolute", "linked"])
+def test_a_model_whose_data_lies_outside_its_directory_is_refused(logged, tmp_path, where):
+    """MLmodel's `data` must be `data`, a real directory inside the model: not `../outside`,
+    not an absolute path, not a link to a directory elsewhere."""
+    from mnist.errors import MnistError
+    from mnist.tracking import check_logged_model
+
+    path, _, _ = logged
+    model_dir = Path(shutil.copytree(path, tmp_path / "model"))
+    outside = Path(shutil.copytree(path / "data", tmp_path / "outside"))
+    if where == "linked":
+        shutil.rmtree(model_dir / "data")
+        (model_dir / "data").symlink_to(outside, target_is_directory=True)
+    else:
+        _with_data(model_dir, str(outside) if where == "absolute" else where)
+    with pytest.raises(MnistError) as caught:
+        check_logged_model(model_dir, "m")
+    assert "keeps its data elsewhere than a directory 'data' inside it" in str(caught.value)
+    with pytest.raises(MnistError, match="refusing model"):
+        load_model(str(model_dir))
+
+
+def test_a_linked_keras_file_is_refused(logged, tmp_path):
+    from mnist.errors import MnistError
+    from mnist.tracking import check_logged_model
+
+    path, _, _ = logged
+    model_dir = Path(shutil.copytree(path, tmp_path / "model"))
+    keras_file = model_dir / "data" / "model.keras"
+    keras_file.rename(tmp_path / "elsewhere.keras")
+    keras_file.symlink_to(tmp_path / "elsewhere.keras")
+    with pytest.raises(MnistError, match="it is not a Keras 3 model file"):
+        check_logged_model(model_dir, "m")
+
+
+def test_a_model_served_in_its_own_environment_gets_onnx_runtime():
+    """Without ONNX Runtime in the requirements, `mlflow models serve` would answer through
+    Keras."""
+    import onnxruntime
+
+    from mnist.tracking import pip_requirements
+
+    assert f"onnxruntime=={onnxruntime.__version__}" in pip_requirements()
