@@ -94,9 +94,15 @@ def test_the_gate_decision_lands_in_the_card(carded):
     assert "Compared with no champion (the first one)" in card
     assert "Not judged yet" not in card
     assert v.tags["card"] == f"yes: card/v{v.version}.md"
-    onnx = v.tags.get("onnx")
-    expected = "No ONNX copy" if onnx is None or onnx != "yes" else "checked against Keras on"
-    assert expected in card
+    # every logged model gets an ONNX copy unless its export fails: this one must have one
+    assert v.tags["onnx"] == "yes"
+    assert float(v.tags["onnx_same_digit"]) >= 0.9999
+    assert float(v.tags["onnx_max_abs_diff"]) <= 1e-4
+    assert (
+        f"checked against Keras on {v.tags['onnx_checked_on']} MNIST test images: same digit "
+        f"for {v.tags['onnx_same_digit']} of them, largest probability difference "
+        f"{v.tags['onnx_max_abs_diff']}." in card
+    )
 
 
 def test_the_card_and_its_figures_are_artifacts_of_the_run(carded):
@@ -117,8 +123,10 @@ def test_the_card_and_its_figures_are_artifacts_of_the_run(carded):
 
 def test_mnist_registry_card_prints_it(carded, capsys):
     v = carded["version"]
+    with open(carded["texts"][f"card/v{v.version}.md"]) as f:
+        whole = f.read()
     assert main(["registry", "--registered-model", NAME, "card"]) == 0  # the champion
-    assert capsys.readouterr().out == carded["description"].rstrip("\n") + "\n"
+    assert capsys.readouterr().out == whole.rstrip("\n") + "\n"  # card/vN.md, in full
     assert main(["registry", "--registered-model", NAME, "card", v.version]) == 0
     assert "## Known limits" in capsys.readouterr().out
     assert main(["registry", "--registered-model", NAME, "card", "99"]) == 1
@@ -132,4 +140,7 @@ def test_a_version_without_a_card_says_so(carded, capsys):
     capsys.readouterr()  # MLflow's words on the registration
     assert main(["registry", "--registered-model", "no-card-test", "card", bare.version]) == 1
     err = capsys.readouterr().err.strip()
-    assert "no-card-test v1 has no model card" in err and len(err.splitlines()) == 1
+    assert err.endswith(
+        "no-card-test v1 has no model card: registered before model cards were written"
+    )
+    assert len(err.splitlines()) == 1
