@@ -5,10 +5,7 @@ reads it back and renders it again from the stored facts, without TensorFlow or 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +20,6 @@ CARD_DIR = "card"
 FACTS = f"{CARD_DIR}/card.json"
 PENDING = "pending"
 """The tag `card` from registration until the card is written."""
-PROGRESS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def publish(
@@ -48,22 +44,10 @@ def publish(
     return text
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """No MLflow progress bar on stderr while downloading (unless the user asked for one)."""
-    before = os.environ.get(PROGRESS)
-    os.environ.setdefault(PROGRESS, "false")
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(PROGRESS, None)
-
-
 def read(run_id: str, path: str, missing: str | None = None) -> str:
     """The text of artifact `path` of run `run_id`; MnistError (`missing` if it is not
     there) when it cannot be read."""
-    with _quiet(), tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         local = call(client().download_artifacts, run_id, path, tmp, missing=missing)
         try:
             return Path(local).read_text()

@@ -29,6 +29,9 @@ DEFAULTS = {
     # ("Creating initial MLflow database tables..." on every new store).
     "TF_CPP_MIN_LOG_LEVEL": "2",
     "MLFLOW_LOGGING_LEVEL": "WARNING",
+    # MLflow's download progress bar, one line per file on stderr even when it is no terminal:
+    # noise around the one line a command prints.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 
