@@ -108,12 +108,13 @@ def _version(ref: str) -> tuple[str, str]:
         return ref, ""
     from mnist.tracking.store import call, client
 
-    if parsed.alias is not None:
-        missing = f"model {parsed.name!r} has no alias {parsed.alias!r}"
-        mv = call(client().get_model_version_by_alias, parsed.name, parsed.alias, missing=missing)
-    else:
-        missing = f"model {parsed.name!r} has no version {parsed.version}"
-        mv = call(client().get_model_version, parsed.name, str(parsed.version), missing=missing)
+    try:  # MLflow's own words name what is missing: the model, its alias or its version
+        if parsed.alias is not None:
+            mv = call(client().get_model_version_by_alias, parsed.name, parsed.alias)
+        else:
+            mv = call(client().get_model_version, parsed.name, str(parsed.version))
+    except MnistError as exc:
+        raise MnistError(f"cannot load model {ref!r}: {exc}") from exc
     tag = str((mv.tags or {}).get("onnx", "yes"))
     where = str(ModelRef.by_version(parsed.name, mv.version))
     return where, "" if tag == "yes" else tag
