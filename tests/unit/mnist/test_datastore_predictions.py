@@ -34,6 +34,14 @@ def test_ids_are_ordered_in_time_and_tell_it():
     assert all(0 < i < 2**63 for i in a + b)
 
 
+def test_a_process_never_gives_one_id_twice_in_a_millisecond():
+    """A server's micro-batches answer many images in one millisecond: 20,000 ids there, in
+    calls of 64 (independent random bits would clash with odds of about 1 - e^-48)."""
+    at = datetime(2026, 5, 1, tzinfo=UTC)
+    ids = [i for _ in range(313) for i in new_ids(64, at)]
+    assert len(set(ids)) == len(ids) and {id_time(i) for i in ids} == {at}
+
+
 def test_a_window_is_a_time_or_a_count_with_its_sample_and_labels(log):
     now = datetime.now(UTC)
     old, new = _rows(now - timedelta(hours=30), 40), _rows(now - timedelta(minutes=5), 60)
