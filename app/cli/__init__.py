@@ -45,9 +45,7 @@ _INTERRUPTS = {signal.SIGINT: KeyboardInterrupt, signal.SIGTERM: _Terminated}
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    from mnist import stopping
-
-    stopping.request(_INTERRUPTS[signal.Signals(signum)])
+    raise _INTERRUPTS[signal.Signals(signum)]
 
 
 def main(argv: list[str] | None = None) -> int:
