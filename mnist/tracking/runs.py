@@ -33,6 +33,14 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+def _lost_a_dataset_race(exc: MnistError) -> bool:
+    """Whether MLflow refused a dataset that another run inserted at the same moment."""
+    text = str(exc.__cause__ or exc)
+    return "datasets" in text and any(
+        unique in text for unique in ("UNIQUE constraint failed", "duplicate key value")
+    )
+
+
 def code_version() -> str:
     """The git commit of this checkout, with `-dirty.` and a digest of the uncommitted changes
     to tracked files when there are any, else the package version."""
@@ -139,7 +147,14 @@ class Run:
             )
             tags = [InputTag("mlflow.data.context", i.context), InputTag("digest", i.digest)]
             entities.append(DatasetInput(dataset._to_mlflow_entity(), tags))
-        call(client().log_inputs, self.run_id, entities)
+        try:
+            call(client().log_inputs, self.run_id, entities)
+        except MnistError as exc:
+            if not _lost_a_dataset_race(exc):
+                raise
+            # MLflow's SQL store looks a dataset up, then inserts it: a run of the same
+            # experiment inserted it in between. Once more finds it and links it.
+            call(client().log_inputs, self.run_id, entities)
 
     def log_json(self, data: dict, artifact_file: str) -> None:
         text = json.dumps(data, indent=2, default=str)

@@ -28,3 +28,39 @@ def test_a_run_logs_everything_through_its_own_id(store):
     assert json.loads(report.read_text()) == {"a": 1}
     assert (Path(run.artifact_location("table.csv"))).read_text() == "x\n1\n2\n"
     assert run.run_id in run.link() and store in run.link()
+
+
+def test_runs_logging_the_same_new_dataset_at_once_all_record_it(store):
+    """MLflow's SQL store looks a dataset up, then inserts it; runs of one experiment that log
+    the same new dataset at the same moment used to lose to a UNIQUE constraint (CI, two
+    concurrent retrainings). Each round logs a new dataset from four threads at once."""
+    import threading
+
+    import numpy as np
+
+    from mnist.tracking.runs import Input
+
+    runs = [Run.start("race", f"run-{i}", {}) for i in range(4)]
+    errors: list[BaseException] = []
+    for round_ in range(10):
+        data = Input(
+            f"set-{round_}", np.zeros((2, 2)), np.zeros(2), "here", f"{round_:064x}", "training"
+        )
+        start = threading.Barrier(len(runs))
+
+        def log(run: Run, data: Input = data, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                run.log_inputs([data])
+            except Exception as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=log, args=(run,)) for run in runs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    for run in runs:
+        names = {i.dataset.name for i in client().get_run(run.run_id).inputs.dataset_inputs}
+        assert names == {f"set-{r}" for r in range(10)}
