@@ -5,12 +5,13 @@ one engine per URL and use, set up for SQLite (WAL, writers in turn) or PostgreS
 from __future__ import annotations
 
 import functools
-import re
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+from mnist.addresses import safe_url  # noqa: F401  (the one redaction rule; imported from here)
 
 FILE_NAME = "mnist-data.db"
 
@@ -20,16 +21,6 @@ def default_url() -> str:
     from mnist import tracking
 
     return f"sqlite:///{tracking.state_dir() / FILE_NAME}"
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password, for messages (SQLAlchemy's rendering, `***` for it); a
-    URL without one is shown as given."""
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):  # not a URL (or a bad port): mask what looks like one
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
 
 
 def sqlite_file(url: str | URL) -> Path | None:
