@@ -3,8 +3,9 @@
 Each command's options are built from the settings classes of `mnist.settings`
 (`app.cli.options`), so a setting has one name, one default and one help text everywhere.
 One module per command group (`training`, `registry`, `predict`, `data`, `serve`, `admin`);
-`parser` assembles them, `main` runs a command and turns its outcome into one line and an exit
-status. Heavy libraries (TensorFlow, Prefect) are imported only by the commands that need them.
+`parser` assembles them, `main` checks the store addresses the command takes (`stores`), runs
+it and turns its outcome into one line and an exit status. Heavy libraries (TensorFlow,
+Prefect) are imported only by the commands that need them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 from types import FrameType
 from typing import NoReturn
 
-from app.cli import admin, data, export, monitor, predict, registry, serve, training
+from app.cli import admin, data, export, monitor, predict, registry, serve, stores, training
 from app.cli.exit import exit_now
 from app.cli.options import UsageError
 from mnist.errors import MnistError
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, _interrupt) for s in _INTERRUPTS} if in_main_thread else {}
     try:
+        stores.check(args)  # a wrong store address: one line, before any heavy import
         args.func(args)
     except UsageError as exc:
         print(f"mnist: error: {exc}", file=sys.stderr)

@@ -34,7 +34,7 @@ from app.serve import errors as handlers
 from app.serve.errors import RequestError
 from app.serve.feedback import FeedbackDesk, same_site
 from app.serve.holder import ModelHolder, poll, tensorflow_loaded
-from mnist import digits
+from mnist import addresses, digits
 from mnist.batching import MicroBatcher
 from mnist.datastore import PredictionLog, Store, new_ids
 from mnist.datastore.tables import PENDING, TRUSTED
@@ -89,6 +89,8 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
             f"serving on {settings.host}, beyond this machine, needs an admin token "
             "for POST /reload: set MNIST_SERVE_ADMIN_TOKEN"
         )
+    stored = settings.feedback or settings.prediction_log
+    addresses.check(addresses.serving(settings.model, datastore, stored))  # a wrong one: one line
     secret = settings.feedback_token
     feedback_token = secret.get_secret_value() if secret else None
     desk = (

@@ -136,7 +136,13 @@ def client() -> MlflowClient:
 def _initialise(uri: str) -> None:
     """Create a new SQLite store once, under a file lock beside it: two first runs at once
     would both run MLflow's schema migrations, and one of them would fail. A store that
-    cannot be opened (corrupt, read-only, a missing directory) is one line."""
+    cannot be opened (corrupt, read-only, a missing directory) is one line. First, a URI that
+    cannot work (`mnist.addresses`: a typo, a plain path, a missing driver) is one line."""
+    from mnist.addresses import Address, check_form, tracking
+
+    setting = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri else None
+    for address in [Address(setting or "MLflow's tracking URI", uri, "mlflow"), *tracking()]:
+        check_form(address)
     if (path := _sqlite_path(uri)) is None:
         return
     with contextlib.ExitStack() as stack:

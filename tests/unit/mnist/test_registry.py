@@ -129,4 +129,7 @@ def test_unreachable_tracking_server(monkeypatch, capsys):
     finally:
         mlflow.set_tracking_uri(None)
     err = capsys.readouterr().err.strip()
-    assert err == "mnist: error: cannot reach the MLflow tracking server at http://127.0.0.1:9"
+    assert err == (  # checked before the first contact (mnist.addresses)
+        "mnist: error: MLFLOW_TRACKING_URI=http://127.0.0.1:9: 127.0.0.1:9 refuses connections; "
+        "start the server there, or correct MLFLOW_TRACKING_URI"
+    )
