@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser postgres train test test-fast test-integration test-system lint docs bench clean stack-up stack-down
+.PHONY: install browser postgres train test test-fast test-integration test-system lint docs bench clean stack-up stack-down stack-status
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,9 @@ stack-up: install postgres  ## PostgreSQL, Prefect and MLflow servers, workers (
 
 stack-down:  ## stop everything stack-up started (the state stays in .stack/)
 	$(BIN)/python -m app.stack down
+
+stack-status:  ## each piece of the stack: its state, uptime and restarts
+	$(BIN)/python -m app.stack status
 
 clean:
 	rm -rf $(VENV) mlruns/[0-9]* mlruns/models mlflow.db .pytest_cache

@@ -1,8 +1,9 @@
 """The production stack on one machine: PostgreSQL, `prefect server` and `mlflow server` on it
 (MLflow with proxied artifacts), and process workers on the `mnist-process` pool, run together
-by honcho (a Procfile runner) from `stack/Procfile`.
+by supervisord from `stack/supervisord.conf`, which restarts a piece that dies.
 
     python -m app.stack up        # `make stack-up`: start, health-check, deploy, print exports
+    python -m app.stack status    # `make stack-status`: each piece, its state, uptime, restarts
     python -m app.stack down      # `make stack-down`
     python -m app.stack env       # the export lines a client needs
     python -m app.stack automation   # the automations (zombies; alerts with MNIST_ALERT_URL)
@@ -22,9 +23,9 @@ from __future__ import annotations
 
 import sys
 
-from app.stack import postgres
+from app.stack import postgres, supervisor
 from app.stack.config import Stack, StackError
-from app.stack.lifecycle import alert_url, automations, down, up, wait
+from app.stack.lifecycle import alert_url, automations, down, prepare, up, wait
 
 
 def _say_alerts() -> None:
@@ -34,8 +35,9 @@ def _say_alerts() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m app.stack up|down|env|automation`, and `postgres` and `wait WHAT...` for the
-    processes of the Procfile; 1 with one line on a StackError, 2 with this help."""
+    """`python -m app.stack up|status|down|env|automation`, and `postgres`, `prepare PIECE
+    NEEDS...` and `wait NEEDS...` for supervisord's pieces; 1 with one line on a StackError (and
+    from `status` when a piece does not run), 2 with this help."""
     args = argv if argv is not None else sys.argv[1:]
     stack = Stack.from_env()
     try:
@@ -44,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         if args[:1] == ["wait"]:
             for what in args[1:]:
                 wait(stack, what)
+        elif args[:1] == ["prepare"] and len(args) > 1:
+            prepare(stack, *args[1:])
+        elif args[:1] == ["status"]:
+            found = supervisor.pieces(stack)
+            print(supervisor.table(found), end="")
+            if idle := [p.name for p in found if p.state != "RUNNING"]:
+                print(f"not running: {', '.join(idle)}", file=sys.stderr)
+                return 1
         elif args[:1] == ["up"]:
             seconds = up(stack)
             print(

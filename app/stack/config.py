@@ -15,7 +15,6 @@ from flows.automations import HEARTBEAT_SECONDS
 from mnist.settings import loopback
 
 ROOT = Path(__file__).resolve().parents[2]
-PROCFILE = ROOT / "stack" / "Procfile"
 BIN = Path(sys.executable).parent
 DATABASES = ("prefect", "mlflow", "mlflow_auth", "mnist_data")
 USER = "admin"
@@ -104,7 +103,7 @@ class Stack:
         return env
 
     def server_env(self) -> dict[str, str]:
-        """The environment of every process of the Procfile."""
+        """The environment of supervisord and so of every piece it runs."""
         env = {
             **self.client_env(),
             "MNIST_STACK_DIR": str(self.dir),
@@ -112,6 +111,7 @@ class Stack:
             "MNIST_STACK_PG_PORT": str(self.pg_port),
             "MNIST_STACK_PREFECT_PORT": str(self.prefect_port),
             "MNIST_STACK_MLFLOW_PORT": str(self.mlflow_port),
+            "MNIST_STACK_WORKERS": str(self.workers),
             "MNIST_STACK_MLFLOW_DB": self.database("mlflow"),
             "MNIST_STACK_ARTIFACTS": str(self.dir / "artifacts"),
             "MNIST_STACK_MLFLOW_APP": "",

@@ -1,20 +1,22 @@
-"""Bringing the stack up and down: honcho runs `stack/Procfile` in the background, `up` waits
-until each piece answers and deploys `prefect.yaml`, `down` stops every process of the stack
-(found by the `MNIST_STACK_DIR` each inherits, so also what a killed honcho left behind)."""
+"""Bringing the stack up and down: supervisord runs `stack/supervisord.conf` in the
+background, `up` waits until each piece answers and deploys `prefect.yaml`, `down` stops every
+process of the stack (found by the `MNIST_STACK_DIR` each inherits, so also what a killed
+supervisord left behind)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.stack import postgres
-from app.stack.config import BIN, PROCFILE, ROOT, USER, Stack, StackError
+from app.stack import postgres, supervisor
+from app.stack.config import BIN, ROOT, USER, Stack, StackError
+from app.stack.processes import end, leftovers, members
 from flows.automations import check_url, ensure_automations
 from mnist.errors import MnistError, first_line
 from mnist.settings import AlertSettings
@@ -42,17 +44,13 @@ def wait(
         raise StackError(f"{what} did not answer at {url} within {timeout:.0f} s") from None
 
 
-def _pidfile(stack: Stack) -> Path:
-    return stack.dir / "honcho.pid"
-
-
-def _running(stack: Stack) -> int | None:
-    try:
-        pid = int(_pidfile(stack).read_text())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
+def prepare(stack: Stack, piece: str, *needs: str) -> None:
+    """Before the server `piece` starts (again): end what its killed predecessor left running
+    (uvicorn's workers hold its port), then wait until each of `needs` answers."""
+    if ended := end(lambda: leftovers(stack, piece)):
+        print(f"ended what the last {piece} left running: pids {ended}", flush=True)
+    for what in needs:
+        wait(stack, what)
 
 
 def alert_url() -> str | None:
@@ -81,16 +79,17 @@ def automations() -> dict[str, str]:
 
 
 def up(stack: Stack, timeout: float = 300) -> float:
-    """Start the stack under honcho (logs: <dir>/logs/stack.log), wait until every piece is
-    healthy, deploy prefect.yaml and make the automations; returns the seconds it took."""
+    """Start the stack under supervisord (its log: <dir>/logs/stack.log, each piece's:
+    <dir>/logs/<piece>.log), wait until every piece is healthy, deploy prefect.yaml and make
+    the automations; returns the seconds it took."""
     started = time.monotonic()
     if url := alert_url():  # a bad MNIST_ALERT_* stops it before anything starts
         try:
             check_url(url)
         except MnistError as exc:
             raise StackError(str(exc)) from None
-    if (pid := _running(stack)) is not None:
-        raise StackError(f"the stack in {stack.dir} is already running (honcho pid {pid})")
+    if (pid := supervisor.running(stack)) is not None:
+        raise StackError(f"the stack in {stack.dir} is already running (supervisord pid {pid})")
     if left := members(stack):
         pids = ", ".join(map(str, left[:5]))
         raise StackError(
@@ -108,33 +107,8 @@ def up(stack: Stack, timeout: float = 300) -> float:
             )
     env = {**os.environ, **stack.server_env()}
     os.umask(0o077)  # the artifacts, logs and secrets the stack writes: its owner's alone
-    log = (stack.dir / "logs" / "stack.log").open("a")
-    proc = subprocess.Popen(
-        [
-            str(BIN / "honcho"),
-            "start",
-            "-f",
-            str(PROCFILE),
-            "-d",
-            str(ROOT),
-            "-c",
-            f"worker={stack.workers}",
-            "--no-colour",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    _pidfile(stack).write_text(str(proc.pid))
-
-    def gone() -> str | None:
-        if proc.poll() is None:
-            return None
-        lines = Path(log.name).read_text(errors="replace").splitlines()
-        stopped = [line for line in lines if "stopped (rc=" in line]
-        return f"{stopped[0].split('| ')[-1] if stopped else 'honcho exited'}; see {log.name}"
-
+    proc = supervisor.start(stack, env)
+    gone = functools.partial(_gone, stack, proc)
     try:
         for what in ("postgres", "prefect", "mlflow"):
             left = timeout - (time.monotonic() - started)
@@ -144,6 +118,21 @@ def up(stack: Stack, timeout: float = 300) -> float:
         down(stack)
         raise
     return time.monotonic() - started
+
+
+def _gone(stack: Stack, proc: subprocess.Popen) -> str | None:
+    """Why `up` should stop waiting: supervisord exited, or a piece exited while the stack
+    was coming up (a restart would only hide a piece that cannot start)."""
+    logs = stack.dir / "logs"
+    if proc.poll() is not None:
+        lines = supervisor.log(stack).read_text(errors="replace").strip().splitlines()
+        last = next((line for line in lines if line.startswith("Error:")), "it logged nothing")
+        return f"supervisord exited with {proc.returncode} ({last}); see {logs}"
+    _, exits = supervisor.history(stack, proc.pid)
+    if exits:
+        piece, cause = next(iter(exits.items()))
+        return f"{piece} exited ({cause}); see {logs / piece}.log"
+    return None
 
 
 def _deploy(stack: Stack, env: dict[str, str]) -> None:
@@ -175,36 +164,20 @@ def deploy(env: dict[str, str]) -> None:
             raise StackError(f"prefect {' '.join(args)} failed: {out.stderr.strip()[-500:]}")
 
 
-def members(stack: Stack) -> list[int]:
-    """Every process of the stack in `stack.dir`, found by the variable each one inherits
-    (honcho starts each in a session of its own, and may itself be gone)."""
-    mark = f"MNIST_STACK_DIR={stack.dir}".encode()
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if mark in proc.joinpath("environ").read_bytes().split(b"\0"):
-                found.append(int(proc.name))
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-    return [pid for pid in found if pid != os.getpid()]
-
-
-def down(stack: Stack, timeout: float = 60) -> bool:
-    """Stop honcho and everything it runs (also what a killed honcho left behind); False if
-    nothing was running."""
-    pid = _running(stack)
-    left = members(stack)
-    if pid is None and not left:
-        _pidfile(stack).unlink(missing_ok=True)
+def down(stack: Stack, timeout: float = 90) -> bool:
+    """Stop supervisord and everything it runs (also what a killed supervisord left behind);
+    False if nothing was running."""
+    pid = supervisor.running(stack)
+    if pid is None and not members(stack):
         return False
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)  # honcho stops its processes, each in its own session
+    if pid is not None:  # it stops the workers, then the servers, then PostgreSQL
+        os.kill(pid, signal.SIGTERM)
 
     def stopped() -> bool:
         nonlocal pid
         if not (left := members(stack)):
             return True
-        if pid is None or _running(stack) is None:  # honcho is gone; its orphans are not
+        if pid is None or supervisor.running(stack) is None:  # its orphans are left
             for orphan in left:
                 with contextlib.suppress(OSError):
                     os.kill(orphan, signal.SIGTERM)
@@ -216,5 +189,5 @@ def down(stack: Stack, timeout: float = 60) -> bool:
     for orphan in members(stack):
         with contextlib.suppress(OSError):
             os.kill(orphan, signal.SIGKILL)
-    _pidfile(stack).unlink(missing_ok=True)
+    supervisor.pidfile(stack).unlink(missing_ok=True)
     return True

@@ -4,7 +4,7 @@
 process (not detached as `pg_ctl` does) that the kernel stops when this process dies, even by
 `kill -9`, waits until it takes connections and creates databases. Run as root, it runs the
 server as the user `postgres` (PostgreSQL refuses root). `serve` is the stack's `postgres`
-process under honcho; `wait` is what the other processes of the Procfile wait for.
+piece under supervisord; `wait` is what the other pieces wait for.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.stack.config import DATABASES, Stack, StackError
 from app.stack.credentials import write_private
+from app.stack.processes import end, postgres_leftovers
 from mnist.waiting import Gone, never, wait_until
 
 if TYPE_CHECKING:
@@ -207,8 +208,13 @@ def _stack_server(stack: Stack) -> PostgreSQL:
 
 
 def serve(stack: Stack) -> int:
-    """The stack's PostgreSQL in the foreground for honcho: initialised on first start, its
-    databases created, stopped fast (SIGINT) when honcho stops the stack."""
+    """The stack's PostgreSQL in the foreground for supervisord: initialised on first start,
+    its databases created, stopped fast (SIGINT) when supervisord stops it. After a crash it
+    starts on the same data directory (PostgreSQL recovers from its WAL) once the processes of
+    the killed postmaster are gone (they hold its shared memory); a postmaster killed by a
+    signal ends this process by the same signal, which supervisord logs as the cause."""
+    if ended := end(lambda: postgres_leftovers(stack)):
+        print(f"ended what the last PostgreSQL left running: pids {ended}", flush=True)
     server = _stack_server(stack)
     server.init()
     process = server.start()
@@ -216,7 +222,16 @@ def serve(stack: Stack) -> int:
         signal.signal(signum, lambda *_: process.send_signal(signal.SIGINT))
     server.wait()
     server.create(*DATABASES)
-    return process.wait()
+    code = process.wait()
+    if code >= 0:
+        return code
+    cause = signal.Signals(-code)
+    print(f"PostgreSQL (pid {process.pid}) was ended by {cause.name}", flush=True)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+    if cause in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        os.kill(os.getpid(), cause)  # no core dump: supervisord logs the same cause
+    return 128 + cause
 
 
 def wait(stack: Stack, timeout: float, gone: Callable[[], str | None] = never) -> None:

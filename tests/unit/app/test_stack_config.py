@@ -26,7 +26,7 @@ def test_defaults_are_the_documented_ones():
         5000,
     )
     assert stack.workers == 1
-    assert (ROOT / "stack" / "Procfile").is_file()  # ROOT is the checkout
+    assert (ROOT / "stack" / "supervisord.conf").is_file()  # ROOT is the checkout
 
 
 def test_variables_set_every_setting(tmp_path):
