@@ -1,12 +1,14 @@
-"""The production stack as `make stack-up` brings it up (app/stack/ under honcho): a real
+"""The production stack as `make stack-up` brings it up (app/stack/ under supervisord): a real
 PostgreSQL, `prefect server` and `mlflow server` on it with proxied artifacts, two process
 workers; bound to 0.0.0.0, so with authentication. End to end: deploy from prefect.yaml, a
 worker retrains, the registry and `mnist serve` from another directory with another HOME.
-Then `make stack-down`, and a second start that keeps the state."""
+Pieces killed with `kill -9` come back on their own while the others keep running. Then
+`make stack-down`, and a second start that keeps the state."""
 
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -17,7 +19,8 @@ import httpx
 import numpy as np
 import pytest
 
-from mnist.waiting import wait_until
+from mnist.waiting import answers, wait_until
+from tests.conftest import ROOT
 from tests.servers import Webhook, free_port, start_server, stop_server
 
 pytestmark = pytest.mark.slow
@@ -74,7 +77,8 @@ def stack(mnist_path, webhook):
     started = time.monotonic()
     up = _stack(env, "up")
     seconds = time.monotonic() - started
-    assert up.returncode == 0, up.stderr[-3000:] + (root / "logs" / "stack.log").read_text()[-5000:]
+    logs = "".join(f"{p.name}:\n{p.read_text()[-2000:]}" for p in (root / "logs").glob("*.log"))
+    assert up.returncode == 0, up.stderr[-3000:] + logs
     print(f"\nstack up in {seconds:.1f} s (cold)")
     yield root, env, _exports(up.stdout), seconds
     _stack(env, "down")
@@ -90,10 +94,10 @@ def _client(stack, tmp_path: Path) -> dict[str, str]:
 
 
 def _wait_run(api: str, run_id: str, timeout: float = 600) -> dict:
-    def ended() -> dict | None:
+    def ended() -> dict:
         run = httpx.get(f"{api}/flow_runs/{run_id}", auth=("admin", PASSWORD)).json()
         return (
-            run if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+            run if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else {}
         )
 
     return wait_until(ended, timeout, 2)
@@ -280,6 +284,111 @@ def test_serving_beyond_loopback_needs_an_admin_token(stack, champion, tmp_path)
         stop_server(server)
 
 
+def _pieces(env: dict[str, str]) -> dict:
+    """Each piece as supervisord sees it, by name."""
+    from app.stack import Stack, pieces
+
+    return {piece.name: piece for piece in pieces(Stack.from_env(env))}
+
+
+def _steady(env: dict[str, str]) -> dict:
+    """Each piece once all run (a worker of a stack just started may still be starting)."""
+
+    def running() -> dict:
+        now = _pieces(env)
+        return now if all(piece.state == "RUNNING" for piece in now.values()) else {}
+
+    return wait_until(running, 60, 0.5)
+
+
+def _back(env: dict[str, str], name: str, before, healthy, killed: float) -> float:
+    """Seconds from `killed` until the piece `name` runs again under a new pid, with one
+    restart more than `before` had, and `healthy()` (it answers); at most 30."""
+    timeout = 30
+
+    def again() -> bool:
+        now = _pieces(env)[name]
+        return now.state == "RUNNING" and now.pid != before.pid and bool(healthy())
+
+    try:
+        wait_until(again, killed + timeout - time.monotonic(), 0.5)
+    except TimeoutError:
+        logs = Path(env["MNIST_STACK_DIR"]) / "logs"
+        raise AssertionError(
+            f"{name} not back within {timeout} s: {_pieces(env)[name]}\n"
+            + (logs / "stack.log").read_text()[-2000:]
+            + (logs / f"{name}.log").read_text()[-3000:]
+        ) from None
+    assert _pieces(env)[name].restarts == before.restarts + 1
+    return time.monotonic() - killed
+
+
+def test_a_killed_postgres_comes_back_and_the_servers_reconnect(stack):
+    """kill -9 of the postmaster: supervisord starts PostgreSQL again on its data directory
+    within 30 s; Prefect, MLflow and the workers keep running and reach it again."""
+    import psycopg
+
+    root, env, exports, _ = stack
+    before = _steady(env)
+    postmaster = int((root / "postgres" / "postmaster.pid").read_text().split()[0])
+    os.kill(postmaster, signal.SIGKILL)
+    killed = time.monotonic()
+
+    def takes_connections() -> bool:
+        try:
+            with psycopg.connect(
+                exports["MNIST_DATASTORE"].replace("+psycopg", ""), connect_timeout=2
+            ):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    seconds = _back(env, "postgres", before["postgres"], takes_connections, killed)
+    print(f"\nPostgreSQL back {seconds:.1f} s after kill -9")
+    after = _pieces(env)
+    assert {n: p.pid for n, p in after.items() if n != "postgres"} == {
+        n: p.pid for n, p in before.items() if n != "postgres"
+    }
+    assert after["postgres"].last_exit == "terminated by SIGKILL; not expected"
+    status = subprocess.run(
+        ["make", "-s", "stack-status"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert status.returncode == 0, status.stderr
+    (line,) = [row.split() for row in status.stdout.splitlines() if row.startswith("postgres ")]
+    assert line[1] == "RUNNING" and line[4] == str(before["postgres"].restarts + 1)
+    # The servers' pools reconnect: the first call of each after the restart works.
+    auth = ("admin", PASSWORD)
+    made = httpx.post(
+        f"{exports['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/experiments/create",
+        json={"name": "after-postgres-kill"},
+        auth=auth,
+    )
+    assert made.status_code == 200, made.text
+    flows = httpx.post(f"{exports['PREFECT_API_URL']}/flows/filter", json={}, auth=auth)
+    assert flows.status_code == 200, flows.text
+
+
+@pytest.mark.parametrize("name", ["prefect", "mlflow", "worker1"])
+def test_a_killed_server_or_worker_comes_back_and_the_others_keep_running(stack, name):
+    """kill -9 of the Prefect server, the MLflow server (which leaves its uvicorn workers on
+    its port) or a worker: back within 30 s, every other piece untouched."""
+    _, env, exports, _ = stack
+    before = _steady(env)
+    auth = ("admin", PASSWORD)
+    healthy = {
+        "prefect": answers(f"{exports['PREFECT_API_URL']}/health", auth),
+        "mlflow": answers(f"{exports['MLFLOW_TRACKING_URI']}/health", auth),
+    }.get(name, lambda: True)
+    os.kill(before[name].pid, signal.SIGKILL)
+    seconds = _back(env, name, before[name], healthy, time.monotonic())
+    print(f"\n{name} back {seconds:.1f} s after kill -9")
+    after = _pieces(env)
+    assert after[name].last_exit == "terminated by SIGKILL; not expected"
+    assert {n: p.pid for n, p in after.items() if n != name} == {
+        n: p.pid for n, p in before.items() if n != name
+    }
+
+
 def test_stack_down_stops_everything_and_a_restart_keeps_the_state(stack):
     _, env, exports, _ = stack
     mlflow_api = f"{exports['MLFLOW_TRACKING_URI']}/api/2.0/mlflow"
@@ -293,6 +402,8 @@ def test_stack_down_stops_everything_and_a_restart_keeps_the_state(stack):
     from app.stack import Stack, members
 
     assert members(Stack.from_env(env)) == []  # no process of the stack is left
+    gone = _stack(env, "status")
+    assert gone.returncode == 1 and gone.stderr.startswith("stack: error: no stack running")
     started = time.monotonic()
     again = _stack(env, "up")
     assert again.returncode == 0, again.stderr[-3000:]
