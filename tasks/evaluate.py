@@ -1,4 +1,7 @@
-import keras
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -6,6 +9,9 @@ from prefect.cache_policies import NO_CACHE
 from mnist import evaluation
 from mnist.preprocess import Arrays
 from mnist.tracking import Run
+
+if TYPE_CHECKING:
+    import keras  # only a type here: a flow's module imports without TensorFlow
 
 WHAT = {"test": "MNIST test images", "holdout": "added holdout images"}
 

@@ -1,17 +1,22 @@
-import time
+from __future__ import annotations
 
-import keras
+import time
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from mnist import models, registry, tracking, training
+from mnist import registry, tracking
 from mnist.data import Added
 from mnist.errors import MnistError
 from mnist.preprocess import Prepared, unscale
 from mnist.settings import TrainConfig
 from mnist.tracking import Run
+
+if TYPE_CHECKING:
+    import keras  # types only: TensorFlow loads when a task runs, not when a flow imports
 
 
 @task(
@@ -24,6 +29,8 @@ def train(
 ) -> tuple[keras.Model, pd.DataFrame]:
     """Fit the model (from `init`'s weights when given), logging each epoch to the Prefect log
     and to MLflow (step = epoch)."""
+    from mnist import training
+
     logger = get_run_logger()
     epochs, lr = training.plan(config, warm=init is not None)
     logger.info(
@@ -55,6 +62,8 @@ def warm_start(config: TrainConfig, ref: str | None, added: Added, run: Run) -> 
     learnt from added data since removed; the run's tag `warm_start` says which, and why."""
     if not ref:
         return None
+    from mnist import models, training
+
     logger = get_run_logger()
     try:
         gone = (registry.trained_on(ref) or set()) - set(added.batches)
@@ -81,6 +90,8 @@ def log_model(net: keras.Model, test_x: np.ndarray, run: Run) -> tuple[str, dict
     """Log the network, wrapped to take raw 0-255 pixels (N, 28, 28), as the run's `model`,
     with its ONNX copy when that gives the same answers on the test images `test_x` (model
     inputs); returns its URI and the copy's tags (`onnx`, `onnx_same_digit`, ...)."""
+    from mnist import models
+
     started = time.perf_counter()
     images = unscale(test_x)
     logged = run.log_model_with_copy(models.for_raw_pixels(net), images[:5], images)

@@ -15,6 +15,7 @@ def monitor(args: argparse.Namespace) -> None:
     name = settings(args, RegistrySettings).registered_model
     store = settings(args, DatastoreSettings).datastore
     api_started = start_prefect()
+    import keras  # noqa: F401  (for the champion, while the temporary API starts)
     from prefect import tags
 
     from flows.monitor import monitor_flow

@@ -36,6 +36,7 @@ def train(args: argparse.Namespace) -> None:
     api_started = start_prefect()
     from prefect import tags
 
+    import mnist.training  # noqa: F401  (TensorFlow, while the temporary API starts)
     from flows.training import training_flow
 
     api_started()
@@ -48,6 +49,7 @@ def retrain(args: argparse.Namespace) -> None:
     api_started = start_prefect()
     from prefect import tags
 
+    import mnist.training  # noqa: F401  (TensorFlow, while the temporary API starts)
     from flows.retrain import retrain_flow
 
     api_started()

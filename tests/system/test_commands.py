@@ -25,7 +25,7 @@ def _mnist(*args, env=None):
     )
 
 
-def test_corrupt_data_fails_in_one_line_without_traceback(tmp_path, mnist_path):
+def test_corrupt_data_fails_in_one_line_without_traceback(tmp_path, mnist_path, prefect_api_url):
     for name in (
         "train-images-idx3-ubyte",
         "train-labels-idx1-ubyte",
@@ -39,7 +39,10 @@ def test_corrupt_data_fails_in_one_line_without_traceback(tmp_path, mnist_path):
         "train",
         "--data-dir",
         str(tmp_path),
-        env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"},
+        env={
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}",
+            "PREFECT_API_URL": prefect_api_url,  # the session's: no temporary API to start
+        },
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stdout + proc.stderr
@@ -114,3 +117,16 @@ def test_commands_that_need_no_model_do_not_load_tensorflow(tmp_path):
     expected = "1 mnist: error: registered model 'mnist-cnn' does not exist"
     assert status.startswith(expected), out.stderr
     assert loaded == "[]"
+
+
+def test_the_flows_import_without_tensorflow():
+    """What `prefect deploy` imports of each entrypoint, to read its parameters: the flows'
+    modules load TensorFlow only when a task needs it (seconds off every deploy)."""
+    probe = (
+        "import sys\n"
+        "import flows.monitor, flows.retrain, flows.training\n"
+        "print(sorted({'tensorflow', 'keras'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
