@@ -29,7 +29,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from mnist.datastore import Store
-from mnist.waiting import wait_until
+from mnist.waiting import exited, wait_until
 from tests.conftest import ROOT
 from tests.servers import Webhook, free_port, start_server, stop_server
 from tests.sources import mirror_writing
@@ -55,6 +55,51 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 600) -> str:
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{args}: {proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
+
+
+def _first_champion(api: str, env: dict[str, str], work: Path) -> tuple[subprocess.Popen, str]:
+    """The work pool, the worker, the alerts and the deployments of prefect.yaml; then a run of
+    `mnist-retrain`, taken by the worker, makes the first champion. The worker, the alerts and
+    the deployments are started at once: none needs the others. Returns the worker (it goes on
+    taking runs) and the run's id."""
+    prefect = str(BIN / "prefect")
+    _run([prefect, "work-pool", "create", "mnist-process", "--type", "process"], env)
+    with (work / "worker.log").open("w") as log:
+        worker = subprocess.Popen(
+            [prefect, "worker", "start", "--pool", "mnist-process"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        alerts = subprocess.Popen(
+            [sys.executable, "-m", "app.stack", "automation"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        _run([prefect, "--no-prompt", "deploy", "--all"], env)
+        said = alerts.communicate(timeout=300)[0]
+        assert alerts.returncode == 0, said[-3000:]
+        config = {"model": "small", "epochs": 2, "train_limit": 4000, "test_limit": 1000}
+        params = {"config": {**config, "experiment": "deployed"}, "gate": {"floor": 0.8}}
+        run = [prefect, "deployment", "run", "mnist-retrain/mnist-retrain"]
+        out = _run([*run, "--params", json.dumps(params)], env)
+        first_run = next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
+
+        def ended() -> bool:
+            state = httpx.get(f"{api}/flow_runs/{first_run}").json()["state"]
+            return state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+        wait_until(ended, 600, 2, exited(worker))
+    except BaseException:
+        stop_server(worker)
+        raise
+    return worker, first_run
 
 
 @pytest.fixture(scope="module")
@@ -89,43 +134,28 @@ def loop(servers, mnist_path, receiver, tmp_path_factory) -> Iterator[Loop]:
         "PREFECT_WORKER_QUERY_SECONDS": "2",
     }
     env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
-    prefect = str(BIN / "prefect")
-    _run([prefect, "work-pool", "create", "mnist-process", "--type", "process"], env)
-    _run([prefect, "--no-prompt", "deploy", "--all"], env)
-    _run([sys.executable, "-m", "app.stack", "automation"], env)
-    config = {"model": "small", "epochs": 2, "train_limit": 4000, "test_limit": 1000}
-    params = json.dumps({"config": {**config, "experiment": "deployed"}, "gate": {"floor": 0.8}})
-    out = _run(
-        [prefect, "deployment", "run", "mnist-retrain/mnist-retrain", "--params", params], env
-    )
-    first_run = next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
-    _run([prefect, "worker", "start", "--pool", "mnist-process", "--run-once"], env)
-    with (work / "worker.log").open("w") as log:
-        worker = subprocess.Popen(
-            [prefect, "worker", "start", "--pool", "mnist-process"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    worker, first_run = _first_champion(api, env, work)
+    try:
+        port = free_port()
+        serve_env = {**env, "MNIST_SERVE_FEEDBACK_TOKEN": TOKEN}
+        server = start_server(
+            [
+                str(BIN / "mnist"),
+                "serve",
+                "--port",
+                str(port),
+                "--poll-seconds",
+                "2",
+                "--log-images",
+                "1",
+            ],
+            f"http://127.0.0.1:{port}/healthz",
+            work / "serve.log",
+            serve_env,
         )
-    port = free_port()
-    serve_env = {**env, "MNIST_SERVE_FEEDBACK_TOKEN": TOKEN}
-    server = start_server(
-        [
-            str(BIN / "mnist"),
-            "serve",
-            "--port",
-            str(port),
-            "--poll-seconds",
-            "2",
-            "--log-images",
-            "1",
-        ],
-        f"http://127.0.0.1:{port}/healthz",
-        work / "serve.log",
-        serve_env,
-    )
+    except BaseException:
+        stop_server(worker)
+        raise
     yield Loop(api, env, f"http://127.0.0.1:{port}", receiver, Store(store_url), first_run)
     stop_server(server)
     stop_server(worker)
