@@ -32,6 +32,8 @@ MLFLOW_DATABASES = ("postgresql", "mysql", "sqlite", "mssql")
 MLFLOW_OTHERS = ("http", "https", "databricks", "databricks-uc", "uc")
 DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 DEFAULT_PORTS |= {"mssql": 1433, "oracle": 1521}
+_ELSEWHERE = {"host", "hostaddr", "port", "service", "unix_socket", "odbc_connect"}
+"""Query keys by which a driver connects elsewhere than the URL's host and port."""
 _SQLITE_FILE = re.compile(r"^sqlite(\+pysqlite)?://(/.*)?$")  # `sqlite:///PATH`, `sqlite://`
 _HOST_PORT = re.compile(r"^[\w.-]+:\d+(/.*)?$")  # `localhost:5000`: a URL without its scheme
 _EXAMPLES: dict[Kind, str] = {
@@ -83,16 +85,11 @@ class Address:
 
 
 def safe_url(url: str) -> str:
-    """The URL without its password, for messages (SQLAlchemy's rendering, `***` for it); a
+    """The URL without its password, for messages: `***` from the user's `:` to the last `@`
+    (a password may hold an unencoded `@`, `/` or `#`), and for a `password=` in the query; a
     URL without one is shown as given."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):  # not a URL (or a bad port): mask what looks like one
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+    masked = re.sub(r"^([^:/?#]+://[^:/@?#]*:).*@", r"\1***@", url.strip())
+    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", masked)
 
 
 def tracking(env: Mapping[str, str] = os.environ) -> list[Address]:
@@ -123,7 +120,7 @@ def serving(model: str, store: str | None, stored: bool) -> list[Address]:
     (`stored`)."""
     from mnist.references import ModelRef
 
-    found = tracking() if ModelRef.parse(model).kind != "path" else []
+    found = tracking() if ModelRef.parse(model).tracked else []
     return found + (datastore(store) if stored else [])
 
 
@@ -192,8 +189,10 @@ def _check_http(address: Address) -> None:
     parts = urllib.parse.urlsplit(address.value.strip())
     try:
         parts.port  # noqa: B018  (raises for a port out of range)
-    except ValueError as exc:
-        raise Malformed(address, str(exc), f"give {_EXAMPLES[address.kind]}") from None
+    except ValueError:  # its text may quote part of a password: not shown
+        raise Malformed(
+            address, "the port is not a number from 0 to 65535", f"give {_EXAMPLES[address.kind]}"
+        ) from None
     if not parts.hostname:
         raise Malformed(address, "no host", f"give {_EXAMPLES[address.kind]}")
     if address.kind == "prefect" and "api" not in parts.path:
@@ -243,7 +242,8 @@ def _target(address: Address) -> tuple[str, int] | None:
 
         parts = urllib.parse.urlsplit(value)
         host, port = parts.hostname, parts.port or DEFAULT_PORTS[scheme]
-        if scheme in getproxies() and not proxy_bypass(host or ""):
+        proxies = getproxies()
+        if (scheme in proxies or "all" in proxies) and not proxy_bypass(host or ""):
             return None  # the proxy answers for the host: its requests will tell
     else:
         from sqlalchemy.engine import make_url
@@ -253,6 +253,11 @@ def _target(address: Address) -> tuple[str, int] | None:
             url = make_url(value)
         except ArgumentError:
             return None
+        if _ELSEWHERE & set(url.query) or (
+            url.get_backend_name() == "postgresql"
+            and (os.environ.keys() & {"PGHOST", "PGHOSTADDR", "PGPORT", "PGSERVICE"})
+        ):
+            return None  # the driver connects where the query or libpq's variables say
         backend = url.get_backend_name()
         host, port = url.host, url.port or DEFAULT_PORTS.get(backend)
     return (host, port) if host and port else None
@@ -275,6 +280,17 @@ def _connect(host: str, port: int, timeout: float) -> tuple[str, str] | None:
         return f"{host}:{port}: {exc.strerror or exc}", "check the network, or correct"
 
 
+def _connect_seconds() -> float:
+    raw = os.environ.get("MNIST_CONNECT_SECONDS", "").strip()
+    try:
+        return float(raw) if raw else CONNECT_SECONDS
+    except ValueError:
+        raise MnistError(
+            f"MNIST_CONNECT_SECONDS={raw!r}: not a number of seconds; give one, or 0 to not "
+            "connect to the stores before a command"
+        ) from None
+
+
 _reached: set[tuple[str, int]] = set()  # hosts this process connected to: not asked again
 
 
@@ -285,7 +301,9 @@ def check(addresses: Iterable[Address], timeout: float | None = None) -> None:
     addresses = list(addresses)
     for address in addresses:
         check_form(address)
-    timeout = timeout or float(os.environ.get("MNIST_CONNECT_SECONDS", CONNECT_SECONDS))
+    timeout = timeout or _connect_seconds()
+    if timeout <= 0:
+        return  # MNIST_CONNECT_SECONDS=0: forms only, no connection
     targets = {a: t for a in addresses if a.reach and (t := _target(a)) and t not in _reached}
     problems: dict[tuple[str, int], tuple[str, str] | None] = {}
 

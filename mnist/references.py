@@ -67,6 +67,14 @@ class ModelRef:
         return self.kind in ("alias", "version")
 
     @property
+    def tracked(self) -> bool:
+        """Whether loading it asks MLflow's tracking store (or server) where it is; a local
+        path or another URI (`file:`, `s3:`) is read without it."""
+        return self.kind != "path" and (
+            self.kind != "uri" or self.uri.startswith("mlflow-artifacts:")
+        )
+
+    @property
     def local(self) -> bool:
         """Whether it is a path on this machine rather than a URI."""
         return self.kind == "path"

@@ -28,7 +28,7 @@ def _model_in_a_store(ref: str) -> bool:
     """Whether a model reference is looked up in MLflow (not a local file or directory)."""
     from mnist.references import ModelRef
 
-    return ModelRef.parse(ref).kind != "path"
+    return ModelRef.parse(ref).tracked
 
 
 def _uses_mlflow(args: argparse.Namespace) -> bool:

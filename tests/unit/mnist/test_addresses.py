@@ -23,6 +23,7 @@ from mnist.addresses import (
     check,
     check_form,
 )
+from mnist.errors import MnistError
 from tests.servers import free_port
 
 TRACKING = "MLFLOW_TRACKING_URI"
@@ -49,7 +50,7 @@ def _forget_reached_hosts(monkeypatch):
         ("mlflow", "postgresql+nonexistent://u@h/x", MissingDriver, "postgresql+DRIVER://"),
         ("mlflow", "localhost:5000", Malformed, "no scheme; give one: http://localhost:5000"),
         ("mlflow", "sqlite:/mlflow.db", Malformed, "not a URL; give an MLflow server"),
-        ("mlflow", "http://h:99999", Malformed, "Port out of range"),
+        ("mlflow", "http://h:99999", Malformed, "the port is not a number from 0 to 65535"),
         ("datastore", "data.db", PlainPath, "a path, not a URL; use sqlite:///data.db"),
         ("datastore", "http://h:5000", UnknownScheme, "give a SQLAlchemy URL"),
         ("datastore", "sqlte:///data.db", UnknownScheme, "did you mean sqlite?"),
@@ -94,6 +95,41 @@ def test_the_password_is_hidden():
     with pytest.raises(MissingDriver) as err:
         check_form(Address(TRACKING, "mysql://admin:s3cret@db:3306/mlflow", "mlflow"))
     assert "s3cret" not in str(err.value) and "admin:***@db:3306" in str(err.value)
+
+
+def test_no_part_of_a_password_is_shown():
+    """A password with an unencoded `/` or `@`, or given in the query, is hidden whole; a bad
+    port's library message would quote the start of such a password."""
+    for value, shown in [
+        ("http://user:s3cr/et@h:5000", "http://user:***@h:5000"),
+        ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u@h/db?sslmode=require&password=s3cret", "password=***"),
+    ]:
+        assert shown in addresses.safe_url(value) and "s3cr" not in addresses.safe_url(value)
+    with pytest.raises(Malformed) as err:
+        check_form(Address("PREFECT_API_URL", "http://u:s3cr#t@h:4200/api", "prefect"))
+    assert "s3cr" not in str(err.value)
+
+
+def test_a_driver_told_to_connect_elsewhere_is_not_probed(monkeypatch):
+    """libpq's `host=` (a Unix socket), `port=`, or `PG*` variables win over the URL's host and
+    port: probing those would refuse an address that works."""
+    refused = free_port()
+    for query in ("host=/var/run/postgresql", f"port={free_port()}"):
+        check([Address(TRACKING, f"postgresql://u@127.0.0.1:{refused}/db?{query}", "mlflow")])
+    monkeypatch.setenv("PGPORT", "6432")
+    check([Address(TRACKING, f"postgresql://u@127.0.0.1:{refused}/db", "mlflow")])
+
+
+def test_the_connect_time_is_a_setting_and_zero_only_checks_forms(monkeypatch):
+    refused = Address(TRACKING, f"http://127.0.0.1:{free_port()}", "mlflow")
+    monkeypatch.setenv("MNIST_CONNECT_SECONDS", "0")
+    check([refused])
+    with pytest.raises(PlainPath):
+        check([Address(TRACKING, "mlruns", "mlflow")])
+    monkeypatch.setenv("MNIST_CONNECT_SECONDS", "soon")
+    with pytest.raises(MnistError, match="MNIST_CONNECT_SECONDS='soon'"):
+        check([refused])
 
 
 def test_mlflows_databases_are_those_it_takes():

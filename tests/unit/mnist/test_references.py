@@ -64,3 +64,11 @@ def test_any_text_is_some_reference_and_written_back_unchanged(text: str) -> Non
         assert ref.name and ref.version and ref.version.isdigit()
     if ref.kind == "path":
         assert ":/" not in text
+
+
+def test_only_references_mlflow_resolves_are_tracked() -> None:
+    tracked = ["models:/m@champion", "models:/m/3", "models:/m-abc", "runs:/r/model"]
+    tracked += ["mlflow-artifacts:/1/x/model"]
+    untracked = ["./model", "/srv/model.keras", "file:///srv/model", "s3://bucket/model"]
+    assert [ModelRef.parse(t).tracked for t in tracked] == [True] * len(tracked)
+    assert [ModelRef.parse(t).tracked for t in untracked] == [False] * len(untracked)
