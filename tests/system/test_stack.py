@@ -128,6 +128,20 @@ def test_postgres_takes_no_one_without_the_password(stack):
     assert exports["MNIST_DATASTORE"].startswith("postgresql+psycopg://postgres:")
 
 
+def test_no_password_is_on_a_command_line(stack):
+    """Any user of the machine reads command lines (`ps`); the stack's passwords are only in
+    its processes' environments, which only the stack's user reads."""
+    from sqlalchemy.engine import make_url
+
+    _, _, exports, _ = stack
+    secrets = {PASSWORD, make_url(exports["MNIST_DATASTORE"]).password}
+    assert None not in secrets
+    command_lines = subprocess.run(
+        ["ps", "-eo", "args"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert [line for line in command_lines if any(s and s in line for s in secrets)] == []
+
+
 def test_unauthenticated_requests_get_401(stack):
     _, _, exports, _ = stack
     mlflow, prefect = exports["MLFLOW_TRACKING_URI"], exports["PREFECT_API_URL"]
