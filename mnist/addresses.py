@@ -263,17 +263,22 @@ def _target(address: Address) -> tuple[str, int] | None:
     return (host, port) if host and port else None
 
 
-def _connect(host: str, port: int, timeout: float) -> tuple[str, str] | None:
-    """Why a TCP connection to `host:port` cannot be made within `timeout`, and what to do;
-    None when it can."""
+def _connect(host: str, port: int, timeout: float, http: bool) -> tuple[str, str] | None:
+    """Why a TCP connection to `host:port` cannot be made within `timeout` (for an HTTP server,
+    one that answers a request), and what to do; None when it can."""
+    deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout) as connection:
+            if http:  # accepting is the kernel's work: a stopped or hung server still does it
+                connection.settimeout(max(0.1, deadline - time.monotonic()))
+                connection.sendall(f"HEAD / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+                connection.recv(1)  # any answer, even a TLS alert or a close, is one
             return None
     except ConnectionRefusedError:
         return f"{host}:{port} refuses connections", "start the server there, or correct"
     except TimeoutError:
         why = f"{host}:{port} did not answer within {timeout:g} s"
-        return why, "check the host, the port and any firewall, or correct"
+        return why, "check the host, the port, the server and any firewall, or correct"
     except socket.gaierror:
         return f"host {host!r} has no address", "check the host name, or correct"
     except OSError as exc:
@@ -306,9 +311,10 @@ def check(addresses: Iterable[Address], timeout: float | None = None) -> None:
         return  # MNIST_CONNECT_SECONDS=0: forms only, no connection
     targets = {a: t for a in addresses if a.reach and (t := _target(a)) and t not in _reached}
     problems: dict[tuple[str, int], tuple[str, str] | None] = {}
+    http = {t for a, t in targets.items() if _scheme(a.value.strip()) in ("http", "https")}
 
     def attempt(target: tuple[str, int]) -> None:
-        problems[target] = _connect(*target, timeout)
+        problems[target] = _connect(*target, timeout, target in http)
 
     threads = [
         threading.Thread(target=attempt, args=(t,), daemon=True) for t in {*targets.values()}

@@ -6,6 +6,9 @@ the user has set wins.
 
 import os
 
+from mnist import outages
+from mnist.errors import MnistError
+
 TEMPORARY_PREFECT_API = "MNIST_TEMPORARY_PREFECT_API"
 """Set to the URL of the Prefect API that this process started for itself (`flows.temporary_api`): a
 server of its own, not one shared with other machines."""
@@ -17,11 +20,9 @@ DEFAULTS = {
     "DO_NOT_TRACK": "1",
     # The ephemeral Prefect API can take over 20 s to start on a loaded 2-core machine.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    # An unreachable MLflow server, or one that accepts connections and never answers, fails
-    # in about 30 s (3 tries of at most 10 s each) rather than after minutes.
+    # A request to an MLflow server that accepts connections and never answers ends after
+    # 10 s, and is tried again (retries: `mnist.outages`).
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     # oneDNN kernels: 24% faster training on this project's 2-core CPUs (bench/training.py);
     # must be set before TensorFlow loads.
     "TF_ENABLE_ONEDNN_OPTS": "1",
@@ -35,8 +36,16 @@ DEFAULTS = {
 }
 
 
+def _outage_seconds() -> float:
+    try:
+        return outages.limit()
+    except MnistError:  # a wrong value: the command line says so in one line
+        return outages.DEFAULT_SECONDS
+
+
 def apply_defaults() -> None:
-    for key, value in DEFAULTS.items():
+    """`DEFAULTS`, and the clients' retries that ride out `MNIST_OUTAGE_SECONDS` of outage."""
+    for key, value in {**DEFAULTS, **outages.client_settings(_outage_seconds())}.items():
         os.environ.setdefault(key, value)
 
 

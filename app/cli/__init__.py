@@ -24,6 +24,7 @@ from typing import NoReturn
 from app.cli import admin, data, export, monitor, predict, registry, serve, stores, training
 from app.cli.exit import exit_now
 from app.cli.options import UsageError
+from mnist import outages
 from mnist.errors import MnistError
 
 
@@ -69,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print("mnist: interrupted", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT)
+    except Exception as exc:
+        line = outages.describe(exc)  # a store away for longer than the run rides out
+        if line is None:
+            raise
+        print(f"mnist: error: {line}", file=sys.stderr)
+        return 1
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

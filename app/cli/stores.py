@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from app.cli.options import settings
-from mnist import addresses
+from mnist import addresses, outages
 from mnist.addresses import Address
 from mnist.settings import DataSettings, DatastoreSettings, PredictSettings, ServeSettings
 
@@ -61,5 +61,7 @@ def of(args: argparse.Namespace) -> list[Address]:
 
 
 def check(args: argparse.Namespace) -> None:
-    """Raise `mnist.addresses.WrongAddress` (one line) for a wrong address of `args`'s command."""
+    """Raise `mnist.addresses.WrongAddress` (one line) for a wrong address of `args`'s command,
+    `MnistError` for a wrong `MNIST_OUTAGE_SECONDS`."""
+    outages.limit()
     addresses.check(of(args))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from app.stack.credentials import kept_secret, write_private
 from flows.automations import HEARTBEAT_SECONDS
+from mnist import outages
 from mnist.settings import loopback
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,6 +123,8 @@ class Stack:
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+            # the workers' flow runs ride out an outage as the command line's runs do
+            **outages.client_settings(outages.limit()),
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         }
         if self.secured:

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from mnist.tracking.stale import StaleRun, fail_stale_runs, stale_runs
     from mnist.tracking.store import (
         NOT_FOUND,
-        RESTART_SECONDS,
         NotFound,
         call,
         client,
@@ -62,7 +61,6 @@ _WHERE = {
     "stale": ("StaleRun", "fail_stale_runs", "stale_runs"),
     "store": (
         "NOT_FOUND",
-        "RESTART_SECONDS",
         "NotFound",
         "call",
         "client",
@@ -80,7 +78,6 @@ __all__ = [
     "PICKLES",
     "PYFUNC_LOADER",
     "PYFUNC_LOADER_DIGESTS",
-    "RESTART_SECONDS",
     "Input",
     "LoggedModel",
     "NotFound",

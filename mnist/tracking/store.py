@@ -23,6 +23,8 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from mnist import outages
+from mnist.addresses import safe_url
 from mnist.errors import MnistError, first_line
 
 log = logging.getLogger("mnist.tracking")
@@ -42,11 +44,6 @@ def store_uri() -> str:
 
 def _remote() -> bool:
     return store_uri().startswith(("http://", "https://"))
-
-
-RESTART_SECONDS = 30.0
-"""How long a call waits for a tracking server that refuses connections (one restarting) before
-it gives up: `MNIST_MLFLOW_RESTART_SECONDS`."""
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -79,9 +76,10 @@ def _unreachable(exc: BaseException) -> bool:
 def call(fn: Callable[..., T], *args: Any, missing: str | None = None, **kwargs: Any) -> T:
     """Run an MLflow call, turning its errors into one line naming the store; `missing` is
     the message for something that does not exist. A tracking server that refuses connections
-    (restarting) is waited for, up to `MNIST_MLFLOW_RESTART_SECONDS` (30)."""
+    (restarting) is waited for, up to `MNIST_OUTAGE_SECONDS` (60; `mnist.outages`), on top of
+    MLflow's own retries."""
     _initialise(store_uri())
-    patience = float(os.environ.get("MNIST_MLFLOW_RESTART_SECONDS", RESTART_SECONDS))
+    patience = outages.limit()
     deadline, warned = time.monotonic() + patience, False
     while True:
         try:
@@ -105,11 +103,16 @@ def _one_line(exc: BaseException, missing: str | None) -> MnistError:
         if missing and exc.error_code in NOT_FOUND:
             return NotFound(missing)
         if _unreachable(exc):
-            return MnistError(f"cannot reach the MLflow tracking server at {store_uri()}")
+            return _gave_up()
         return MnistError(f"MLflow at {store_uri()}: {first_line(exc)}")
     if _remote():  # requests' ConnectionError: an OSError
-        return MnistError(f"cannot reach the MLflow tracking server at {store_uri()}")
+        return _gave_up()
     return MnistError(f"MLflow at {store_uri()}: {getattr(exc, 'strerror', None) or exc}")
+
+
+def _gave_up() -> MnistError:
+    where = f"the MLflow tracking server at {safe_url(store_uri())}"
+    return MnistError(outages.gave_up(where, "MLFLOW_TRACKING_URI", outages.mlflow_waits()))
 
 
 def state_dir() -> Path:

@@ -4,7 +4,9 @@ without a connection."""
 
 from __future__ import annotations
 
+import http.server
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -187,6 +189,23 @@ def test_a_host_that_does_not_answer_fails_within_the_timeout(silent):
     assert 0.4 < took < 2
 
 
+def test_an_http_server_that_accepts_and_never_answers_fails_within_the_timeout():
+    with socket.socket() as hung:  # the kernel accepts into the backlog; nobody answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        value = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        message, took = _fails(Address(TRACKING, value, "mlflow"), timeout=0.5)
+    assert "did not answer within 0.5 s; check the host, the port, the server" in message
+    assert 0.4 < took < 2
+
+
+def test_a_database_port_is_only_connected_to():
+    with socket.socket() as quiet:  # a database speaks when spoken to: no request is sent
+        quiet.bind(("127.0.0.1", 0))
+        quiet.listen(8)
+        check([Address(TRACKING, f"postgresql://u@127.0.0.1:{quiet.getsockname()[1]}/x", "mlflow")])
+
+
 def test_a_host_without_an_address_fails(monkeypatch):
     value = "http://no-such-host.invalid:4200/api"
     message, took = _fails(Address("PREFECT_API_URL", value, "prefect"), timeout=3)
@@ -208,11 +227,14 @@ def test_hosts_are_tried_at_once_and_the_first_wrong_one_is_named(silent):
 
 
 def test_a_host_that_answers_passes_and_is_not_asked_again():
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(8)
-        address = Address(TRACKING, f"http://127.0.0.1:{server.getsockname()[1]}", "mlflow")
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = Address(TRACKING, f"http://127.0.0.1:{server.server_address[1]}", "mlflow")
         check([address], timeout=2)
+    finally:
+        server.shutdown()
+        server.server_close()
     check([address], timeout=2)  # closed by now: known good in this process
 
 

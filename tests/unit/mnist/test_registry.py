@@ -122,7 +122,7 @@ def test_a_move_cut_short_by_a_crash_is_written_to_the_history(model):
 def test_unreachable_tracking_server(monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MNIST_MLFLOW_RESTART_SECONDS", "0")  # no wait for a restart
+    monkeypatch.setenv("MNIST_OUTAGE_SECONDS", "0")  # no wait for a restart
     mlflow.set_tracking_uri("http://127.0.0.1:9")
     try:
         assert main(["registry", "list"]) == 1

@@ -22,7 +22,7 @@ def nowhere(monkeypatch) -> Iterator[str]:
     """A tracking URI where nothing listens; MLflow does not retry, nor do we wait."""
     uri = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MNIST_MLFLOW_RESTART_SECONDS", "0")
+    monkeypatch.setenv("MNIST_OUTAGE_SECONDS", "0")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     yield uri
@@ -50,7 +50,10 @@ def test_an_mlflow_failure_is_one_line_naming_the_store(store):
 def test_an_unreachable_server_is_one_line(nowhere):
     with pytest.raises(MnistError) as err:
         Run.start("door", "nowhere", {})
-    assert str(err.value) == f"cannot reach the MLflow tracking server at {nowhere}"
+    assert str(err.value) == (
+        f"the MLflow tracking server at {nowhere} did not answer; check that it is up and that "
+        "MLFLOW_TRACKING_URI names it (MNIST_OUTAGE_SECONDS sets how long a run waits for a store)"
+    )
 
 
 def test_a_refused_connection_is_told_by_its_type_not_its_text(nowhere):
@@ -62,7 +65,7 @@ def test_a_refused_connection_is_told_by_its_type_not_its_text(nowhere):
 
 def test_a_restarting_server_is_waited_for(nowhere, monkeypatch, caplog):
     """Refused twice, then answered: one warning, the answer, two pauses of 2 s."""
-    monkeypatch.setenv("MNIST_MLFLOW_RESTART_SECONDS", "30")
+    monkeypatch.setenv("MNIST_OUTAGE_SECONDS", "30")
     pauses: list[float] = []
     monkeypatch.setattr(tracking_store.time, "sleep", pauses.append)
     refusal, tries = _refusal(nowhere), []
@@ -83,7 +86,7 @@ def test_a_restarting_server_is_waited_for(nowhere, monkeypatch, caplog):
 
 
 def test_other_failures_are_not_sent_again(nowhere, monkeypatch):
-    monkeypatch.setenv("MNIST_MLFLOW_RESTART_SECONDS", "30")
+    monkeypatch.setenv("MNIST_OUTAGE_SECONDS", "30")
     tries = []
 
     def failing() -> None:
