@@ -210,9 +210,8 @@ def create_app(settings: ServeSettings | None = None, datastore: str | None = No
                 raise RequestError(digits.BLANK)
             if not trusted:  # a stranger's valid samples count; a labeller with the token, not
                 desk.admit(request.client.host if request.client else "")
-            sample, batch = await run_in_threadpool(
-                desk.store, images[0], label, trusted, prediction
-            )
+            # bounded, off the predictions' thread pool: a store that hangs costs only feedback
+            sample, batch = await desk.write(images[0], label, trusted, prediction)
             if trusted:
                 for label_events in events:
                     label_events.note(1, "feedback")  # O(1): the event is sent off the request

@@ -1,13 +1,17 @@
 """POST /feedback's guards and storage: `same_site` refuses another site's page posting to the
 server; `FeedbackDesk` tells trusted feedback (the feedback token) from pending (anonymous),
 admits at most `per_minute` valid samples from one client address in any minute (a moving
-window of the `limits` library) and stores them in the added-data store.
+window of the `limits` library) and stores them in the added-data store, bounded in time and
+in number (`FeedbackDesk.write`) so that a store that hangs never holds the predictions up.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
+import threading
 from urllib.parse import urlparse
 
 import numpy as np
@@ -24,6 +28,14 @@ log = logging.getLogger(__name__)
 
 MAX_CLIENTS = 10_000
 """Client addresses remembered before the idle ones are forgotten."""
+STORE_SECONDS = 10.0
+"""The longest a request waits for the store to take its sample before answering 503: as long
+as PostgreSQL's connect timeout (`mnist.datastore.engines.CONNECT_SECONDS`), so that a store
+that refuses or times out a new connection answers its own error first."""
+MAX_WRITES = 4
+"""Store calls in flight at most; another sample is refused (503) at once. A frozen database
+holds each call (and its thread) until it thaws: this bounds those threads."""
+BUSY = "cannot store the sample now: the added-data store is busy or away"
 
 
 def same_site(request: Request) -> None:
@@ -36,13 +48,26 @@ def same_site(request: Request) -> None:
 
 class FeedbackDesk:
     """Where POST /feedback stores samples: the added-data store, opened on first use (a store
-    that is down costs the feedback, never the predictions); at most `per_minute` samples
-    from one client address a minute. A sample sent with `token` is trusted, one without any
+    that is down or hangs costs the feedback a 503 within `seconds`, never the predictions);
+    at most `per_minute` samples from one client address a minute. A sample sent with `token` is trusted, one without any
     is pending (it waits for a person's `mnist data accept`)."""
 
-    def __init__(self, url: str | None, per_minute: int, token: str | None = None):
+    def __init__(
+        self,
+        url: str | None,
+        per_minute: int,
+        token: str | None = None,
+        *,
+        seconds: float | None = None,
+        max_writes: int | None = None,
+    ):
         self.url, self.per_minute, self.token = url, per_minute, token
+        self.seconds = STORE_SECONDS if seconds is None else seconds
+        self.max_writes = MAX_WRITES if max_writes is None else max_writes
         self._store: Store | None = None
+        self._opening = threading.Lock()
+        self._writes = 0  # store calls whose thread has not returned yet
+        self._counting = threading.Lock()
         self._limit = RateLimitItemPerMinute(per_minute)
         self._hits = MemoryStorage()
         self._limiter = MovingWindowRateLimiter(self._hits)
@@ -96,11 +121,64 @@ class FeedbackDesk:
         """Store one sample durably, tied to the `prediction` it corrects; its id and the batch
         it joined (today's trusted or pending one)."""
         try:
-            if self._store is None:
-                self._store = Store(self.url)
+            with self._opening:  # one store (one engine), however many writes race to open it
+                if self._store is None:
+                    self._store = Store(self.url)
             return self._store.feedback(pixels, label, trusted=trusted, prediction_id=prediction)
         except MnistError as exc:
             log.error("cannot store a feedback sample: %s", exc)
             raise RequestError(
                 "cannot store the sample now: the added-data store is unavailable", 503
             ) from exc
+
+    @property
+    def writes(self) -> int:
+        """Store calls in flight (their threads still running, answered or not)."""
+        with self._counting:
+            return self._writes
+
+    async def write(
+        self, pixels: np.ndarray, label: int, trusted: bool, prediction: int | None = None
+    ) -> tuple[int, int]:
+        """`store`, in a daemon thread of its own (off the thread pool that the predictions
+        use), at most `max_writes` at once (503 at once past that), waited for at most
+        `seconds` (then 503). A write that timed out runs on until the store answers: when a
+        frozen database thaws, it may still commit, so a client told 503 may find its sample
+        stored, and stored twice if it sent it again (feedback is a claim to review, not a
+        count; `mnist data` shows and removes a batch)."""
+        with self._counting:
+            if self._writes >= self.max_writes:
+                raise RequestError(f"{BUSY} ({self._writes} writes still waiting for it)", 503)
+            self._writes += 1
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[tuple[int, int]] = loop.create_future()
+
+        def settle(result: tuple[int, int] | None, error: BaseException | None) -> None:
+            if answer.cancelled():  # the request stopped waiting: its client was told 503
+                if result is not None:
+                    log.warning("feedback sample %d stored after its request timed out", result[0])
+            elif error is not None:
+                answer.set_exception(error)
+            elif result is not None:
+                answer.set_result(result)
+
+        def run() -> None:
+            result, error = None, None
+            try:
+                result = self.store(pixels, label, trusted, prediction)
+            except BaseException as exc:  # handed to the request, whatever it is
+                error = exc
+            finally:
+                with self._counting:
+                    self._writes -= 1
+            with contextlib.suppress(RuntimeError):  # the event loop closed meanwhile
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=run, name="feedback-store", daemon=True).start()
+        try:
+            return await asyncio.wait_for(answer, self.seconds)
+        except TimeoutError:
+            log.error("the added-data store did not take a feedback sample in %s s", self.seconds)
+            raise RequestError(
+                f"{BUSY}: it did not answer within {self.seconds:g} s", 503
+            ) from None

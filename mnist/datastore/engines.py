@@ -1,5 +1,6 @@
 """Where the added-data store lives: its URL (SQLAlchemy's), shown without a password, and
-one engine per URL and use, set up for SQLite (WAL, writers in turn) or PostgreSQL (psycopg 3).
+one engine per URL and use, set up for SQLite (WAL, writers in turn) or PostgreSQL (psycopg 3,
+with a connect timeout).
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from sqlalchemy.exc import ArgumentError
 from mnist.addresses import safe_url  # noqa: F401  (the one redaction rule; imported from here)
 
 FILE_NAME = "mnist-data.db"
+CONNECT_SECONDS = 10
+"""PostgreSQL: the longest a new connection may take (libpq's `connect_timeout`, unless the URL
+sets one): a frozen server accepts the TCP connection and never answers, which would otherwise
+hang the caller for good."""
 
 
 def default_url() -> str:
@@ -38,7 +43,8 @@ def sqlite_file(url: str | URL) -> Path | None:
 def engine(url: str, write: bool) -> Engine:
     """One engine per URL and use. SQLite, in WAL mode so that readers never wait: a writer
     takes the database lock when its transaction begins (`BEGIN IMMEDIATE`), waiting up to
-    30 s for another; a reader's transaction is deferred."""
+    30 s for another; a reader's transaction is deferred. PostgreSQL: connections checked
+    before use (one that a restart broke is replaced) and opened within `CONNECT_SECONDS`."""
     if (path := sqlite_file(url)) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         made = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
@@ -55,5 +61,9 @@ def engine(url: str, write: bool) -> Engine:
         parsed = make_url(url)
         if parsed.drivername in ("postgres", "postgresql"):
             parsed = parsed.set(drivername="postgresql+psycopg")
-        made = create_engine(parsed, pool_pre_ping=True)
+        libpq = parsed.get_driver_name() in ("psycopg", "psycopg2")
+        timeout = {"connect_timeout": CONNECT_SECONDS}
+        if not libpq or "connect_timeout" in parsed.query:
+            timeout = {}
+        made = create_engine(parsed, pool_pre_ping=True, connect_args=timeout)
     return made
