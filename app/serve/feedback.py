@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 MAX_CLIENTS = 10_000
 """Client addresses remembered before the idle ones are forgotten."""
 STORE_SECONDS = 10.0
-"""The longest a request waits for the store to take its sample before answering 503: as long
-as PostgreSQL's connect timeout (`mnist.datastore.engines.CONNECT_SECONDS`), so that a store
-that refuses or times out a new connection answers its own error first."""
+"""The longest a request waits for the store to take its sample before answering 503 (a sound
+store takes milliseconds): as long as PostgreSQL's connect timeout
+(`mnist.datastore.engines.CONNECT_SECONDS`), whose own 503 may come first."""
 MAX_WRITES = 4
 """Store calls in flight at most; another sample is refused (503) at once. A frozen database
 holds each call (and its thread) until it thaws: this bounds those threads."""
@@ -49,8 +49,9 @@ def same_site(request: Request) -> None:
 class FeedbackDesk:
     """Where POST /feedback stores samples: the added-data store, opened on first use (a store
     that is down or hangs costs the feedback a 503 within `seconds`, never the predictions);
-    at most `per_minute` samples from one client address a minute. A sample sent with `token` is trusted, one without any
-    is pending (it waits for a person's `mnist data accept`)."""
+    at most `per_minute` samples from one client address a minute. A sample sent with
+    `token` is trusted, one without any is pending (it waits for a person's
+    `mnist data accept`)."""
 
     def __init__(
         self,
