@@ -1,7 +1,7 @@
 """POST /feedback against a store that hangs: each write waited for at most a bound, a few in
-flight at most, the rest refused at once, and the predictions never held up. A listening
-socket that never accepts stands in for a frozen PostgreSQL: the kernel takes the connection,
-nobody ever answers."""
+flight at most, the rest refused at once, and the predictions never held up (nor by a model
+registry that hangs). A listening socket that never accepts stands in for a frozen
+PostgreSQL: the kernel takes the connection, nobody ever answers."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from sqlalchemy.exc import OperationalError
 
 from app.serve import FeedbackDesk
 from app.serve.errors import RequestError
+from app.serve.holder import ModelHolder
 from mnist.datastore import engines
+from tests.unit.app.serve.conftest import INFO
 
 
 def _sample(label: int = 7) -> dict:
@@ -122,3 +124,26 @@ def test_hanging_feedback_never_holds_up_predictions(client, monkeypatch):
         time.sleep(0.05)
         after = api.post("/feedback", json=_sample())
     assert after.status_code == 201, after.text  # thawed: stored again
+
+
+def test_a_registry_that_hangs_holds_no_prediction_up(client, monkeypatch):
+    """The poller looks the model up off the request path: while MLflow hangs, /predict
+    answers with the model already loaded."""
+    hanging, looked_up = threading.Event(), threading.Event()
+
+    def resolve(self):
+        looked_up.set()
+        hanging.wait(30)
+        return INFO
+
+    monkeypatch.setattr(ModelHolder, "_resolve", resolve)
+    api = client(poll_seconds=0.05)
+    try:
+        assert looked_up.wait(5)  # the poller is stuck in the lookup
+        started = time.monotonic()
+        answers = [api.post("/predict", json={"pixels": [[d] * 784]}) for d in range(10)]
+        took = time.monotonic() - started
+        assert [a.json()["predictions"][0]["digit"] for a in answers] == list(range(10))
+        assert took < 2, took
+    finally:
+        hanging.set()
