@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from mnist import outages
 from mnist.errors import first_line
 
 if TYPE_CHECKING:
@@ -115,9 +116,12 @@ def tracked_run(experiment: str, name: str) -> Iterator[Run]:
             )
     run = Run.start(experiment, name, {"prefect.flow_run_id": str(flow_run.id or "")})
     logger.info("MLflow run %s in experiment %r", run.run_id, experiment)
-    ok = False
     try:
         yield run
-        ok = True
-    finally:
-        run.end(ok)
+    except BaseException as exc:
+        if outages.mlflow_away(exc):  # ending it would wait as long again; the next run or
+            logger.warning("MLflow run %s left open: its server is away", run.run_id)
+            raise  # `mnist doctor` closes it, its process gone
+        run.end(False)
+        raise
+    run.end(True)

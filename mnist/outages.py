@@ -16,6 +16,8 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 
+from mnist.errors import MnistError
+
 VARIABLE = "MNIST_OUTAGE_SECONDS"
 DEFAULT_SECONDS = 60.0
 RETRIED_CODES = "500"
@@ -38,6 +40,14 @@ _MLFLOW_GAVE_UP = re.compile(
 )
 
 
+class StoreAway(MnistError):
+    """A store did not answer for as long as its client waits (`gave_up` says it)."""
+
+    def __init__(self, message: str, setting: str):
+        super().__init__(message)
+        self.setting = setting
+
+
 def limit(env: Mapping[str, str] = os.environ) -> float:
     """The seconds a run rides out an outage: `MNIST_OUTAGE_SECONDS`, 0 for none."""
     value = env.get(VARIABLE, "")
@@ -46,8 +56,6 @@ def limit(env: Mapping[str, str] = os.environ) -> float:
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds <= 3600 or math.isnan(seconds):
-        from mnist.errors import MnistError
-
         raise MnistError(f"{VARIABLE}={value!r}: give the seconds, 0 to 3600")
     return seconds
 
@@ -142,6 +150,17 @@ def _store_of(url: str) -> tuple[str, str, int]:
         where = safe_url(url.split("/api/")[0] + "/api")
         return f"the Prefect API at {where}", "PREFECT_API_URL", prefect_waits()
     return f"the server at {safe_url(url)}", "its setting", 0
+
+
+def mlflow_away(exc: BaseException) -> bool:
+    """Whether `exc` says the MLflow tracking server stopped answering: another call to it now
+    (ending the run, say) would only wait as long again."""
+    for link in _chain(exc):
+        if isinstance(link, StoreAway) and link.setting == "MLFLOW_TRACKING_URI":
+            return True
+        if type(link).__name__ == "MlflowException" and _MLFLOW_GAVE_UP.search(str(link)):
+            return True
+    return False
 
 
 def describe(exc: BaseException) -> str | None:

@@ -110,9 +110,10 @@ def _one_line(exc: BaseException, missing: str | None) -> MnistError:
     return MnistError(f"MLflow at {store_uri()}: {getattr(exc, 'strerror', None) or exc}")
 
 
-def _gave_up() -> MnistError:
+def _gave_up() -> outages.StoreAway:
     where = f"the MLflow tracking server at {safe_url(store_uri())}"
-    return MnistError(outages.gave_up(where, "MLFLOW_TRACKING_URI", outages.mlflow_waits()))
+    line = outages.gave_up(where, "MLFLOW_TRACKING_URI", outages.mlflow_waits())
+    return outages.StoreAway(line, "MLFLOW_TRACKING_URI")
 
 
 def state_dir() -> Path:

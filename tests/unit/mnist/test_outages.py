@@ -82,3 +82,16 @@ def test_mlflow_giving_up_on_a_refusing_server_is_named(monkeypatch):
     assert line.startswith(
         f"the MLflow tracking server at {uri} did not answer (connection refused)"
     )
+
+
+def test_only_mlflow_away_leaves_the_run_to_be_closed_later(monkeypatch):
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(MlflowException) as err:
+        MlflowClient(uri).search_experiments()
+    away = outages.StoreAway("gone", "MLFLOW_TRACKING_URI")
+    assert outages.mlflow_away(err.value) and not outages.mlflow_away(RuntimeError("x"))
+    assert outages.mlflow_away(away)
+    request = _request("http://127.0.0.1:4200/api/logs/")
+    assert not outages.mlflow_away(httpx.ConnectError("refused", request=request))
+    assert not outages.mlflow_away(outages.StoreAway("gone", "PREFECT_API_URL"))
