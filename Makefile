@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
+# The slow tiers wait on servers, freezes and restarts as much as they compute: two test
+# processes, each taking a whole module at a time (its module fixtures stay in one process),
+# the longest modules first (tests/conftest.py).
+PARALLEL ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -29,16 +33,16 @@ train: install  ## run the training flow end to end (ARGS="--epochs 3 ...")
 	$(BIN)/mnist train $(ARGS)
 
 test: lint browser postgres  ## lint, then the whole test suite
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PARALLEL) $(PYTEST_ARGS)
 
 test-fast: install  ## the unit tier: every module on small data, no servers (about a minute)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: install postgres  ## real MLflow, Prefect and PostgreSQL servers, real training
-	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+	$(BIN)/pytest tests/integration $(PARALLEL) $(PYTEST_ARGS)
 
 test-system: install browser postgres  ## whole commands, the browser page, the stack, faults
-	$(BIN)/pytest tests/system $(PYTEST_ARGS)
+	$(BIN)/pytest tests/system $(PARALLEL) $(PYTEST_ARGS)
 
 lint: install  ## style, types, the layers' import contracts, the docs site
 	$(BIN)/ruff check .

@@ -22,6 +22,26 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+LONGEST_FIRST = (
+    "tests/system/test_stack.py",
+    "tests/system/test_loop.py",
+    "tests/integration/test_stack_faults.py",
+    "tests/system/test_faults.py",
+    "tests/integration/test_added_data.py",
+    "tests/integration/test_registry.py",
+)
+"""The modules that take minutes (`--durations`), started first."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest modules first, in pytest-randomly's order otherwise (a stable sort after
+    its shuffle): `make test` runs two processes that each take a whole module at a time
+    (pytest-xdist, `--dist loadfile`), and a long module started last would leave one process
+    working alone at the end."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.relative_to(ROOT).as_posix(), len(rank)))
+
+
 def mnist_dir() -> Path:
     """MNIST_DATA_DIR, else ../shared/data/mnist beside the checkout, else the download cache."""
     env = os.environ.get("MNIST_DATA_DIR")

@@ -1,9 +1,7 @@
 """Faults a shared stack meets, on real processes: `prefect server` and `mlflow server` on a
-real PostgreSQL (each started and restarted by the fixtures, as a service manager would),
+real PostgreSQL (each started by the fixtures, as a service manager would),
 process workers, `mnist` commands as clients.
 
-- the MLflow server, then the Prefect server, restarts while a run logs its epochs;
-- PostgreSQL (the stack's launcher, `app.stack.postgres`) restarts between two flow runs;
 - two workers take a training run and a retraining run at once, and a retraining elsewhere
   (another HOME: another lock directory) gates at the same time as a worker's;
 - a worker is killed (with its flow run's process) in the middle of a run.
@@ -23,7 +21,7 @@ import pytest
 
 from mnist.waiting import wait_until
 from tests.conftest import ROOT
-from tests.servers import Postgres, Server, free_port, start_server, start_servers, stop_server
+from tests.servers import Postgres, Server, free_port, start_servers, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -32,17 +30,11 @@ FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
 class Service:
-    """A server process (started by `start_servers`) that a test can restart on the same
-    port."""
+    """A server process (started by `start_servers`)."""
 
     def __init__(self, server: Server, proc: subprocess.Popen):
         self.args, self.health, self.log, self.env = server
         self.proc = proc
-
-    def restart(self, down_seconds: float = 1.0) -> None:
-        stop_server(self.proc)
-        time.sleep(down_seconds)
-        self.proc = start_server(self.args, self.health, self.log.with_suffix(".2.log"), self.env)
 
     def stop(self) -> None:
         stop_server(self.proc)
@@ -111,27 +103,6 @@ def stack(tmp_path_factory, mnist_path):
     pg.close()
 
 
-def _train(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            str(BIN / "mnist"),
-            "train",
-            "--model",
-            "small",
-            "--train-limit",
-            "6000",
-            "--test-limit",
-            "1000",
-            *args,
-        ],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _runs(uri: str, experiment: str) -> list:
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
@@ -152,47 +123,6 @@ def _wait_for_epochs(uri: str, experiment: str, epochs: int, timeout: float = 30
         return wait_until(logged, timeout, 0.5)
     except TimeoutError:
         raise TimeoutError(f"no run in {experiment} logged {epochs} epoch(s)") from None
-
-
-def _outcome(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
-
-
-@pytest.mark.parametrize("server", ["mlflow", "prefect"])
-def test_a_server_restart_mid_run_loses_nothing(stack, server):
-    env, uri = stack["env"], stack["env"]["MLFLOW_TRACKING_URI"]
-    experiment = f"restart-{server}"
-    proc = _train(env, "--epochs", "6", "--experiment", experiment, "--no-register")
-    run = _wait_for_epochs(uri, experiment, 1)
-    stack[server].restart()
-    code, out, err = _outcome(proc)
-    final = mlflow.MlflowClient(uri).get_run(run.info.run_id)
-    assert final.info.status != "RUNNING"
-    errors = [line for line in err.splitlines() if line.startswith("mnist: error:")]
-    assert (code == 0 and not errors) or (code == 1 and len(errors) == 1), err[-3000:]
-    print(
-        f"\n{server} restarted mid-run: exit {code}, MLflow run {final.info.status}"
-        f"{', ' + errors[0] if errors else ''}"
-    )
-    if code == 0:  # every epoch's metrics and the model made it through the restart
-        history = mlflow.MlflowClient(uri).get_metric_history(run.info.run_id, "accuracy")
-        assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]
-        assert final.info.status == "FINISHED" and "test_accuracy" in final.data.metrics
-        assert "test accuracy:" in out
-
-
-def test_postgres_restart_between_two_runs_needs_nothing_restarted(stack):
-    env = stack["env"]
-    first = _train(env, "--epochs", "1", "--experiment", "pg-restart", "--no-register")
-    assert _outcome(first)[0] == 0
-    stack["pg"].stop("fast")
-    stack["pg"].start()
-    second = _train(env, "--epochs", "1", "--experiment", "pg-restart", "--no-register")
-    code, _, err = _outcome(second)
-    assert code == 0, err[-3000:]
-    runs = _runs(env["MLFLOW_TRACKING_URI"], "pg-restart")
-    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
 
 
 def _worker(env: dict[str, str], log: Path) -> subprocess.Popen:

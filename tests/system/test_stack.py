@@ -13,7 +13,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
@@ -22,6 +25,9 @@ import pytest
 from mnist.waiting import answers, wait_until
 from tests.conftest import ROOT
 from tests.servers import Webhook, free_port, start_server, stop_server
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
 
@@ -91,6 +97,20 @@ def _client(stack, tmp_path: Path) -> dict[str, str]:
     home.mkdir(exist_ok=True)
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
     return {**keep, **exports, "HOME": str(home), "MNIST_DATA_DIR": env["MNIST_DATA_DIR"]}
+
+
+def _deployment_run(stack, cwd: Path, deployment: str, params: dict) -> str:
+    """A flow run of `deployment` made by a client; its id."""
+    out = subprocess.run(
+        [str(BIN / "prefect"), "deployment", "run", deployment, "--params", json.dumps(params)],
+        env=_client(stack, cwd),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return next(line.split()[-1] for line in out.stdout.splitlines() if "UUID" in line)
 
 
 def _wait_run(api: str, run_id: str, timeout: float = 600) -> dict:
@@ -186,7 +206,6 @@ def champion(stack, tmp_path_factory):
     champion. Any test may come first (random order), and the stack may have restarted."""
     _, _, exports, _ = stack
     where = tmp_path_factory.mktemp("trigger")
-    client = _client(stack, where)
     config = {
         "model": "small",
         "epochs": 2,
@@ -195,23 +214,7 @@ def champion(stack, tmp_path_factory):
         "experiment": "stack",
     }
     params = {"config": config, "gate": {"floor": 0.8}}
-    out = subprocess.run(
-        [
-            str(BIN / "prefect"),
-            "deployment",
-            "run",
-            "mnist-retrain/mnist-retrain",
-            "--params",
-            json.dumps(params),
-        ],
-        env=client,
-        cwd=where,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr
-    run_id = next(line.split()[-1] for line in out.stdout.splitlines() if "UUID" in line)
+    run_id = _deployment_run(stack, where, "mnist-retrain/mnist-retrain", params)
     return _wait_run(exports["PREFECT_API_URL"], run_id)
 
 
@@ -337,70 +340,241 @@ def _back(env: dict[str, str], name: str, before, healthy, killed: float) -> flo
     return time.monotonic() - killed
 
 
-def test_a_killed_postgres_comes_back_and_the_servers_reconnect(stack):
-    """kill -9 of the postmaster: supervisord starts PostgreSQL again on its data directory
-    within 30 s; Prefect, MLflow and the workers keep running and reach it again."""
+def _postgres(root: Path) -> list[int]:
+    """The stack's PostgreSQL: its postmaster, then the postmaster's children."""
+    postmaster = int((root / "postgres" / "postmaster.pid").read_text().split()[0])
+    found = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True)
+    return [postmaster, *map(int, found.stdout.split())]
+
+
+@contextmanager
+def _frozen(root: Path) -> Iterator[None]:
+    """PostgreSQL stopped (SIGSTOP, every process): what a failover, a lock or a network blip
+    looks like to a client. Connections are still accepted by the kernel; nothing answers."""
+    stopped = _postgres(root)
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+
+
+def _train(client: dict[str, str], cwd: Path, name: str, *options: str) -> subprocess.Popen:
+    """`mnist train` of a small model from a client, its output in `cwd/train.err`."""
+    args = ["--model", "small", "--train-limit", "8000", "--test-limit", "1000", *options]
+    return subprocess.Popen(
+        [str(BIN / "mnist"), "train", *args, "--experiment", name, "--registered-model", name],
+        env=client,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=(cwd / "train.err").open("w"),
+    )
+
+
+def _said(cwd: Path, text: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    def seen() -> bool:
+        assert proc.poll() is None, (cwd / "train.err").read_text()[-3000:]
+        return text in (cwd / "train.err").read_text()
+
+    wait_until(seen, timeout, 0.5)
+
+
+@pytest.fixture
+def mlflow_client(stack, monkeypatch) -> "MlflowClient":
+    """A client of the stack's MLflow server, with its password."""
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    return MlflowClient(stack[2]["MLFLOW_TRACKING_URI"])
+
+
+def _takes_connections(exports: dict[str, str]) -> Callable[[], bool]:
     import psycopg
 
-    root, env, exports, _ = stack
-    before = _steady(env)
-    postmaster = int((root / "postgres" / "postmaster.pid").read_text().split()[0])
-    os.kill(postmaster, signal.SIGKILL)
-    killed = time.monotonic()
-
-    def takes_connections() -> bool:
+    def check() -> bool:
         try:
-            with psycopg.connect(
-                exports["MNIST_DATASTORE"].replace("+psycopg", ""), connect_timeout=2
-            ):
+            url = exports["MNIST_DATASTORE"].replace("+psycopg", "")
+            with psycopg.connect(url, connect_timeout=2):
                 return True
         except psycopg.OperationalError:
             return False
 
-    seconds = _back(env, "postgres", before["postgres"], takes_connections, killed)
-    print(f"\nPostgreSQL back {seconds:.1f} s after kill -9")
-    after = _pieces(env)
-    assert {n: p.pid for n, p in after.items() if n != "postgres"} == {
-        n: p.pid for n, p in before.items() if n != "postgres"
-    }
-    assert after["postgres"].last_exit == "terminated by SIGKILL; not expected"
-    status = subprocess.run(
-        ["make", "-s", "stack-status"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert status.returncode == 0, status.stderr
-    (line,) = [row.split() for row in status.stdout.splitlines() if row.startswith("postgres ")]
-    assert line[1] == "RUNNING" and line[4] == str(before["postgres"].restarts + 1)
-    # The servers' pools reconnect: the first call of each after the restart works.
-    auth = ("admin", PASSWORD)
-    made = httpx.post(
-        f"{exports['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/experiments/create",
-        json={"name": "after-postgres-kill"},
-        auth=auth,
-    )
-    assert made.status_code == 200, made.text
-    flows = httpx.post(f"{exports['PREFECT_API_URL']}/flows/filter", json={}, auth=auth)
-    assert flows.status_code == 200, flows.text
+    return check
 
 
-@pytest.mark.parametrize("name", ["prefect", "mlflow", "worker1"])
-def test_a_killed_server_or_worker_comes_back_and_the_others_keep_running(stack, name):
-    """kill -9 of the Prefect server, the MLflow server (which leaves its uvicorn workers on
-    its port) or a worker: back within 30 s, every other piece untouched."""
-    _, env, exports, _ = stack
-    before = _steady(env)
+def _kill(stack, name: str) -> float:
+    """kill -9 of piece `name` (of PostgreSQL, its postmaster): the seconds until it is back on
+    its own, every other piece untouched."""
+    root, env, exports, _ = stack
     auth = ("admin", PASSWORD)
     healthy = {
+        "postgres": _takes_connections(exports),
         "prefect": answers(f"{exports['PREFECT_API_URL']}/health", auth),
         "mlflow": answers(f"{exports['MLFLOW_TRACKING_URI']}/health", auth),
     }.get(name, lambda: True)
-    os.kill(before[name].pid, signal.SIGKILL)
+    before = _steady(env)
+    os.kill(_postgres(root)[0] if name == "postgres" else before[name].pid, signal.SIGKILL)
     seconds = _back(env, name, before[name], healthy, time.monotonic())
-    print(f"\n{name} back {seconds:.1f} s after kill -9")
     after = _pieces(env)
     assert after[name].last_exit == "terminated by SIGKILL; not expected"
     assert {n: p.pid for n, p in after.items() if n != name} == {
         n: p.pid for n, p in before.items() if n != name
     }
+    return seconds
+
+
+def _runs(client: "MlflowClient", experiment: str) -> list:
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id]) if found else []
+
+
+def _run_of(client: "MlflowClient", experiment: str):
+    (run,) = _runs(client, experiment)
+    return run
+
+
+def test_a_training_rides_out_a_frozen_postgres_and_each_server_killed(
+    stack, mlflow_client, tmp_path
+):
+    """With a training in flight, PostgreSQL frozen for 30 s, then killed, then the Prefect
+    server and the MLflow server killed in turn: each piece is back within 30 s on its own, and
+    the run completes as if nothing happened: every epoch logged, one version registered, its
+    flow run COMPLETED, no traceback."""
+    root, env, exports, _ = stack
+    client, name = _client(stack, tmp_path), "ride-out"
+    proc = _train(client, tmp_path, name, "--epochs", "20")
+    try:
+        _said(tmp_path, "epoch 1/20", proc)
+        with _frozen(root):
+            time.sleep(30)
+        back = {}
+        for piece in ("postgres", "prefect", "mlflow"):
+            assert proc.poll() is None, "the training ended before the faults"
+            back[piece] = _kill(stack, piece)
+        print(f"\nback after kill -9 with a training in flight: {back}")
+        status = subprocess.run(
+            ["make", "-s", "stack-status"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        rows = {r.split()[0]: r.split() for r in status.stdout.splitlines()[1:]}
+        assert status.returncode == 0 and all(row[1] == "RUNNING" for row in rows.values())
+        assert proc.wait(timeout=600) == 0, (tmp_path / "train.err").read_text()[-3000:]
+    finally:
+        proc.kill()
+    err = (tmp_path / "train.err").read_text()
+    assert "Traceback" not in err and "Error logging to API" not in err, err[-3000:]
+    run = _run_of(mlflow_client, name)
+    assert run.info.status == "FINISHED"
+    assert len(mlflow_client.get_metric_history(run.info.run_id, "val_accuracy")) == 20
+    assert [v.version for v in mlflow_client.search_model_versions(f"name='{name}'")] == ["1"]
+    flow_run = httpx.get(
+        f"{exports['PREFECT_API_URL']}/flow_runs/{run.data.tags['prefect.flow_run_id']}",
+        auth=("admin", PASSWORD),
+    ).json()
+    assert flow_run["state"]["type"] == "COMPLETED"
+
+
+def test_a_run_past_the_outage_limit_ends_in_one_line_and_the_next_run_tidies_up(
+    stack, mlflow_client, tmp_path
+):
+    """PostgreSQL frozen for longer than the client waits (MNIST_OUTAGE_SECONDS=2): the command
+    ends while it is frozen, in one line naming the store and the wait; nothing registered.
+    The next run, once PostgreSQL is back, closes the runs it left open and completes."""
+    root, _, exports, _ = stack
+    client = {**_client(stack, tmp_path), "MNIST_OUTAGE_SECONDS": "2"}
+    name = "past-limit"
+    proc = _train(client, tmp_path, name, "--epochs", "20")
+    try:
+        _said(tmp_path, "MLflow run", proc)
+        with _frozen(root):
+            started = time.monotonic()
+            code = proc.wait(timeout=240)
+            took = time.monotonic() - started
+    finally:
+        proc.kill()
+    err = (tmp_path / "train.err").read_text()
+    last = err.strip().splitlines()[-1]
+    print(f"\nended {took:.0f} s into the freeze: {last}")
+    assert code == 1, err[-3000:]
+    assert last.startswith("mnist: error: the ") and " did not answer for over 2 s" in last
+    assert "MNIST_OUTAGE_SECONDS sets how long a run waits" in last
+    assert "Traceback" not in err, err[-3000:]
+    assert mlflow_client.search_model_versions(f"name='{name}'") == []
+    left = _run_of(mlflow_client, name)
+
+    following = tmp_path / "next"
+    following.mkdir()
+    again = _train(client | {"MNIST_OUTAGE_SECONDS": "60"}, following, name, "--epochs", "1")
+    assert again.wait(timeout=600) == 0, (following / "train.err").read_text()[-3000:]
+    assert "closed 1 run(s) left open by killed processes" in (following / "train.err").read_text()
+    assert mlflow_client.get_run(left.info.run_id).info.status == "FAILED"
+    flow_run = httpx.get(
+        f"{exports['PREFECT_API_URL']}/flow_runs/{left.data.tags['prefect.flow_run_id']}",
+        auth=("admin", PASSWORD),
+    ).json()
+    assert flow_run["state"]["type"] in ("CRASHED", "FAILED")
+
+
+def _flow_run_process(flow_run_id: str) -> int | None:
+    """The process running flow run `flow_run_id` (its id is in its environment), if any."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if flow_run_id.encode() in (proc / "environ").read_bytes():
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_run_started_while_mlflow_is_frozen_waits_then_its_killed_worker_comes_back(
+    stack, mlflow_client, tmp_path
+):
+    """A deployment run created while the MLflow server is frozen waits for it and goes on.
+    Its worker killed mid-run is back within 30 s on its own; the run ends (it completes, or
+    it crashes with nothing registered), and `mnist doctor` leaves nothing RUNNING."""
+    _, env, exports, _ = stack
+    name = "worker-killed"
+    config = {"model": "small", "epochs": 12, "train_limit": 8000, "test_limit": 1000}
+    params = {"config": config | {"experiment": name, "registered_model": name}}
+    mlflow_pid = _steady(env)["mlflow"].pid
+    found = subprocess.run(["pgrep", "-P", str(mlflow_pid)], capture_output=True, text=True)
+    frozen = [mlflow_pid, *map(int, found.stdout.split())]
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        run_id = _deployment_run(stack, tmp_path, "mnist-training/mnist-train", params)
+        process = wait_until(lambda: _flow_run_process(run_id), 120, 1)
+        time.sleep(20)  # the run reaches MLflow and waits
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: _runs(mlflow_client, name), 120, 1)  # MLflow answered it
+    workers = {p.pid: n for n, p in _pieces(env).items() if n.startswith("worker")}
+    above = [process]
+    while above[-1] > 1 and above[-1] not in workers:
+        above.append(_parent(above[-1]))
+    worker = workers[above[-1]]  # KeyError: no worker above the flow run's process
+    seconds = _kill(stack, worker)
+    ended = _wait_run(exports["PREFECT_API_URL"], run_id)["state"]
+    print(f"\n{worker} back {seconds:.1f} s after kill -9; its run {ended['type']}: {ended}")
+    versions = [v.version for v in mlflow_client.search_model_versions(f"name='{name}'")]
+    assert (ended["type"], versions) in (("COMPLETED", ["1"]), ("CRASHED", []))
+    doctor = subprocess.run(
+        [str(BIN / "mnist"), "doctor"],
+        env=_client(stack, tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert doctor.returncode == 0, doctor.stderr[-2000:]
+    assert _run_of(mlflow_client, name).info.status in ("FINISHED", "FAILED")
 
 
 def test_stack_down_stops_everything_and_a_restart_keeps_the_state(stack):
