@@ -204,10 +204,16 @@ def workers(stack):
     stack["env"]["PREFECT_WORKER_QUERY_SECONDS"] = "2"
     procs = [_worker(stack["env"], stack["root"] / f"worker{i}.log") for i in (1, 2)]
     yield procs  # a test that kills one starts another in its place
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+    running = [proc for proc in procs if proc.poll() is None]
+    for proc in running:
+        os.killpg(proc.pid, signal.SIGTERM)
+    for proc in running:
+        try:
             proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # Prefect's worker did not stop: no orphan left
+            print(f"\nworker {proc.pid} still running 60 s after SIGTERM: killed")
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 def test_two_workers_run_a_training_and_a_retraining_at_once(stack, workers, tmp_path):
