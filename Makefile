@@ -8,6 +8,8 @@ PYTEST_ARGS ?=
 # processes, each taking a whole module at a time (its module fixtures stay in one process),
 # the longest modules first (tests/conftest.py).
 PARALLEL ?= -n 2 --dist loadfile --no-loadscope-reorder
+# The stack's fault tests run first, alone: they time how fast a killed piece comes back.
+ALONE := tests/system/test_stack.py
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -33,7 +35,8 @@ train: install  ## run the training flow end to end (ARGS="--epochs 3 ...")
 	$(BIN)/mnist train $(ARGS)
 
 test: lint browser postgres  ## lint, then the whole test suite
-	$(BIN)/pytest $(PARALLEL) $(PYTEST_ARGS)
+	$(BIN)/pytest $(ALONE) $(PYTEST_ARGS); alone=$$?; \
+		$(BIN)/pytest $(PARALLEL) --ignore=$(ALONE) $(PYTEST_ARGS) && exit $$alone
 
 test-fast: install  ## the unit tier: every module on small data, no servers (about a minute)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -42,7 +45,8 @@ test-integration: install postgres  ## real MLflow, Prefect and PostgreSQL serve
 	$(BIN)/pytest tests/integration $(PARALLEL) $(PYTEST_ARGS)
 
 test-system: install browser postgres  ## whole commands, the browser page, the stack, faults
-	$(BIN)/pytest tests/system $(PARALLEL) $(PYTEST_ARGS)
+	$(BIN)/pytest $(ALONE) $(PYTEST_ARGS); alone=$$?; \
+		$(BIN)/pytest tests/system $(PARALLEL) --ignore=$(ALONE) $(PYTEST_ARGS) && exit $$alone
 
 lint: install  ## style, types, the layers' import contracts, the docs site
 	$(BIN)/ruff check .

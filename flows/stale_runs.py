@@ -119,8 +119,8 @@ def tracked_run(experiment: str, name: str) -> Iterator[Run]:
     try:
         yield run
     except BaseException as exc:
-        if outages.mlflow_away(exc):  # ending it would wait as long again; the next run or
-            logger.warning("MLflow run %s left open: its server is away", run.run_id)
+        if outages.away(exc):  # ending it would wait as long again; the next run or
+            logger.warning("MLflow run %s left open: a store is away", run.run_id)
             raise  # `mnist doctor` closes it, its process gone
         run.end(False)
         raise

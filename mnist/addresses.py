@@ -270,9 +270,12 @@ def _connect(host: str, port: int, timeout: float, http: bool) -> tuple[str, str
     try:
         with socket.create_connection((host, port), timeout=timeout) as connection:
             if http:  # accepting is the kernel's work: a stopped or hung server still does it
-                connection.settimeout(max(0.1, deadline - time.monotonic()))
-                connection.sendall(f"HEAD / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
-                connection.recv(1)  # any answer, even a TLS alert or a close, is one
+                connection.settimeout(max(1.0, deadline - time.monotonic()))
+                try:
+                    connection.sendall(f"HEAD / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+                    connection.recv(1)  # any answer, even a TLS alert or a close, is one
+                except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
+                    pass  # a reset is an answer too
             return None
     except ConnectionRefusedError:
         return f"{host}:{port} refuses connections", "start the server there, or correct"

@@ -20,10 +20,25 @@ from mnist.errors import MnistError
 
 VARIABLE = "MNIST_OUTAGE_SECONDS"
 DEFAULT_SECONDS = 60.0
-RETRIED_CODES = "500"
+MAX_SECONDS = 480.0
+"""The longest limit MLflow's client can wait: it takes at most 10 retries, and urllib3 waits
+at most 120 s between two (0 + 2 + ... + 64 + 3 x 120 = 486 s)."""
+RETRIED_CODES = "500,504"
 """Retried by Prefect's client beyond its own 408, 429, 502 and 503: a Prefect server whose
 database refuses connections or times out answers 500 (an `OSError` or a timeout is not one of
-the database errors it answers 503 for)."""
+the database errors it answers 503 for); a proxy in front of it, 504."""
+_GAVE_UP_CODES = {408, 429, 500, 502, 503, 504}
+_TRANSPORT = {
+    "ConnectError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "WriteTimeout",
+    "PoolTimeout",
+    "ReadError",
+    "WriteError",
+    "RemoteProtocolError",
+}
+"""httpx's errors that Prefect's client retries: a server away, not a wrong request."""
 
 _REASONS = (
     ("refused", "connection refused"),
@@ -36,14 +51,14 @@ _REASONS = (
 )
 _MLFLOW_GAVE_UP = re.compile(
     r"API request to (?:endpoint )?(?P<url>\S+) failed with "
-    r"(?:exception|timeout exception|error code (?P<code>5\d\d))"
+    r"(?:exception|timeout exception|error code (?P<code>50[0234]))"
 )
 
 
 class StoreAway(MnistError):
     """A store did not answer for as long as its client waits (`gave_up` says it)."""
 
-    def __init__(self, message: str, setting: str):
+    def __init__(self, message: str, setting: str = ""):
         super().__init__(message)
         self.setting = setting
 
@@ -55,21 +70,30 @@ def limit(env: Mapping[str, str] = os.environ) -> float:
         seconds = float(value) if value.strip() else DEFAULT_SECONDS
     except ValueError:
         seconds = -1.0
-    if not 0 <= seconds <= 3600 or math.isnan(seconds):
-        raise MnistError(f"{VARIABLE}={value!r}: give the seconds, 0 to 3600")
+    if not 0 <= seconds <= MAX_SECONDS or math.isnan(seconds):
+        raise MnistError(f"{VARIABLE}={value!r}: give the seconds, 0 to {MAX_SECONDS:.0f}")
     return seconds
 
 
+def _prefect_wait(retries: int) -> int:
+    """Prefect's client waits 2, 4, 8 ... s between tries (its jitter off): 2^(n+1) - 2 s (after
+    a 5xx answer it also waits once after the last try)."""
+    return 2 ** (retries + 1) - 2
+
+
+def _mlflow_wait(retries: int, factor: float = 1.0) -> int:
+    """urllib3 waits 0, 2f, 4f ... s between tries, each at most 120 s."""
+    return int(sum(min(120.0, factor * 2 ** (k - 1)) for k in range(2, retries + 1)))
+
+
 def prefect_retries(seconds: float) -> int:
-    """Prefect's client waits 2, 4, 8 ... s between tries (ignoring jitter): n retries wait
-    2^(n+1) - 2 s. The fewest retries that wait at least `seconds`."""
-    return 0 if seconds <= 0 else math.ceil(math.log2(seconds + 2)) - 1
+    """The fewest retries of Prefect's client that wait at least `seconds`."""
+    return next(n for n in range(64) if _prefect_wait(n) >= seconds)
 
 
 def mlflow_retries(seconds: float) -> int:
-    """MLflow's client (urllib3, back-off factor 1) waits 0, 2, 4 ... s: n retries wait
-    2^n - 2 s. The fewest retries that wait at least `seconds`."""
-    return 0 if seconds <= 0 else math.ceil(math.log2(seconds + 2))
+    """The fewest retries of MLflow's client that wait at least `seconds` (at most 10)."""
+    return next((n for n in range(11) if _mlflow_wait(n) >= seconds), 10)
 
 
 def _number(env: Mapping[str, str], key: str, default: float) -> float:
@@ -80,22 +104,24 @@ def _number(env: Mapping[str, str], key: str, default: float) -> float:
 
 
 def prefect_waits(env: Mapping[str, str] = os.environ) -> int:
-    """The seconds Prefect's client waits between tries before it gives up, as set."""
-    return 2 ** (int(_number(env, "PREFECT_CLIENT_MAX_RETRIES", 5)) + 1) - 2
+    """The seconds Prefect's client waits between tries before it gives up, as set (its
+    jitter, when on, makes each wait up to 20% shorter or longer)."""
+    return _prefect_wait(int(_number(env, "PREFECT_CLIENT_MAX_RETRIES", 5)))
 
 
 def mlflow_waits(env: Mapping[str, str] = os.environ) -> int:
     """The seconds MLflow's client waits between tries before it gives up, as set."""
     retries = int(_number(env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES", 7))
-    factor = _number(env, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", 2)
-    return int(factor * max(0, 2**retries - 2))
+    return _mlflow_wait(retries, _number(env, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", 2))
 
 
 def client_settings(seconds: float) -> dict[str, str]:
-    """The variables that make Prefect's and MLflow's clients ride out `seconds` of outage."""
+    """The variables that make Prefect's and MLflow's clients ride out `seconds` of outage.
+    Prefect's jitter is off: with it, five retries may wait 51 s instead of 62."""
     return {
         "PREFECT_CLIENT_MAX_RETRIES": str(prefect_retries(seconds)),
         "PREFECT_CLIENT_RETRY_EXTRA_CODES": RETRIED_CODES,
+        "PREFECT_CLIENT_RETRY_JITTER_FACTOR": "0",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(mlflow_retries(seconds)),
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     }
@@ -122,7 +148,10 @@ def _http_failure(exc: BaseException) -> tuple[str, str] | None:
     response = getattr(exc, "response", None)
     if response is not None:
         code = getattr(response, "status_code", 0)
-        return (str(request.url), f"it answered {code}") if code >= 500 else None
+        return (str(request.url), f"it answered {code}") if code in _GAVE_UP_CODES else None
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if not names & _TRANSPORT or "CERTIFICATE" in str(exc).upper():  # TLS: retries won't mend
+        return None
     return str(request.url), _reason(f"{type(exc).__name__}: {exc}")
 
 
@@ -152,31 +181,36 @@ def _store_of(url: str) -> tuple[str, str, int]:
     return f"the server at {safe_url(url)}", "its setting", 0
 
 
-def mlflow_away(exc: BaseException) -> bool:
-    """Whether `exc` says the MLflow tracking server stopped answering: another call to it now
-    (ending the run, say) would only wait as long again."""
-    for link in _chain(exc):
-        if isinstance(link, StoreAway) and link.setting == "MLFLOW_TRACKING_URI":
-            return True
-        if type(link).__name__ == "MlflowException" and _MLFLOW_GAVE_UP.search(str(link)):
-            return True
-    return False
+def _is_mlflow_error(exc: BaseException) -> bool:
+    return any(cls.__name__ == "MlflowException" for cls in type(exc).__mro__)
+
+
+def _mlflow_gave_up(exc: BaseException) -> tuple[str, str] | None:
+    """(URL, what happened) for MLflow's client giving up on a server away: a 5xx after its
+    retries, or a connection refused, reset or timed out (not a TLS error, say)."""
+    match = _MLFLOW_GAVE_UP.search(str(exc)) if _is_mlflow_error(exc) else None
+    if match is None:
+        return None
+    code = match.group("code")
+    reason = f"it answered {code}" if code else _reason(str(exc))
+    return None if reason == "no answer" else (match.group("url"), reason)
+
+
+def away(exc: BaseException) -> bool:
+    """Whether `exc` says a store stopped answering: another call to the stores now (ending
+    the run, say) would only wait as long again."""
+    return describe(exc) is not None
 
 
 def describe(exc: BaseException) -> str | None:
     """One line for an error that means a store stopped answering for longer than its client
     waits; None for any other error."""
     for link in _chain(exc):
-        found = _http_failure(link)
-        if found is None:
-            mlflow = type(link).__name__ == "MlflowException"
-            match = _MLFLOW_GAVE_UP.search(str(link)) if mlflow else None
-            if match is None:
-                continue
-            code = match.group("code")
-            found = (match.group("url"), f"it answered {code}" if code else _reason(str(link)))
-        url, reason = found
-        return gave_up(*_store_of(url), reason=reason)
+        if isinstance(link, StoreAway):
+            return str(link)
+        found = _http_failure(link) or _mlflow_gave_up(link)
+        if found is not None:
+            return gave_up(*_store_of(found[0]), reason=found[1])
     return None
 
 

@@ -23,12 +23,12 @@ BIN = Path(sys.executable).parent
 
 
 LONGEST_FIRST = (
-    "tests/system/test_stack.py",
     "tests/system/test_loop.py",
     "tests/integration/test_stack_faults.py",
     "tests/system/test_faults.py",
     "tests/integration/test_added_data.py",
     "tests/integration/test_registry.py",
+    "tests/system/test_serving_outage.py",
 )
 """The modules that take minutes (`--durations`), started first."""
 
@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     (pytest-xdist, `--dist loadfile`), and a long module started last would leave one process
     working alone at the end."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.relative_to(ROOT).as_posix(), len(rank)))
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
 def mnist_dir() -> Path:

@@ -6,6 +6,7 @@ with a connect timeout).
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -39,6 +40,17 @@ def sqlite_file(url: str | URL) -> Path | None:
     return Path(parsed.database)
 
 
+LIBPQ_BOUNDS = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+"""libpq's TCP bounds: a server cut off by the network (no answer, not even the kernel's) is
+given up after about 30 s instead of the system's 15 minutes of retransmissions."""
+
+
 @functools.cache
 def engine(url: str, write: bool) -> Engine:
     """One engine per URL and use. SQLite, in WAL mode so that readers never wait: a writer
@@ -62,8 +74,13 @@ def engine(url: str, write: bool) -> Engine:
         if parsed.drivername in ("postgres", "postgresql"):
             parsed = parsed.set(drivername="postgresql+psycopg")
         libpq = parsed.get_driver_name() in ("psycopg", "psycopg2")
-        timeout = {"connect_timeout": CONNECT_SECONDS}
-        if not libpq or "connect_timeout" in parsed.query:
-            timeout = {}
-        made = create_engine(parsed, pool_pre_ping=True, connect_args=timeout)
+        bounds = {**LIBPQ_BOUNDS, "connect_timeout": CONNECT_SECONDS} if libpq else {}
+        given = set(parsed.query) | (
+            {"connect_timeout"} if "PGCONNECT_TIMEOUT" in os.environ else set()
+        )
+        made = create_engine(
+            parsed,
+            pool_pre_ping=True,
+            connect_args={k: v for k, v in bounds.items() if k not in given},
+        )
     return made

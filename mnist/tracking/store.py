@@ -14,7 +14,6 @@ import contextlib
 import functools
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,12 +59,6 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         todo += [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args]
 
 
-def _refused(exc: BaseException) -> bool:
-    """Whether the server refused the connection: the request never reached it, so sending it
-    again cannot do anything twice."""
-    return any(isinstance(e, ConnectionRefusedError) for e in _chain(exc))
-
-
 def _unreachable(exc: BaseException) -> bool:
     """Whether no connection could be made, or none that answered, after MLflow's retries."""
     from urllib3.exceptions import MaxRetryError, NewConnectionError
@@ -75,37 +68,24 @@ def _unreachable(exc: BaseException) -> bool:
 
 def call(fn: Callable[..., T], *args: Any, missing: str | None = None, **kwargs: Any) -> T:
     """Run an MLflow call, turning its errors into one line naming the store; `missing` is
-    the message for something that does not exist. A tracking server that refuses connections
-    (restarting) is waited for, up to `MNIST_OUTAGE_SECONDS` (60; `mnist.outages`), on top of
-    MLflow's own retries."""
+    the message for something that does not exist. A tracking server that is away (refuses
+    connections, times out, answers 5xx) is retried by MLflow's client for at least
+    `MNIST_OUTAGE_SECONDS` (`mnist.outages`), then named in one line (`StoreAway`)."""
     _initialise(store_uri())
-    patience = outages.limit()
-    deadline, warned = time.monotonic() + patience, False
-    while True:
-        try:
-            return fn(*args, **kwargs)
-        except (MlflowException, OSError) as exc:
-            if not (_remote() and _refused(exc) and time.monotonic() < deadline):
-                raise _one_line(exc, missing) from exc
-            if not warned:
-                log.warning(
-                    "the MLflow tracking server at %s refuses connections; waiting up "
-                    "to %.0f s for it to come back",
-                    store_uri(),
-                    patience,
-                )
-                warned = True
-            time.sleep(2)
+    try:
+        return fn(*args, **kwargs)
+    except (MlflowException, OSError) as exc:
+        raise _one_line(exc, missing) from exc
 
 
 def _one_line(exc: BaseException, missing: str | None) -> MnistError:
     if isinstance(exc, MlflowException):
         if missing and exc.error_code in NOT_FOUND:
             return NotFound(missing)
-        if _unreachable(exc):
-            return _gave_up()
+        if _unreachable(exc) or exc.error_code == "TEMPORARILY_UNAVAILABLE":
+            return _gave_up()  # or its database away: MLflow answers 503 after its retries
         return MnistError(f"MLflow at {store_uri()}: {first_line(exc)}")
-    if _remote():  # requests' ConnectionError: an OSError
+    if _remote() and _unreachable(exc):  # requests' ConnectionError: an OSError
         return _gave_up()
     return MnistError(f"MLflow at {store_uri()}: {getattr(exc, 'strerror', None) or exc}")
 

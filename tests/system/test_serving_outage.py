@@ -200,25 +200,29 @@ def test_a_killed_postgresql_costs_no_prediction(served, postgres_to_break, mnis
     image = _image(mnist_data, 1)
     before = _settled_log(api)
     predicting = Predicting(api, image)
-    postmaster = postgres_to_break.process
-    assert postmaster is not None
-    others = _processes(postgres_to_break)[1:]
-    os.kill(postmaster.pid, signal.SIGKILL)
-    postmaster.wait(10)
-    # Its backends notice and leave (they hold its shared memory, which a new one needs).
-    end(lambda: [pid for pid in others if Path(f"/proc/{pid}").exists()], grace=10)
-    time.sleep(1)
-    down = _feedback(api, image, 5)
-    print(f"feedback while down: {[(f[0], round(f[1], 2)) for f in down]}")
-    assert [f[0] for f in down] == [503] * 5, down
-    assert all(f[1] < 2 for f in down), down  # refused at once, nothing to wait for
-    assert all("added-data store is unavailable" in f[2] for f in down), down
-    postgres_to_break.start()
-    status, body, took = _stored_again(api, image, 20)
-    print(f"feedback stored again {took:.1f} s after the restart")
-    assert status == 201, body
-    time.sleep(2)
-    predicting.stop()
+    try:
+        postmaster = postgres_to_break.process
+        assert postmaster is not None
+        others = _processes(postgres_to_break)[1:]
+        os.kill(postmaster.pid, signal.SIGKILL)
+        postmaster.wait(10)
+        # Its backends notice and leave (they hold its shared memory, which a new one needs).
+        end(lambda: [pid for pid in others if Path(f"/proc/{pid}").exists()], grace=10)
+        time.sleep(1)
+        down = _feedback(api, image, 5)
+        print(f"feedback while down: {[(f[0], round(f[1], 2)) for f in down]}")
+        assert [f[0] for f in down] == [503] * 5, down
+        assert all(f[1] < 2 for f in down), down  # refused at once, nothing to wait for
+        assert all("added-data store is unavailable" in f[2] for f in down), down
+        postgres_to_break.start()
+        status, body, took = _stored_again(api, image, 20)
+        print(f"feedback stored again {took:.1f} s after the restart")
+        assert status == 201, body
+        time.sleep(2)
+    finally:  # a failure above must not leave the next test without its database
+        predicting.stop()
+        if postgres_to_break.process is None or postgres_to_break.process.poll() is not None:
+            postgres_to_break.start()
     ids = _check_predictions(predicting, "killed")
     after = _settled_log(api)
     logged, dropped = _logged_ids(store, ids), after["dropped"] - before["dropped"]

@@ -10,12 +10,12 @@ from mnist.errors import MnistError
 from tests.servers import free_port
 
 
-@pytest.mark.parametrize("seconds", [1, 6, 30, 60, 62, 63, 120, 600])
+@pytest.mark.parametrize("seconds", [1, 6, 30, 60, 62, 63, 120, 300, 480])
 def test_the_clients_wait_at_least_the_limit_and_not_twice_it(seconds):
     env = outages.client_settings(seconds)
     assert seconds <= outages.prefect_waits(env) < 2 * seconds + 2
     assert seconds <= outages.mlflow_waits(env) < 2 * seconds + 2
-    assert env["PREFECT_CLIENT_RETRY_EXTRA_CODES"] == "500"
+    assert env["PREFECT_CLIENT_RETRY_EXTRA_CODES"] == "500,504"
 
 
 def test_the_default_rides_out_a_minute_and_zero_retries_nothing():
@@ -25,7 +25,7 @@ def test_the_default_rides_out_a_minute_and_zero_retries_nothing():
     assert zero["PREFECT_CLIENT_MAX_RETRIES"] == zero["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "nan", "4000"])
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "481"])
 def test_a_wrong_limit_is_one_line_naming_the_variable(value):
     with pytest.raises(MnistError, match=f"^MNIST_OUTAGE_SECONDS='{value}': give the seconds"):
         outages.limit({"MNIST_OUTAGE_SECONDS": value})
@@ -84,14 +84,102 @@ def test_mlflow_giving_up_on_a_refusing_server_is_named(monkeypatch):
     )
 
 
-def test_only_mlflow_away_leaves_the_run_to_be_closed_later(monkeypatch):
+def test_a_store_away_is_told_from_other_failures(monkeypatch):
     uri = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     with pytest.raises(MlflowException) as err:
         MlflowClient(uri).search_experiments()
-    away = outages.StoreAway("gone", "MLFLOW_TRACKING_URI")
-    assert outages.mlflow_away(err.value) and not outages.mlflow_away(RuntimeError("x"))
-    assert outages.mlflow_away(away)
+    assert outages.away(err.value) and outages.away(outages.StoreAway("gone", "X"))
     request = _request("http://127.0.0.1:4200/api/logs/")
-    assert not outages.mlflow_away(httpx.ConnectError("refused", request=request))
-    assert not outages.mlflow_away(outages.StoreAway("gone", "PREFECT_API_URL"))
+    assert outages.away(httpx.ConnectError("refused", request=request))
+    assert not outages.away(RuntimeError("x"))
+    assert not outages.away(httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED]", request=request))
+    assert not outages.away(httpx.UnsupportedProtocol("ftp", request=request))
+    tls = MlflowException(
+        f"API request to {uri}/api/2.0/mlflow/runs/get failed with exception SSLError(bad)"
+    )
+    assert not outages.away(tls)
+    unavailable = MlflowException(
+        f"API request to endpoint {uri}/api/2.0/mlflow/runs/get failed with error code 503 != 200"
+    )
+    assert outages.away(unavailable)
+    assert not outages.away(
+        httpx.HTTPStatusError("no", request=request, response=httpx.Response(501))
+    )
+
+
+def test_mlflow_waits_are_capped_as_urllib3_caps_them():
+    assert (
+        outages.mlflow_waits(
+            {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+        )
+        == 486
+    )
+    assert outages.client_settings(480)["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "10"
+    with pytest.raises(MnistError, match="0 to 480"):
+        outages.limit({"MNIST_OUTAGE_SECONDS": "481"})
+
+
+def test_a_store_away_survives_pickling():
+    import pickle
+
+    away = pickle.loads(pickle.dumps(outages.StoreAway("gone", "MLFLOW_TRACKING_URI")))
+    assert str(away) == "gone"
+
+
+@pytest.mark.parametrize("seconds", [6, 60, 480])
+def test_urllib3_waits_what_mlflow_is_told_to(seconds):
+    from urllib3.util.retry import Retry
+
+    env = outages.client_settings(seconds)
+    retries = int(env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
+    retry = Retry(total=retries, backoff_factor=float(env["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"]))
+    waited = 0.0
+    for _ in range(retries):
+        retry = retry.increment(method="GET", url="/", error=ConnectionRefusedError())
+        waited += retry.get_backoff_time()
+    assert waited == outages.mlflow_waits(env) >= seconds
+
+
+def _read_timeout(request: httpx.Request) -> httpx.Response:
+    raise httpx.ReadTimeout("timed out", request=request)
+
+
+@pytest.mark.parametrize(
+    ("answer", "waited"),
+    [(_read_timeout, 62), (lambda request: httpx.Response(500), 126)],
+    ids=["no-answer", "500"],
+)
+def test_prefect_s_client_waits_at_least_the_limit(monkeypatch, answer, waited):
+    """Prefect's own client with its retries as set for 60 s: 62 s of waits for a server that
+    does not answer; for a 500 it also waits after the last try (126 s)."""
+    import anyio
+    from prefect.client.base import PrefectHttpxAsyncClient
+    from prefect.settings import (
+        PREFECT_CLIENT_MAX_RETRIES,
+        PREFECT_CLIENT_RETRY_EXTRA_CODES,
+        PREFECT_CLIENT_RETRY_JITTER_FACTOR,
+        temporary_settings,
+    )
+
+    env = outages.client_settings(60)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(anyio, "sleep", sleep)
+    settings = {
+        PREFECT_CLIENT_MAX_RETRIES: env["PREFECT_CLIENT_MAX_RETRIES"],
+        PREFECT_CLIENT_RETRY_EXTRA_CODES: env["PREFECT_CLIENT_RETRY_EXTRA_CODES"],
+        PREFECT_CLIENT_RETRY_JITTER_FACTOR: env["PREFECT_CLIENT_RETRY_JITTER_FACTOR"],
+    }
+
+    async def send() -> None:
+        transport = httpx.MockTransport(answer)  # the server, away
+        async with PrefectHttpxAsyncClient(transport=transport, base_url="http://x/api") as c:
+            await c.get("/health")
+
+    with temporary_settings(settings), pytest.raises(Exception, match=r"timed out|500"):
+        anyio.run(send)
+    assert sum(waits) == waited >= outages.prefect_waits(env) >= 60

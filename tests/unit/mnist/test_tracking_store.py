@@ -3,7 +3,6 @@ refuses connections (restarting) is waited for, told by the exception's type."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import mlflow
@@ -11,6 +10,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from mnist import outages
 from mnist.errors import MnistError
 from mnist.tracking import Run, call, client
 from mnist.tracking import store as tracking_store
@@ -58,35 +58,12 @@ def test_an_unreachable_server_is_one_line(nowhere):
 
 def test_a_refused_connection_is_told_by_its_type_not_its_text(nowhere):
     refusal = _refusal(nowhere)
-    assert tracking_store._refused(refusal) and tracking_store._unreachable(refusal)
+    assert tracking_store._unreachable(refusal)
     echoed = MlflowException(f"the server said: {refusal.message}")  # a message, no cause
-    assert not tracking_store._refused(echoed) and not tracking_store._unreachable(echoed)
+    assert not tracking_store._unreachable(echoed)
 
 
-def test_a_restarting_server_is_waited_for(nowhere, monkeypatch, caplog):
-    """Refused twice, then answered: one warning, the answer, two pauses of 2 s."""
-    monkeypatch.setenv("MNIST_OUTAGE_SECONDS", "30")
-    pauses: list[float] = []
-    monkeypatch.setattr(tracking_store.time, "sleep", pauses.append)
-    refusal, tries = _refusal(nowhere), []
-
-    def flaky() -> str:
-        tries.append(1)
-        if len(tries) < 3:
-            raise refusal
-        return "answered"
-
-    with caplog.at_level(logging.WARNING, "mnist.tracking"):
-        assert call(flaky) == "answered"
-    assert pauses == [2, 2]
-    assert [r.getMessage() for r in caplog.records] == [
-        f"the MLflow tracking server at {nowhere} refuses connections; waiting up to 30 s "
-        "for it to come back"
-    ]
-
-
-def test_other_failures_are_not_sent_again(nowhere, monkeypatch):
-    monkeypatch.setenv("MNIST_OUTAGE_SECONDS", "30")
+def test_other_failures_are_not_sent_again(nowhere):
     tries = []
 
     def failing() -> None:
@@ -96,3 +73,13 @@ def test_other_failures_are_not_sent_again(nowhere, monkeypatch):
     with pytest.raises(MnistError, match=f"^MLflow at {nowhere}: Connection refused"):
         call(failing)
     assert len(tries) == 1
+
+
+def test_a_local_error_beside_a_remote_store_is_not_the_server_away(nowhere):
+    def download() -> None:
+        raise PermissionError(13, "Permission denied")
+
+    with pytest.raises(MnistError) as err:
+        call(download)
+    assert str(err.value) == f"MLflow at {nowhere}: Permission denied"
+    assert not isinstance(err.value, outages.StoreAway)
