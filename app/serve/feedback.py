@@ -33,8 +33,11 @@ STORE_SECONDS = 10.0
 store takes milliseconds): as long as PostgreSQL's connect timeout
 (`mnist.datastore.engines.CONNECT_SECONDS`), whose own 503 may come first."""
 MAX_WRITES = 4
-"""Store calls in flight at most; another sample is refused (503) at once. A frozen database
-holds each call (and its thread) until it thaws: this bounds those threads."""
+"""Store calls in flight at most: a frozen database holds each call (and its thread) until it
+thaws; this bounds those threads. A sample past them waits for a free one, within the same
+`STORE_SECONDS`."""
+MAX_WAITING = 64
+"""Samples waiting for a free write at most; another is refused (503) at once."""
 BUSY = "cannot store the sample now: the added-data store is busy or away"
 
 
@@ -61,13 +64,16 @@ class FeedbackDesk:
         *,
         seconds: float | None = None,
         max_writes: int | None = None,
+        max_waiting: int = MAX_WAITING,
     ):
         self.url, self.per_minute, self.token = url, per_minute, token
         self.seconds = STORE_SECONDS if seconds is None else seconds
         self.max_writes = MAX_WRITES if max_writes is None else max_writes
         self._store: Store | None = None
         self._opening = threading.Lock()
+        self.max_waiting = max_waiting
         self._writes = 0  # store calls whose thread has not returned yet
+        self._waiting = 0  # requests waiting for one of those to end
         self._counting = threading.Lock()
         self._limit = RateLimitItemPerMinute(per_minute)
         self._hits = MemoryStorage()
@@ -138,20 +144,40 @@ class FeedbackDesk:
         with self._counting:
             return self._writes
 
+    async def _take_a_write(self, deadline: float) -> None:
+        """One of the `max_writes` slots, waited for until `deadline` (event-loop time)."""
+        loop = asyncio.get_running_loop()
+        with self._counting:
+            if self._writes >= self.max_writes and self._waiting >= self.max_waiting:
+                raise RequestError(f"{BUSY} ({self._writes} writes still waiting for it)", 503)
+            self._waiting += 1
+        try:
+            while True:
+                with self._counting:
+                    if self._writes < self.max_writes:
+                        self._writes += 1
+                        return
+                    if loop.time() >= deadline:
+                        busy = f"{BUSY} ({self._writes} writes still waiting for it)"
+                        raise RequestError(busy, 503)
+                await asyncio.sleep(0.02)
+        finally:
+            with self._counting:
+                self._waiting -= 1
+
     async def write(
         self, pixels: np.ndarray, label: int, trusted: bool, prediction: int | None = None
     ) -> tuple[int, int]:
         """`store`, in a daemon thread of its own (off the thread pool that the predictions
-        use), at most `max_writes` at once (503 at once past that), waited for at most
-        `seconds` (then 503). A write that timed out runs on until the store answers: when a
-        frozen database thaws, it may still commit, so a client told 503 may find its sample
-        stored, and stored twice if it sent it again (feedback is a claim to review, not a
-        count; `mnist data` shows and removes a batch)."""
-        with self._counting:
-            if self._writes >= self.max_writes:
-                raise RequestError(f"{BUSY} ({self._writes} writes still waiting for it)", 503)
-            self._writes += 1
+        use), at most `max_writes` at once (a sample past them waits for a free one; past
+        `max_waiting` waiting, 503 at once), all waited for at most `seconds` (then 503). A
+        write that timed out runs on until the store answers: when a frozen database thaws, it
+        may still commit, so a client told 503 may find its sample stored, and stored twice if
+        it sent it again (feedback is a claim to review, not a count; `mnist data` shows and
+        removes a batch)."""
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.seconds
+        await self._take_a_write(deadline)
         answer: asyncio.Future[tuple[int, int]] = loop.create_future()
 
         def settle(result: tuple[int, int] | None, error: BaseException | None) -> None:
@@ -177,7 +203,7 @@ class FeedbackDesk:
 
         threading.Thread(target=run, name="feedback-store", daemon=True).start()
         try:
-            return await asyncio.wait_for(answer, self.seconds)
+            return await asyncio.wait_for(answer, max(0.0, deadline - loop.time()))
         except TimeoutError:
             log.error("the added-data store did not take a feedback sample in %s s", self.seconds)
             raise RequestError(

@@ -241,7 +241,12 @@ def test_the_loop_closes_from_drift_to_a_better_champion(loop, mnist_data):
     # retrain -> gate -> serve
     wait_until(lambda: _flow_runs(loop), 90, 2)
     wait_until(lambda: _serving_version(loop) != first, 600, 5)
-    (run,) = _flow_runs(loop)  # one run, however many events
+
+    def ended() -> dict | None:  # the champion moves before the run writes its report
+        (run,) = _flow_runs(loop)  # one run, however many events
+        return run if run["state"]["type"] not in ("RUNNING", "PENDING", "SCHEDULED") else None
+
+    run = wait_until(ended, 120, 2)
     assert run["state"]["type"] == "COMPLETED", run["state"]
 
     # the next window, on the new champion: better

@@ -90,6 +90,18 @@ def stack(mnist_path, webhook):
     _stack(env, "down")
 
 
+@pytest.fixture(autouse=True)
+def healthy(stack):
+    """Each test starts on a stack whose pieces all run and answer: a fault test before it may
+    have left one coming back."""
+    _, env, exports, _ = stack
+    if not (Path(env["MNIST_STACK_DIR"]) / "supervisord.pid").exists():
+        return  # stopped by the test of `stack down`, which starts it again itself
+    _steady(env)
+    for url in (f"{exports['PREFECT_API_URL']}/health", f"{exports['MLFLOW_TRACKING_URI']}/health"):
+        wait_until(answers(url, ("admin", PASSWORD)), 120, 1)
+
+
 def _client(stack, tmp_path: Path) -> dict[str, str]:
     """A client elsewhere: only the exports, its own HOME and working directory."""
     _, env, exports, _ = stack
