@@ -82,8 +82,8 @@ def _one_line(exc: BaseException, missing: str | None) -> MnistError:
     if isinstance(exc, MlflowException):
         if missing and exc.error_code in NOT_FOUND:
             return NotFound(missing)
-        if _unreachable(exc) or exc.error_code == "TEMPORARILY_UNAVAILABLE":
-            return _gave_up()  # or its database away: MLflow answers 503 after its retries
+        if _unreachable(exc) or (_remote() and exc.error_code == "TEMPORARILY_UNAVAILABLE"):
+            return _gave_up()  # or its database away: the server answers 503 past the retries
         return MnistError(f"MLflow at {store_uri()}: {first_line(exc)}")
     if _remote() and _unreachable(exc):  # requests' ConnectionError: an OSError
         return _gave_up()

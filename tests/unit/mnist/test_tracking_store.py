@@ -9,6 +9,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
 from mnist import outages
 from mnist.errors import MnistError
@@ -82,4 +83,14 @@ def test_a_local_error_beside_a_remote_store_is_not_the_server_away(nowhere):
     with pytest.raises(MnistError) as err:
         call(download)
     assert str(err.value) == f"MLflow at {nowhere}: Permission denied"
+    assert not isinstance(err.value, outages.StoreAway)
+
+
+def test_a_full_or_read_only_local_store_is_named_as_such(store):
+    def log() -> None:  # what MLflow's SQL store raises for SQLite's "disk is full"
+        raise MlflowException("(sqlite3.OperationalError) disk is full", TEMPORARILY_UNAVAILABLE)
+
+    with pytest.raises(MnistError) as err:
+        call(log)
+    assert str(err.value) == f"MLflow at {store}: (sqlite3.OperationalError) disk is full"
     assert not isinstance(err.value, outages.StoreAway)
