@@ -22,6 +22,20 @@ def _environ(pid: str) -> list[bytes]:
     return Path("/proc", pid, "environ").read_bytes().split(b"\0")
 
 
+def _lineage() -> set[int]:
+    """This process and its ancestors: a `make stack-up` or `timeout` started with
+    `MNIST_STACK_DIR=...` carries the variable too, and is not part of the stack."""
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            stat = Path("/proc", str(pid), "stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state: the parent
+    return pids
+
+
 def _find(match: Callable[[str], bool]) -> list[int]:
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
@@ -30,7 +44,8 @@ def _find(match: Callable[[str], bool]) -> list[int]:
                 found.append(int(proc.name))
         except OSError:  # gone meanwhile, or not ours to read
             continue
-    return [pid for pid in found if pid != os.getpid()]
+    mine = _lineage()
+    return [pid for pid in found if pid not in mine]
 
 
 def members(stack: Stack) -> list[int]:
