@@ -4,12 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
-# The slow tiers wait on servers, freezes and restarts as much as they compute: two test
-# processes, each taking a whole module at a time (its module fixtures stay in one process),
-# the longest modules first (tests/conftest.py).
-PARALLEL ?= -n 2 --dist loadfile --no-loadscope-reorder
-# The stack's fault tests run first, alone: they time how fast a killed piece comes back.
-ALONE := tests/system/test_stack.py
+# The slow tiers wait on servers, freezes and restarts as much as they compute: three test
+# processes, each taking a whole group at a time (a module, or every module of the one full
+# training; tests/conftest.py), the longest groups first (pytest-xdist's loadgroup).
+PARALLEL ?= -n 3 --dist loadgroup --no-loadscope-reorder
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -35,8 +33,7 @@ train: install  ## run the training flow end to end (ARGS="--epochs 3 ...")
 	$(BIN)/mnist train $(ARGS)
 
 test: lint browser postgres  ## lint, then the whole test suite
-	$(BIN)/pytest $(ALONE) $(PYTEST_ARGS); alone=$$?; \
-		$(BIN)/pytest $(PARALLEL) --ignore=$(ALONE) $(PYTEST_ARGS) && exit $$alone
+	$(BIN)/pytest $(PARALLEL) $(PYTEST_ARGS)
 
 test-fast: install  ## the unit tier: every module on small data, no servers (about a minute)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -45,8 +42,7 @@ test-integration: install postgres  ## real MLflow, Prefect and PostgreSQL serve
 	$(BIN)/pytest tests/integration $(PARALLEL) $(PYTEST_ARGS)
 
 test-system: install browser postgres  ## whole commands, the browser page, the stack, faults
-	$(BIN)/pytest $(ALONE) $(PYTEST_ARGS); alone=$$?; \
-		$(BIN)/pytest tests/system $(PARALLEL) --ignore=$(ALONE) $(PYTEST_ARGS) && exit $$alone
+	$(BIN)/pytest tests/system $(PARALLEL) $(PYTEST_ARGS)
 
 lint: install  ## style, types, the layers' import contracts, the docs site
 	$(BIN)/ruff check .

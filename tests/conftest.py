@@ -22,24 +22,42 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+SHARED = "full_run"
+"""The group of every module that uses the suite's one full training (`full_run`, a session
+fixture): one test process runs them all, so that it trains once, not once per process."""
+
 LONGEST_FIRST = (
+    "tests/system/test_stack.py",
+    SHARED,
     "tests/system/test_loop.py",
-    "tests/integration/test_stack_faults.py",
     "tests/system/test_faults.py",
+    "tests/integration/test_stack_faults.py",
     "tests/integration/test_added_data.py",
-    "tests/integration/test_registry.py",
-    "tests/system/test_serving_outage.py",
+    "tests/integration/test_datastore_load.py",
 )
-"""The modules that take minutes (`--durations`), started first."""
+"""The groups that take minutes (`--durations`), started first."""
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest modules first, in pytest-randomly's order otherwise (a stable sort after
-    its shuffle): `make test` runs two processes that each take a whole module at a time
-    (pytest-xdist, `--dist loadfile`), and a long module started last would leave one process
-    working alone at the end."""
+def _group(module: list[pytest.Item]) -> str:
+    return SHARED if any("full_run" in item.fixturenames for item in module) else ""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
+    """Each module a group of its own, or of `SHARED` (`make test` runs three processes,
+    pytest-xdist's `--dist loadgroup`, each taking a whole group at a time); then, after
+    pytest-randomly's shuffle, the longest groups first (a stable sort), so that none is
+    started last and leaves one process working alone at the end."""
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    group = {name: _group(module) or name for name, module in modules.items()}
+    for item in items:  # before xdist reads the marks (it names each test after its group)
+        item.add_marker(pytest.mark.xdist_group(group[item.nodeid.split("::")[0]]))
+    result = yield
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+    items.sort(key=lambda item: rank.get(group[item.nodeid.split("::")[0]], len(rank)))
+    return result
 
 
 def mnist_dir() -> Path:
