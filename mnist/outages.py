@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
-from mnist.errors import MnistError
+from mnist.errors import MnistError, chain
 
 VARIABLE = "MNIST_OUTAGE_SECONDS"
 DEFAULT_SECONDS = 60.0
@@ -127,15 +127,6 @@ def client_settings(seconds: float) -> dict[str, str]:
     }
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
 def _http_failure(exc: BaseException) -> tuple[str, str] | None:
     """(URL, what happened) for an httpx error that retries cannot mend: a transport error or
     a 5xx answer."""
@@ -205,7 +196,7 @@ def away(exc: BaseException) -> bool:
 def describe(exc: BaseException) -> str | None:
     """One line for an error that means a store stopped answering for longer than its client
     waits; None for any other error."""
-    for link in _chain(exc):
+    for link in chain(exc):
         if isinstance(link, StoreAway):
             return str(link)
         found = _http_failure(link) or _mlflow_gave_up(link)

@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 
 from mnist import outages
 from mnist.addresses import safe_url
-from mnist.errors import MnistError, first_line
+from mnist.errors import MnistError, chain, first_line
 
 log = logging.getLogger("mnist.tracking")
 # MLflow logs a store error with its traceback before raising it; `call` turns it into one line.
@@ -45,25 +45,11 @@ def _remote() -> bool:
     return store_uri().startswith(("http://", "https://"))
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """`exc` and every exception behind it: causes, contexts, and what requests and urllib3
-    carry as arguments (`ConnectionError(MaxRetryError(reason=NewConnectionError(...)))`)."""
-    seen: set[int] = set()
-    todo: list[object] = [exc]
-    while todo:
-        item = todo.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        yield item
-        todo += [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args]
-
-
 def _unreachable(exc: BaseException) -> bool:
     """Whether no connection could be made, or none that answered, after MLflow's retries."""
     from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-    return any(isinstance(e, (MaxRetryError, NewConnectionError)) for e in _chain(exc))
+    return any(isinstance(e, (MaxRetryError, NewConnectionError)) for e in chain(exc))
 
 
 def call(fn: Callable[..., T], *args: Any, missing: str | None = None, **kwargs: Any) -> T:
