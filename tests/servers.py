@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +155,22 @@ class Webhook:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and every process below it, parents first."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [pid, *(p for child in out.split() for p in tree(int(child)))]
+
+
+@contextmanager
+def stopped(pids: list[int]) -> Iterator[None]:
+    """`pids` stopped (SIGSTOP) until the block ends, then continued: what a stall looks like
+    to a client; the kernel still accepts connections, nothing answers."""
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)

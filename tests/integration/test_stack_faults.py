@@ -21,7 +21,7 @@ import pytest
 
 from mnist.waiting import wait_until
 from tests.conftest import ROOT
-from tests.servers import Postgres, Server, free_port, start_servers, stop_server
+from tests.servers import Postgres, Server, free_port, start_servers, stop_server, tree
 
 pytestmark = pytest.mark.slow
 
@@ -174,12 +174,6 @@ def _story(env: dict[str, str], run: dict) -> str:
     return f"{run['name']}: {run['state']['type']} ({run['state']['message']})\n{lines}"
 
 
-def _tree(pid: int) -> list[int]:
-    """`pid` and every process below it."""
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [pid, *(p for child in out.split() for p in _tree(int(child)))]
-
-
 CONFIG = {"model": "small", "epochs": 2, "train_limit": 6000, "test_limit": 1000}
 ZOMBIE_SECONDS = 50
 """The zombie automation's window here: past one 30-s beat (Prefect's floor) with 20 s to
@@ -291,7 +285,7 @@ def _kill_a_worker_mid_run(stack, workers, config: dict, name: str) -> None:
     env = stack["env"]
     doomed = _trigger(env, "mnist-retrain/mnist-retrain", {"config": config})
     run = _wait_for_epochs(env["MLFLOW_TRACKING_URI"], name, 1)
-    for pid in reversed(_tree(workers[0].pid)):  # the worker and its flow run's process
+    for pid in reversed(tree(workers[0].pid)):  # the worker and its flow run's process
         os.kill(pid, signal.SIGKILL)
     workers[0].wait(timeout=60)
     killed = time.monotonic()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -22,7 +21,7 @@ import pytest
 
 from app.serve.feedback import STORE_SECONDS
 from app.stack.processes import end
-from tests.servers import Postgres, free_port, start_server, stop_server
+from tests.servers import Postgres, free_port, start_server, stop_server, stopped, tree
 
 pytestmark = pytest.mark.slow  # real servers and processes: the full suite only
 
@@ -133,10 +132,7 @@ def _logged_ids(store: str, ids: list[int]) -> set[int]:
 def _processes(postgres: Postgres) -> list[int]:
     """The postmaster and its children (backends, writer, checkpointer, ...)."""
     assert postgres.process is not None
-    children = subprocess.run(
-        ["pgrep", "-P", str(postgres.process.pid)], capture_output=True, text=True
-    ).stdout.split()
-    return [postgres.process.pid, *map(int, children)]
+    return tree(postgres.process.pid)
 
 
 def _check_predictions(predicting: Predicting, what: str) -> list[int]:
@@ -159,18 +155,12 @@ def test_a_frozen_postgresql_costs_no_prediction(served, postgres_to_break, mnis
     image = _image(mnist_data, 0)
     assert _feedback(api, image, 1)[0][0] == 201  # the store is open and healthy
     before = _settled_log(api)
-    frozen = _processes(postgres_to_break)
     predicting = Predicting(api, image)
-    try:
-        for pid in frozen:
-            os.kill(pid, signal.SIGSTOP)
+    with stopped(_processes(postgres_to_break)):
         thaw = time.monotonic() + FROZEN_SECONDS
         time.sleep(1)
         feedback = _feedback(api, image, 20)
         time.sleep(max(thaw - time.monotonic(), 0))
-    finally:
-        for pid in frozen:
-            os.kill(pid, signal.SIGCONT)
     time.sleep(1)
     predicting.stop()
     ids = _check_predictions(predicting, "frozen")

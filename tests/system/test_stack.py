@@ -13,8 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,7 @@ import pytest
 
 from mnist.waiting import answers, wait_until
 from tests.conftest import ROOT
-from tests.servers import Webhook, free_port, start_server, stop_server
+from tests.servers import Webhook, free_port, start_server, stop_server, stopped, tree
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -353,24 +352,8 @@ def _back(env: dict[str, str], name: str, before, healthy, killed: float) -> flo
 
 
 def _postgres(root: Path) -> list[int]:
-    """The stack's PostgreSQL: its postmaster, then the postmaster's children."""
-    postmaster = int((root / "postgres" / "postmaster.pid").read_text().split()[0])
-    found = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True)
-    return [postmaster, *map(int, found.stdout.split())]
-
-
-@contextmanager
-def _frozen(root: Path) -> Iterator[None]:
-    """PostgreSQL stopped (SIGSTOP, every process): what a failover, a lock or a network blip
-    looks like to a client. Connections are still accepted by the kernel; nothing answers."""
-    stopped = _postgres(root)
-    for pid in stopped:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in stopped:
-            os.kill(pid, signal.SIGCONT)
+    """The stack's PostgreSQL: its postmaster, then the processes below it."""
+    return tree(int((root / "postgres" / "postmaster.pid").read_text().split()[0]))
 
 
 def _train(client: dict[str, str], cwd: Path, name: str, *options: str) -> subprocess.Popen:
@@ -460,7 +443,7 @@ def test_a_training_rides_out_a_frozen_postgres_and_each_server_killed(
     proc = _train(client, tmp_path, name, "--epochs", "20")
     try:
         _said(tmp_path, "epoch 1/20", proc)
-        with _frozen(root):
+        with stopped(_postgres(root)):
             time.sleep(30)
         back = {}
         for piece in ("postgres", "prefect", "mlflow"):
@@ -502,7 +485,7 @@ def test_a_run_past_the_outage_limit_ends_in_one_line_and_the_next_run_tidies_up
     proc = _train(client, tmp_path, name, "--epochs", "20")
     try:
         _said(tmp_path, "MLflow run", proc)
-        with _frozen(root):
+        with stopped(_postgres(root)):
             started = time.monotonic()
             code = proc.wait(timeout=240)
             took = time.monotonic() - started
@@ -556,18 +539,10 @@ def test_a_run_started_while_mlflow_is_frozen_waits_then_its_killed_worker_comes
     name = "worker-killed"
     config = {"model": "small", "epochs": 12, "train_limit": 8000, "test_limit": 1000}
     params = {"config": config | {"experiment": name, "registered_model": name}}
-    mlflow_pid = _steady(env)["mlflow"].pid
-    found = subprocess.run(["pgrep", "-P", str(mlflow_pid)], capture_output=True, text=True)
-    frozen = [mlflow_pid, *map(int, found.stdout.split())]
-    for pid in frozen:
-        os.kill(pid, signal.SIGSTOP)
-    try:
+    with stopped(tree(_steady(env)["mlflow"].pid)):
         run_id = _deployment_run(stack, tmp_path, "mnist-training/mnist-train", params)
         process = wait_until(lambda: _flow_run_process(run_id), 120, 1)
         time.sleep(20)  # the run reaches MLflow and waits
-    finally:
-        for pid in frozen:
-            os.kill(pid, signal.SIGCONT)
     wait_until(lambda: _runs(mlflow_client, name), 120, 1)  # MLflow answered it
     workers = {p.pid: n for n, p in _pieces(env).items() if n.startswith("worker")}
     above = [process]
