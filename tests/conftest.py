@@ -60,6 +60,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
     return result
 
 
+def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
+    """Stop at once when pytest-xdist's loadgroup names no test after its group (it writes
+    the group into the node id): each test would go its own way, a module's fixtures (a
+    stack, servers) made in every process."""
+    if node.config.getvalue("dist") == "loadgroup" and ids and "@" not in ids[0]:
+        pytest.exit("pytest-xdist's loadgroup grouped nothing: see pyproject.toml", 3)
+
+
 def mnist_dir() -> Path:
     """MNIST_DATA_DIR, else ../shared/data/mnist beside the checkout, else the download cache."""
     env = os.environ.get("MNIST_DATA_DIR")
