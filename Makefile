@@ -49,10 +49,10 @@ lint: install  ## style, types, the layers' import contracts, the docs site
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/pyright
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
 docs: install  ## the documentation site on http://127.0.0.1:8000/
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs serve
 
 stack-up: install postgres  ## PostgreSQL, Prefect and MLflow servers, workers (app/stack/)
 	$(BIN)/python -m app.stack up
