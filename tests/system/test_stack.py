@@ -8,6 +8,7 @@ Pieces killed with `kill -9` come back on their own while the others keep runnin
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,7 +87,8 @@ def stack(mnist_path, webhook):
     assert up.returncode == 0, up.stderr[-3000:] + logs
     print(f"\nstack up in {seconds:.1f} s (cold)")
     yield root, env, _exports(up.stdout), seconds
-    _stack(env, "down")
+    if _stack(env, "down").returncode == 0:  # else kept for a post-mortem
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
