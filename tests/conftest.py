@@ -8,6 +8,13 @@ import mnist.env  # noqa: F401  (first: env defaults before Prefect, MLflow, Ten
 # isort: on
 import os
 import sys
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # Three test processes share two cores (ADR 0093): one TensorFlow thread each, for them and
+    # all they start, so that their trainings leave the stack's restarting servers their share
+    # of the CPU (ADR 0095). Set before TensorFlow loads; a value already set wins.
+    for _threads in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(_threads, "1")
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path

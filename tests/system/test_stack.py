@@ -236,7 +236,9 @@ def test_a_worker_retrains_and_a_client_elsewhere_serves_the_champion(
 ):
     root, _, _, _ = stack
     client = _client(stack, tmp_path)
-    assert champion["state"]["type"] == "COMPLETED", champion["state"]
+    state = champion["state"]
+    logs = "".join(f"{p.name}:\n{p.read_text()[-3000:]}" for p in (root / "logs").glob("w*.log"))
+    assert state["type"] == "COMPLETED", f"{state['type']}: {state['message']}\n{logs}"
 
     listed = subprocess.run(
         [str(BIN / "mnist"), "registry", "list"],
