@@ -10,10 +10,9 @@ import os
 import sys
 
 if "PYTEST_XDIST_WORKER" in os.environ:
-    # Three test processes share two cores (ADR 0093): what they start (commands, servers, the
-    # stack's workers and their flow runs) trains on one TensorFlow thread, so that three
-    # processes' trainings leave the stack's restarting servers their share of the CPU; the
-    # test processes' own trainings keep TensorFlow's defaults (`own_threads`). ADR 0095.
+    # Three test processes share two cores (ADR 0093): one TensorFlow thread each, for them and
+    # all they start, so that their trainings leave the stack's restarting servers their share
+    # of the CPU (ADR 0095). Set before TensorFlow loads; a value already set wins.
     for _threads in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
         os.environ.setdefault(_threads, "1")
 from collections.abc import Iterator
@@ -74,19 +73,6 @@ def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
     stack, servers) made in every process."""
     if node.config.getvalue("dist") == "loadgroup" and ids and "@" not in ids[0]:
         pytest.exit("pytest-xdist's loadgroup grouped nothing: see pyproject.toml", 3)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def own_threads() -> None:
-    """Under pytest-xdist, this test process's own trainings (`full_run`, the flows its tests
-    call) use TensorFlow's default threads, one per core: a configured count overrides the
-    variables above, which then reach only the processes it starts. Before its first op."""
-    if "PYTEST_XDIST_WORKER" in os.environ:
-        import tensorflow as tf
-
-        cores = os.cpu_count() or 1
-        tf.config.threading.set_intra_op_parallelism_threads(cores)
-        tf.config.threading.set_inter_op_parallelism_threads(cores)
 
 
 def mnist_dir() -> Path:
