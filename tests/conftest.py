@@ -8,18 +8,12 @@ import mnist.env  # noqa: F401  (first: env defaults before Prefect, MLflow, Ten
 # isort: on
 import os
 import sys
-
-if "PYTEST_XDIST_WORKER" in os.environ:
-    # Three test processes share two cores (ADR 0093): one TensorFlow thread each, for them and
-    # all they start, so that their trainings leave the stack's restarting servers their share
-    # of the CPU (ADR 0095). Set before TensorFlow loads; a value already set wins.
-    for _threads in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
-        os.environ.setdefault(_threads, "1")
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+import numpy
 import pytest
 
 from mnist import data
@@ -27,6 +21,22 @@ from tests.servers import Postgres, Server, free_port, start_server, start_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+
+
+def _process_settings() -> None:
+    """Settings of each test process, for it and all it starts; a value already set wins."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        # Three test processes share two cores (ADR 0093): one TensorFlow thread each, so that
+        # their trainings leave the stack's restarting servers their share of the CPU (ADR 0095).
+        # Before TensorFlow loads: nothing imported above loads it.
+        for threads in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+            os.environ.setdefault(threads, "1")
+    # pytest-randomly loaded NumPy before `mnist.env` could set NUMPY_MADVISE_HUGEPAGE, which
+    # NumPy reads when it loads: the same setting for this process's own arrays (ADR 0099).
+    numpy._core.multiarray._set_madvise_hugepage(os.environ["NUMPY_MADVISE_HUGEPAGE"] == "1")
+
+
+_process_settings()
 
 
 SHARED = "full_run"
