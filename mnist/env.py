@@ -28,7 +28,7 @@ DEFAULTS = {
     "TF_ENABLE_ONEDNN_OPTS": "1",
     # No transparent huge pages for NumPy's large arrays: where the kernel gives them only on
     # request (`madvise`), the first touch of a new one can stall for compaction, and scaling
-    # and splitting MNIST took 1.5-5 s instead of 0.4 s (ADR 0099); read when NumPy loads.
+    # and splitting MNIST took 1.2-3.8 s instead of 0.2-0.5 s (ADR 0099); read when NumPy loads.
     "NUMPY_MADVISE_HUGEPAGE": "0",
     # TensorFlow's C++ start-up chatter hides the pipeline's own output; so does MLflow's
     # ("Creating initial MLflow database tables..." on every new store).

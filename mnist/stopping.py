@@ -34,9 +34,11 @@ def deferred() -> Iterator[None]:
     """SIGINT and SIGTERM that arrive inside this block reach their handlers when it ends."""
     global _depth, _received
     owner = _depth == 0 and threading.current_thread() is threading.main_thread()
-    previous: dict[int, Handler] = (
-        {int(s): signal.signal(s, _record) for s in SIGNALS} if owner else {}
-    )
+    current = {int(s): signal.getsignal(s) for s in SIGNALS} if owner else {}
+    # an ignored signal stays ignored (a background job's SIGINT): it stops nothing
+    previous: dict[int, Handler] = {s: h for s, h in current.items() if h != signal.SIG_IGN}
+    for signum in previous:
+        signal.signal(signum, _record)
     _depth += 1
     try:
         yield

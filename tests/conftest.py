@@ -33,7 +33,7 @@ def _process_settings() -> None:
             os.environ.setdefault(threads, "1")
     # pytest-randomly loaded NumPy before `mnist.env` could set NUMPY_MADVISE_HUGEPAGE, which
     # NumPy reads when it loads: the same setting for this process's own arrays (ADR 0099).
-    numpy._core.multiarray._set_madvise_hugepage(os.environ["NUMPY_MADVISE_HUGEPAGE"] == "1")
+    numpy._core.multiarray._set_madvise_hugepage(bool(int(os.environ["NUMPY_MADVISE_HUGEPAGE"])))
 
 
 _process_settings()

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import numpy
+
 
 def _numpy_huge_pages(env: dict[str, str]) -> str:
     """Whether NumPy in a new process that imports `mnist.env` first asks for huge pages."""
@@ -20,3 +22,8 @@ def test_numpy_asks_for_no_huge_pages_by_default():
 
 def test_a_users_numpy_madvise_hugepage_wins():
     assert _numpy_huge_pages({**os.environ, "NUMPY_MADVISE_HUGEPAGE": "1"}) == "True"
+
+
+def test_the_test_processes_numpy_asks_for_no_huge_pages_either():
+    """pytest-randomly loaded NumPy before `mnist.env`: the conftest passed the setting on."""
+    assert not numpy._core.multiarray._get_madvise_hugepage()

@@ -70,3 +70,12 @@ def test_only_the_first_of_two_signals_is_delivered(handlers):
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGINT)
     assert calls == [signal.SIGTERM]
+
+
+def test_an_ignored_signal_stays_ignored_and_stops_nothing(handlers):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job of a shell
+    with stopping.deferred():
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)
+        assert not stopping.pending()
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
