@@ -52,8 +52,10 @@ lint: install  ## style, types, the layers' import contracts, the docs site
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/pyright
-	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
+	@# pyright (31 s) and the docs build (12 s) at once, on two cores; either failing fails lint
+	$(BIN)/pyright & types=$$!; \
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict --quiet \
+		--site-dir $(VENV)/site; docs=$$?; wait $$types && exit $$docs
 
 docs: install  ## the documentation site on http://127.0.0.1:8000/
 	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs serve
