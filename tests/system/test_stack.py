@@ -46,8 +46,11 @@ def _stack(env: dict[str, str], action: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=600,
     )
-    if action == "up" and done.returncode == 0:
-        ahead(int((Path(env["MNIST_STACK_DIR"]) / "supervisord.pid").read_text()))
+    from app.stack import Stack
+    from app.stack.supervisor import running
+
+    if action == "up" and (pid := running(Stack.from_env(env))) is not None:
+        ahead(pid)
     return done
 
 
@@ -369,9 +372,8 @@ def _postgres(root: Path) -> list[int]:
 def _train(client: dict[str, str], cwd: Path, name: str, *options: str) -> subprocess.Popen:
     """`mnist train` of a small model from a client, its output in `cwd/train.err`."""
     args = ["--model", "small", "--train-limit", "8000", "--test-limit", "1000", *options]
-    command = [str(BIN / "mnist"), "train", *args, "--experiment", name, "--registered-model", name]
     return subprocess.Popen(
-        command,
+        [str(BIN / "mnist"), "train", *args, "--experiment", name, "--registered-model", name],
         env=client,
         cwd=cwd,
         stdout=subprocess.DEVNULL,
