@@ -34,7 +34,7 @@ DRIFT = "mnist: alert when the monitor finds drift"
 REJECTED = "mnist: alert when the gate keeps rejecting"
 ALERTS = (FAILED, DRIFT, REJECTED)
 DEPLOYMENTS = "mnist-*"
-"""Our deployments' names in prefect.yaml (mnist-retrain, mnist-train, mnist-monitor)."""
+"""Our deployments' names in prefect.yaml (mnist-retrain, -train, -sweep and -monitor)."""
 
 
 def ensure_zombie_detection(seconds: int = ZOMBIE_SECONDS) -> bool:

@@ -22,6 +22,7 @@ from mnist.tracking import Input, Run, code_version
 
 if TYPE_CHECKING:
     import keras
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,8 @@ def run_name(prefix: str) -> str:
     return f"{prefix}-{config.model}-e{config.epochs}-s{config.seed}"
 
 
-def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingResult, Prepared]:
-    """Every stage, logging to `run`; returns the result and the splits it was judged on."""
+def describe(config: TrainConfig, run: Run, inputs: Inputs) -> None:
+    """The run's settings, what it is made from (tags) and its datasets (MLflow's lineage)."""
     run.log_params(config.params())
     dataset, added = inputs.dataset, inputs.added
     run.set_tags(
@@ -117,17 +118,42 @@ def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingRes
         }
     )
     run.log_inputs(_lineage(config, inputs))
-    sources = {
+
+
+def sources(inputs: Inputs) -> dict[str, str]:
+    """Where each split comes from, for the validation report."""
+    dataset, added = inputs.dataset, inputs.added
+    return {
         "train": dataset.train.source,
         "val": dataset.train.source,
         "test": dataset.test.source,
         "holdout": added.holdout.source,
     }
+
+
+def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingResult, Prepared]:
+    """Every stage, logging to `run`; returns the result and the splits it was judged on."""
+    describe(config, run, inputs)
     # cast: Prefect's overloads take keras' Model, of unknown bases, for a coroutine
-    init = cast("keras.Model | None", tasks.warm_start(config, inputs.init_from, added, run))
-    prepared = tasks.preprocess(dataset, added, config, warm=init is not None)
-    prepared = tasks.validate(prepared, config.nan_policy, sources, run)
+    init = cast("keras.Model | None", tasks.warm_start(config, inputs.init_from, inputs.added, run))
+    prepared = tasks.preprocess(inputs.dataset, inputs.added, config, warm=init is not None)
+    prepared = tasks.validate(prepared, config.nan_policy, sources(inputs), run)
     net, history = tasks.train(config, prepared, run, init)
+    return publish(config, run, inputs, net, history, prepared), prepared
+
+
+def publish(
+    config: TrainConfig,
+    run: Run,
+    inputs: Inputs,
+    net: keras.Model,
+    history: pd.DataFrame,
+    prepared: Prepared,
+    tags: dict[str, str] | None = None,
+) -> TrainingResult:
+    """A trained network's scores, plots and model in `run`, registered (unless
+    `--no-register`) with its lineage and `tags`, and its card."""
+    dataset, added = inputs.dataset, inputs.added
     # Evaluated first: MLflow gives the logged model the run's metrics at logging time.
     evaluation = tasks.evaluate(net, prepared.test, run)
     holdout = (
@@ -146,6 +172,7 @@ def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingRes
             "added_data_digest": added.digest or "none",
             "inputs_digest": inputs.digest,
             **onnx_tags,
+            **(tags or {}),
             "card": "pending",  # until tasks.card writes it: a crash before leaves it so
         }
         if holdout is not None:
@@ -153,7 +180,7 @@ def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingRes
         version = tasks.register(model_uri, run.run_id, config.registered_model, lineage).version
         run.set_tags({"registered_version": version})
         tasks.card(net, config, prepared, evaluation, holdout, dataset, added, run, version)
-    result = TrainingResult(
+    return TrainingResult(
         run_id=run.run_id,
         model_uri=model_uri,
         model_version=version,
@@ -167,7 +194,6 @@ def pipeline(config: TrainConfig, run: Run, inputs: Inputs) -> tuple[TrainingRes
         holdout_samples=holdout.samples if holdout is not None else 0,
         added_data_digest=added.digest,
     )
-    return result, prepared
 
 
 def summary(config: TrainConfig, result: TrainingResult) -> str:

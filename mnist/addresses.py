@@ -20,11 +20,12 @@ import time
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from mnist.errors import MnistError
 
-Kind = Literal["mlflow", "datastore", "prefect"]
+Kind = Literal["mlflow", "datastore", "prefect", "dask"]
 CONNECT_SECONDS = 5.0
 """How long a host may take to accept a connection: `MNIST_CONNECT_SECONDS`."""
 MLFLOW_DATABASES = ("postgresql", "mysql", "sqlite", "mssql")
@@ -41,6 +42,7 @@ _EXAMPLES: dict[Kind, str] = {
     "postgresql://USER@HOST/DB)",
     "datastore": "a SQLAlchemy URL (sqlite:///PATH or postgresql://USER@HOST/DB)",
     "prefect": "a Prefect API URL (http://HOST:4200/api)",
+    "dask": "a Dask scheduler's address (tcp://HOST:8786)",
 }
 
 
@@ -84,6 +86,14 @@ class Address:
     reach: bool = True
 
 
+def absolute_sqlite(url: str) -> str:
+    """A SQLite URL with an absolute path (what a process in another directory opens too); any
+    other URL as it is."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return f"sqlite:///{Path(url.removeprefix('sqlite:///')).absolute()}"
+    return url
+
+
 def safe_url(url: str) -> str:
     """The URL without its password, for messages: `***` from the user's `:` to the last `@`
     (a password may hold an unencoded `@`, `/` or `#`), and for a `password=` in the query; a
@@ -112,6 +122,13 @@ def datastore(value: str | None, env: Mapping[str, str] = os.environ) -> list[Ad
         return []
     setting = "MNIST_DATASTORE" if env.get("MNIST_DATASTORE") == value else "--datastore"
     return [Address(setting, value, "datastore")]
+
+
+def named(value: str | None, option: str, variable: str, kind: Kind) -> list[Address]:
+    """An address given by `option` or, when it is that variable's value, by `variable`."""
+    if not value:
+        return []
+    return [Address(variable if os.environ.get(variable) == value else option, value, kind)]
 
 
 def serving(model: str, store: str | None, stored: bool) -> list[Address]:
@@ -164,6 +181,10 @@ def check_form(address: Address) -> None:
                 "old runs there), or set MLFLOW_ALLOW_FILE_STORE=true",
             )
         return
+    if kind == "dask":
+        if scheme != "tcp":
+            raise _unknown(address, scheme, ("tcp",))
+        return _check_http(address)  # a host and a port, as an HTTP URL has
     if scheme in ("http", "https") and kind != "datastore":
         return _check_http(address)
     if kind == "prefect":
@@ -237,6 +258,9 @@ def _target(address: Address) -> tuple[str, int] | None:
     value, scheme = address.value.strip(), _scheme(address.value.strip())
     if scheme.startswith("sqlite"):
         return None
+    if scheme == "tcp":
+        parts = urllib.parse.urlsplit(value)
+        return (parts.hostname, parts.port) if parts.hostname and parts.port else None
     if scheme in ("http", "https"):
         from urllib.request import getproxies, proxy_bypass
 

@@ -207,16 +207,21 @@ def read_keras_npz(path: Path) -> Dataset:
 _CSV_PAIRS = (("mnist_train.csv", "mnist_test.csv"), ("train.csv", "test.csv"))
 
 
+def where(data_dir: Path | None = None) -> Path:
+    """Where `load` reads MNIST: `data_dir`, else MNIST_DATA_DIR, else the per-user cache."""
+    if data_dir is None:
+        env = os.environ.get("MNIST_DATA_DIR")
+        data_dir = Path(env) if env else default_cache_dir()
+    return Path(data_dir).expanduser().absolute()
+
+
 def load(data_dir: Path | None = None) -> Dataset:
     """Load MNIST from `data_dir` (or MNIST_DATA_DIR, or the per-user cache, downloading).
 
     `data_dir` may be a directory of IDX files, a directory holding `mnist.npz` or a
     train/test CSV pair, or the path of an .npz file.
     """
-    if data_dir is None:
-        env = os.environ.get("MNIST_DATA_DIR")
-        data_dir = Path(env) if env else default_cache_dir()
-    data_dir = Path(data_dir).expanduser()
+    data_dir = where(data_dir)
     if data_dir.is_file():
         if data_dir.suffix == ".npz":
             return read_keras_npz(data_dir)

@@ -76,20 +76,48 @@ def _flat(layers: list[Any]) -> list[Any]:
 
 def embedder(model: keras.Model) -> keras.Model:
     """A model of the same weights giving (embeddings, probabilities) for raw pixels: the input
-    of the last layer (the penultimate layer's output) and the last layer's output."""
+    of the last layer (the penultimate layer's output) and the last layer's output. For an
+    ensemble (`mnist.ensemble`): its members' embeddings side by side, their mean output."""
     import keras
 
     layers = _flat(list(model.layers)) if isinstance(model, keras.Sequential) else []
-    if not layers or not isinstance(layers[-1], keras.layers.Dense):
-        raise MnistError(
-            f"model {model.name!r}: no dense output layer to take embeddings before; only "
-            "models of mnist-pipeline's architectures can be monitored"
-        )
+    if not layers:
+        raise _unmonitorable(model)
     pixels = keras.Input(tuple(model.input_shape[1:]))
     x = pixels
     for layer in layers[:-1]:
-        x = layer(x, training=False) if _random(layer) else layer(x)
-    return keras.Model(pixels, [x, layers[-1](x)], name=f"{model.name}_embedder")
+        x = _call(layer, x)
+    members = [m for m in getattr(layers[-1], "layers", []) if isinstance(m, keras.Sequential)]
+    if isinstance(layers[-1], keras.layers.Average) or not members:
+        embedding, probabilities = _chain(model, layers[-1:], x)
+    else:
+        parts = [_chain(model, _flat(list(m.layers)), x) for m in members]
+        embedding = keras.layers.Concatenate()([e for e, _ in parts])
+        probabilities = keras.layers.Average()([p for _, p in parts])
+    return keras.Model(pixels, [embedding, probabilities], name=f"{model.name}_embedder")
+
+
+def _chain(model: keras.Model, layers: list[Any], x: Any) -> tuple[Any, Any]:
+    """(the input of the last of `layers`, its output) for `x` run through them: the last one
+    must be the dense output layer."""
+    import keras
+
+    if not isinstance(layers[-1], keras.layers.Dense):
+        raise _unmonitorable(model)
+    for layer in layers[:-1]:
+        x = _call(layer, x)
+    return x, layers[-1](x)
+
+
+def _call(layer: Any, x: Any) -> Any:
+    return layer(x, training=False) if _random(layer) else layer(x)
+
+
+def _unmonitorable(model: keras.Model) -> MnistError:
+    return MnistError(
+        f"model {model.name!r}: no dense output layer to take embeddings before; only "
+        "models of mnist-pipeline's architectures can be monitored"
+    )
 
 
 def _random(layer: Any) -> bool:

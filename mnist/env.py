@@ -37,6 +37,8 @@ DEFAULTS = {
     # MLflow's download progress bar, one line per file on stderr even when it is no terminal:
     # noise around the one line a command prints.
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # Dask's own INFO lines (every worker and nanny starting and closing) around a sweep's.
+    "DASK_LOGGING__DISTRIBUTED": "warning",
 }
 
 

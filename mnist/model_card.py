@@ -169,6 +169,7 @@ def _recipe(facts: Facts) -> str:
         f"seed {r['seed']}, validation split {r['validation_split']}, train limit "
         f"{r['train_limit'] or 'none'}, test limit {r['test_limit'] or 'none'}, added share "
         f"{r['added_share']}; warm start: {r['warm_start']}. Profile `{r['profile']}`."
+        + (f" The model is {r['origin']}." if r.get("origin") else "")
     )
 
 

@@ -231,6 +231,102 @@ class GateSettings(BaseSettings):
     )
 
 
+class DaskSettings(BaseSettings):
+    """Dask: where a sweep's trials and an ensemble's members run"""
+
+    model_config = _env("MNIST_")
+
+    dask_address: str | None = Field(
+        default=None,
+        pattern=r"^tcp://[^\s/]+:\d+$",
+        description="a running Dask scheduler, tcp://HOST:PORT (`dask scheduler` prints it); "
+        "default: a local cluster of this machine",
+        json_schema_extra={"metavar": "ADDRESS"},
+    )
+    dask_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="worker processes of the local cluster (default: one per core)",
+    )
+
+
+class EnsembleSettings(BaseSettings):
+    """Ensemble: members trained at once on Dask, registered as one averaging model"""
+
+    model_config = _env("MNIST_ENSEMBLE_")
+
+    members: int = Field(default=3, ge=2, le=10, description="networks in the ensemble")
+    seeds: str | None = Field(
+        default=None,
+        pattern=r"^\d+(,\d+)*$",
+        description="the members' seeds, comma-separated, one per member (default: --seed, "
+        "--seed + 1, ...)",
+        json_schema_extra={"metavar": "N,N,..."},
+    )
+
+    def member_seeds(self, seed: int) -> list[int]:
+        """Each member's seed; a list of another length than `members` is a ValueError."""
+        if self.seeds is None:
+            return [seed + i for i in range(self.members)]
+        seeds = [int(s) for s in self.seeds.split(",")]
+        if len(seeds) != self.members or len(set(seeds)) != len(seeds):
+            raise ValueError(
+                f"--seeds: give {self.members} different seeds, one per member (got {self.seeds})"
+            )
+        return seeds
+
+
+class SweepSettings(BaseSettings):
+    """Sweep: an Optuna study over a search space, each trial a task on Dask"""
+
+    model_config = _env("MNIST_SWEEP_")
+
+    space: str = Field(
+        default="default",
+        description="the search space: a name (default, best) or a .toml file; its base "
+        "recipe gives every knob it does not vary",
+    )
+    trials: int = Field(default=20, ge=1, le=10000, description="trials the study runs in all")
+    objective: str = Field(
+        default="accuracy",
+        description="accuracy (the last epoch's validation accuracy, maximised) or "
+        "time-to:ACCURACY (training seconds until validation accuracy reaches it, minimised)",
+    )
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="the study's name (default: sweep-SPACE-TIME)",
+    )
+    resume: str | None = Field(
+        default=None,
+        min_length=1,
+        description="continue study NAME where it stopped, with the settings it was started "
+        "with (finished trials are not run again)",
+        json_schema_extra={"metavar": "NAME"},
+    )
+    storage: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the study storage (default: mnist-sweeps.db beside a "
+        "SQLite MLflow store, else in the per-user state directory)",
+        json_schema_extra={"metavar": "URL"},
+    )
+    gate: bool = Field(
+        default=False,
+        description="judge the best trial's model against the champion, as `mnist retrain` does",
+        json_schema_extra={"flag": "--gate"},
+    )
+
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, value: str) -> str:
+        from mnist.sweep_space import Objective
+
+        return str(Objective.parse(value))
+
+
 class ServeSettings(BaseSettings):
     """Serving: the HTTP API and its drawing page"""
 

@@ -65,8 +65,25 @@ def _data(config: TrainConfig, prepared: Prepared, dataset: Dataset, added: Adde
     }
 
 
+def _origin(tags: dict[str, str]) -> str | None:
+    """Where the network came from when it is not one plain training: an ensemble's members,
+    a sweep's trial."""
+    if members := tags.get("ensemble.members"):
+        runs = members.split(",")
+        seeds = tags.get("ensemble.seeds", "-").replace(",", ", ")
+        named = ", ".join(f"`{r}`" for r in runs)
+        return (
+            f"an ensemble averaging the probabilities of {len(runs)} members (seeds {seeds}; "
+            f"MLflow runs {named})"
+        )
+    if study := tags.get("sweep.study"):
+        return f"trial {tags.get('sweep.trial', '-')} of sweep `{study}`, the best of its study"
+    return None
+
+
 def _recipe(config: TrainConfig, run: Run) -> dict:
-    warm = call(client().get_run, run.run_id).data.tags.get("warm_start")
+    tags = call(client().get_run, run.run_id).data.tags
+    warm = tags.get("warm_start")
     knobs = {"seed", "validation_split", "train_limit", "test_limit", "added_share", "profile"}
     if warm and not warm.startswith("none"):
         start = f"from {warm}"
@@ -77,6 +94,7 @@ def _recipe(config: TrainConfig, run: Run) -> dict:
         **config.recipe.model_dump(),
         **config.model_dump(include=knobs, mode="json"),
         "warm_start": start,
+        "origin": _origin(tags),
     }
 
 

@@ -50,6 +50,7 @@ LONGEST_FIRST = (
     "tests/system/test_faults.py",
     "tests/integration/test_stack_faults.py",
     "tests/integration/test_added_data.py",
+    "tests/integration/test_dask_training.py",
     "tests/integration/test_datastore_load.py",
 )
 """The groups that take minutes (`--durations`), started first."""

@@ -21,7 +21,19 @@ import threading
 from types import FrameType
 from typing import NoReturn
 
-from app.cli import admin, data, export, monitor, predict, registry, serve, stores, training
+from app.cli import (
+    admin,
+    data,
+    ensemble,
+    export,
+    monitor,
+    predict,
+    registry,
+    serve,
+    stores,
+    sweep,
+    training,
+)
 from app.cli.exit import exit_now
 from app.cli.options import UsageError
 from mnist import outages
@@ -34,7 +46,18 @@ def parser() -> argparse.ArgumentParser:
         prog="mnist", description="Train, track and use MNIST digit classifiers."
     )
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (training, registry, predict, data, serve, monitor, admin, export):
+    for group in (
+        training,
+        sweep,
+        ensemble,
+        registry,
+        predict,
+        data,
+        serve,
+        monitor,
+        admin,
+        export,
+    ):
         group.add_parsers(commands)
     return p
 

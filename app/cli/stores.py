@@ -16,9 +16,16 @@ import argparse
 from app.cli.options import settings
 from mnist import addresses, outages
 from mnist.addresses import Address
-from mnist.settings import DataSettings, DatastoreSettings, PredictSettings, ServeSettings
+from mnist.settings import (
+    DaskSettings,
+    DataSettings,
+    DatastoreSettings,
+    PredictSettings,
+    ServeSettings,
+    SweepSettings,
+)
 
-FLOWS = ("train", "retrain", "monitor", "doctor")
+FLOWS = ("train", "retrain", "sweep", "ensemble", "monitor", "doctor")
 """Commands that run Prefect flows."""
 EVENTS = ("data", "serve")
 """Commands that send Prefect events, when `PREFECT_API_URL` is set."""
@@ -55,6 +62,12 @@ def of(args: argparse.Namespace) -> list[Address]:
     else:
         found = addresses.tracking() if _uses_mlflow(args) else []
         found += addresses.datastore(store) if _uses_datastore(args) else []
+    if args.command == "sweep":
+        storage = settings(args, SweepSettings).storage
+        found += addresses.named(storage, "--storage", "MNIST_SWEEP_STORAGE", "datastore")
+    if args.command in ("sweep", "ensemble"):
+        dask = settings(args, DaskSettings).dask_address
+        found += addresses.named(dask, "--dask-address", "MNIST_DASK_ADDRESS", "dask")
     if args.command in (*FLOWS, *EVENTS):
         found += addresses.prefect(reach=args.command in FLOWS)
     return found

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         client,
         state_dir,
         store_uri,
+        use_store,
     )
 
 _WHERE = {
@@ -66,6 +67,7 @@ _WHERE = {
         "client",
         "state_dir",
         "store_uri",
+        "use_store",
     ),
 }
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
@@ -96,6 +98,7 @@ __all__ = [
     "stale_runs",
     "state_dir",
     "store_uri",
+    "use_store",
 ]
 
 

@@ -114,6 +114,15 @@ class Run:
         run = call(client().create_run, exp_id, run_name=name, tags=tags)
         return cls(run.info.run_id, exp_id, run.info.artifact_uri or "", commit)
 
+    @classmethod
+    def existing(cls, run_id: str) -> Run:
+        """A run already made (a sweep's trial, say), to log more to it."""
+        run = call(client().get_run, run_id, missing=f"MLflow run {run_id}")
+        tags = run.data.tags
+        return cls(
+            run_id, run.info.experiment_id, run.info.artifact_uri or "", tags.get("git_commit", "")
+        )
+
     def end(self, ok: bool) -> None:
         call(client().set_terminated, self.run_id, "FINISHED" if ok else "FAILED")
 
@@ -155,6 +164,9 @@ class Run:
             # MLflow's SQL store looks a dataset up, then inserts it: a run of the same
             # experiment inserted it in between. Once more finds it and links it.
             call(client().log_inputs, self.run_id, entities)
+
+    def log_file(self, path: Path, directory: str) -> None:
+        call(client().log_artifact, self.run_id, str(path), directory)
 
     def log_json(self, data: dict, artifact_file: str) -> None:
         text = json.dumps(data, indent=2, default=str)

@@ -41,6 +41,12 @@ def store_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
+def use_store(uri: str) -> None:
+    """Track to `uri` from now on in this process (a Dask worker logging to its driver's
+    store)."""
+    mlflow.set_tracking_uri(uri)
+
+
 def _remote() -> bool:
     return store_uri().startswith(("http://", "https://"))
 

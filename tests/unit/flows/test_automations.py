@@ -59,7 +59,7 @@ def _run_ended(state: str, deployment: str) -> ReceivedEvent:
 
 def test_a_failed_or_crashed_run_of_our_deployments_alerts(alerts):
     failed = alerts[automations.FAILED]
-    for name in ("mnist-retrain", "mnist-train", "mnist-monitor"):
+    for name in ("mnist-retrain", "mnist-train", "mnist-sweep", "mnist-monitor"):
         assert failed.covers(_run_ended("Failed", name))
         assert failed.covers(_run_ended("Crashed", name))
     assert not failed.covers(_run_ended("Completed", "mnist-retrain"))

@@ -1,0 +1,43 @@
+"""`mnist ensemble`: members trained at once on Dask, registered as one averaging model."""
+
+from __future__ import annotations
+
+import argparse
+
+from app.cli.options import UsageError, add_command, settings
+from app.cli.prefect_setup import start_prefect
+from app.cli.training import print_training
+from mnist.settings import DaskSettings, EnsembleSettings, TrainConfig
+
+
+def ensemble(args: argparse.Namespace) -> None:
+    config, chosen = settings(args, TrainConfig), settings(args, EnsembleSettings)
+    cluster = settings(args, DaskSettings)
+    try:
+        seeds = chosen.member_seeds(config.seed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    api_started = start_prefect()
+    from prefect import tags
+
+    import mnist.training  # noqa: F401  (TensorFlow, while the temporary API starts)
+    from flows.ensemble import ensemble_flow
+
+    api_started()
+    with tags("mnist", "ensemble", f"model:{config.model}"):
+        result = ensemble_flow(config, chosen, cluster)
+    print_training(result)
+    print(f"members:        {len(seeds)}, seeds {', '.join(map(str, seeds))}")
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    add_command(
+        commands,
+        "ensemble",
+        ensemble,
+        "train several networks of one recipe at once on Dask and register them as one model "
+        "that averages their probabilities",
+        EnsembleSettings,
+        DaskSettings,
+        TrainConfig,
+    )

@@ -1,0 +1,74 @@
+"""`mnist sweep`: an Optuna study over a search space, its trials on Dask, and what it prints."""
+
+from __future__ import annotations
+
+import argparse
+
+from app.cli.options import UsageError, add_command, settings
+from app.cli.prefect_setup import start_prefect
+from mnist.addresses import absolute_sqlite, safe_url
+from mnist.settings import DaskSettings, GateSettings, SweepSettings, TrainConfig
+
+
+def _checked(chosen: SweepSettings) -> str:
+    """The recipe the trials start from; a wrong space or an unknown study to resume is one
+    line here, before Prefect, Dask or TensorFlow load."""
+    if chosen.resume:
+        from mnist import sweep as studies
+
+        studies.load(chosen.resume, absolute_sqlite(chosen.storage or studies.default_storage()))
+        return ""
+    from mnist.sweep_space import load_space
+
+    try:
+        return load_space(chosen.space).base
+    except ValueError as exc:
+        raise UsageError(f"--space: {exc}") from None
+
+
+def sweep(args: argparse.Namespace) -> None:
+    chosen, gate = settings(args, SweepSettings), settings(args, GateSettings)
+    cluster = settings(args, DaskSettings)
+    base = _checked(chosen)
+    if base and args.profile is None:  # the space's base recipe, unless --profile says
+        args.profile = base
+    config = settings(args, TrainConfig)
+    api_started = start_prefect()
+    from prefect import tags
+
+    import mnist.training  # noqa: F401  (TensorFlow, while the temporary API starts)
+    from flows.sweep import sweep_flow
+
+    api_started()
+    with tags("mnist", "sweep"):
+        result = sweep_flow(config, chosen, gate, cluster)
+    training = result.training
+    print(f"\nstudy:          {result.name} in {safe_url(result.storage)}")
+    if result.reclaimed:
+        print(f"run again:      trials {result.reclaimed} (running when the sweep stopped)")
+    for row in result.trials:
+        values = "  ".join(f"{k}={row[k]}" for k in result.best_params)
+        print(f"trial {row['trial']:>3}:      {row['state']:<9} {row['value']}  {values}")
+    print(f"best trial:     {result.best_trial} ({result.best_value:.5g})")
+    print(f"MLflow run:     {result.run_id} (sweep), {training.run_id} (best trial)")
+    version = f"v{training.model_version}" if training.model_version else "not registered"
+    print(f"test accuracy:  {training.test_accuracy:.4f} on {training.test_samples} images")
+    print(f"model:          {training.model_uri} ({version})")
+    if result.outcome is not None:
+        decision = result.outcome.decision
+        print(f"decision:       {decision.verdict}: {decision.reason}")
+        print(f"champion:       v{result.outcome.champion_version or '-'}")
+    print(f"resume:         mnist sweep --resume {result.name}")
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    add_command(
+        commands,
+        "sweep",
+        sweep,
+        "search a recipe's knobs with an Optuna study, its trials on Dask, tracked in MLflow",
+        SweepSettings,
+        DaskSettings,
+        TrainConfig,
+        GateSettings,
+    )
