@@ -56,6 +56,8 @@ def main() -> None:
         "MNIST_STACK_PG_PORT": str(free_port()),
         "MNIST_STACK_PREFECT_PORT": str(free_port()),
         "MNIST_STACK_MLFLOW_PORT": str(free_port()),
+        "MNIST_STACK_DASK_PORT": str(free_port()),
+        "MNIST_STACK_DASK_HTTP_PORT": str(free_port()),
     }
     load = os.getloadavg()
     stack = [sys.executable, "-m", "app.stack"]

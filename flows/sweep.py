@@ -4,7 +4,9 @@ then the best trial's model is published as a training run's is, and optionally 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -15,19 +17,21 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
 from prefect_dask.task_runners import DaskTaskRunner
+from pydantic import ValidationError
 
 import tasks
 from flows.cluster import task_runner, workers_of
 from flows.training import TrainingResult, describe, gather, publish, sources
 from mnist import data, registry, sweep, tracking
 from mnist.addresses import absolute_sqlite
-from mnist.errors import MnistError
+from mnist.errors import MnistError, first_line
 from mnist.promotion import Outcome
 from mnist.settings import DaskSettings, GateSettings, SweepSettings, TrainConfig
+from mnist.sweep import SweepError
 from mnist.sweep_space import Space, load_space
-from mnist.tracking import Run
+from mnist.tracking import Run, call, client
 from tasks.remote import load_network
-from tasks.sweep import trial
+from tasks.sweep import children, close_runs, trial
 
 
 @dataclass(frozen=True)
@@ -47,26 +51,60 @@ class SweepResult:
 
 
 def _open(config: TrainConfig | None, settings: SweepSettings, url: str):
-    """The study to run: a new one, or (`--resume`) the named one with the trials that a dead
-    driver left running failed and queued again."""
+    """The study to run: a new one, or (`--resume`) the named one, made ready to go on."""
     if settings.resume:
         study = sweep.load(settings.resume, url)
         stored, space, objective, total = sweep.settings_of(study)
-        return study, TrainConfig(**stored), space, str(objective), total, sweep.reclaim(study)
+        return study, TrainConfig(**stored), space, str(objective), total, _resumable(study)
     try:
         space = load_space(settings.space)
     except ValueError as exc:
         raise MnistError(str(exc)) from None
     config = config or TrainConfig.from_profile(profile=space.base)
+    if config.validation_split == 0:
+        raise MnistError("a sweep scores its trials on the validation split: --validation-split 0")
     # a sweep tunes a recipe on MNIST (added data would make trials of one study unequal), read
     # where the driver reads it, wherever a worker runs
     config = TrainConfig(
         **{**config.model_dump(), "added_data": False, "data_dir": data.where(config.data_dir)}
     )
-    name = settings.name or f"sweep-{Path(settings.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(settings.space).stem).strip("-.") or "space"
+    name = settings.name or f"sweep-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     objective = sweep.Objective.parse(settings.objective)
     study = sweep.create(name, url, config, space, objective, settings.trials)
     return study, config, space, settings.objective, settings.trials, []
+
+
+def _resumable(study) -> list[int]:
+    """Ready a stopped study to go on: refuse one that is finished or that a live driver runs;
+    tell the trials that finished on their workers after their driver died, fail the others it
+    left running and queue their values again (their MLflow runs failed). Returns those."""
+    from mnist.tracking.stale import alive
+
+    name = study.study_name
+    if run := study.user_attrs.get("published_run"):
+        raise SweepError(
+            f"study {name!r} is finished: its best trial's model is in MLflow run {run}"
+        )
+    parent_id = study.user_attrs.get("mlflow_run_id")
+    if not parent_id:
+        return sweep.reclaim(study)
+    parent = Run.existing(parent_id)
+    found = call(client().get_run, parent_id)
+    if found.info.status == "RUNNING" and alive(found.data.tags):
+        host, pid = found.data.tags.get("mnist.host"), found.data.tags.get("mnist.pid")
+        raise SweepError(f"study {name!r} is being run by pid {pid} on {host}: stop it first")
+    ended = {}
+    for run in children(parent_id, parent.experiment_id):
+        state, number = run.data.tags.get("sweep.trial_state"), run.data.tags.get("sweep.trial")
+        if run.info.status == "FINISHED" and state in ("complete", "pruned") and number:
+            value = run.data.metrics.get("objective", math.inf) if state == "complete" else None
+            ended[int(number)] = sweep.TrialResult(
+                int(number), state, value, 0, "", run.info.run_id
+            )
+    again = sweep.reclaim(study, ended)
+    close_runs(parent_id, parent.experiment_id, set(again), "the sweep's driver stopped")
+    return again
 
 
 def _parent(study, config: TrainConfig) -> Run:
@@ -87,20 +125,6 @@ def _parent(study, config: TrainConfig) -> Run:
     run.log_params({"sweep." + k: str(v) for k, v in study.user_attrs.items() if k != "config"})
     study.set_user_attr("mlflow_run_id", run.run_id)
     return run
-
-
-def _tell(study, number: int, result: sweep.TrialResult | None, error: str = "") -> None:
-    """Record how trial `number` ended; a failure keeps its reason (`error`)."""
-    from optuna.trial import TrialState as State
-
-    if result is None or result.state == "failed":
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-        study._storage.set_trial_user_attr(trial_id, "error", error or (result and result.error))
-        study.tell(number, state=State.FAIL)
-    elif result.state == "pruned":
-        study.tell(number, state=State.PRUNED)
-    else:
-        study.tell(number, result.value)
 
 
 def _run_trials(
@@ -124,7 +148,11 @@ def _run_trials(
         while len(running) < workers_of(runner) and sweep.finished(study) + len(running) < total:
             asked = study.ask()
             values = space.suggest(asked)
-            settings = TrainConfig(**{**config.model_dump(), **values})
+            try:
+                settings = TrainConfig(**{**config.model_dump(), **values})
+            except ValidationError as exc:  # values the recipe refuses: this trial fails
+                sweep.tell(study, asked.number, None, first_line(exc))
+                continue
             parameters = {
                 "study": study.study_name,
                 "storage": url,
@@ -143,9 +171,9 @@ def _run_trials(
             result = done.result()
         except Exception as exc:  # the task itself broke (its worker's, not the trial's)
             logger.warning("trial %d failed: %s", number, exc)
-            _tell(study, number, None, str(exc))
+            sweep.tell(study, number, None, first_line(exc))
         else:
-            _tell(study, number, result)
+            sweep.tell(study, number, result)
 
 
 def _best(study, config: TrainConfig, settings: SweepSettings, gate: GateSettings):
@@ -156,12 +184,7 @@ def _best(study, config: TrainConfig, settings: SweepSettings, gate: GateSetting
 
     from mnist.tracking import call, client
 
-    complete = [t for t in study.trials if t.value is not None and math.isfinite(t.value)]
-    if not complete:
-        errors = {t.user_attrs.get("error") for t in study.trials} - {None, ""}
-        why = f": {sorted(errors)[0]}" if errors else ""
-        raise MnistError(f"study {study.study_name}: no trial completed{why}")
-    best = study.best_trial
+    best = sweep.best(study)
     best_config = TrainConfig(**{**config.model_dump(), **best.params})
     run = Run.existing(best.user_attrs["run_id"])
     with tempfile.TemporaryDirectory(prefix="mnist-sweep-") as scratch:
@@ -228,40 +251,40 @@ def sweep_flow(
     settings, gate = settings or SweepSettings(), gate or GateSettings()
     url = absolute_sqlite(settings.storage or sweep.default_storage())
     cluster = cluster or DaskSettings()
+    _close_stale_runs()
     runner = task_runner(cluster.dask_address, cluster.dask_workers)
-    with runner:  # first: an unreachable scheduler makes nothing in the study or MLflow
-        _ = runner.client
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(runner)
+        _ = runner.client  # first: an unreachable scheduler makes nothing in the study or MLflow
         study, config, space, objective, total, reclaimed = _open(config, settings, url)
         if reclaimed:
             logger.warning("trials %s were running when the sweep stopped: run again", reclaimed)
         parent = _parent(study, config)
         try:
-            _run_trials(study, runner, config, space, objective, total, url, parent)
+            try:
+                _run_trials(study, runner, config, space, objective, total, url, parent)
+            finally:  # a trial still running now is lost with this driver: queued again
+                lost = sweep.reclaim(study)
+                close_runs(parent.run_id, parent.experiment_id, set(lost), "the driver stopped")
+                stack.close()  # the local cluster ends with the trials
+            _plots(study, parent)
+            best, result, outcome = _best(study, config, settings, gate)
+            value = float(best.values[0])  # a complete trial's
+            parent.log_metrics({"best_value": value})
+            parent.set_tags({"sweep.best_trial": str(best.number), "sweep.best_run": result.run_id})
+            study.set_user_attr("published_run", result.run_id)
+            create_markdown_artifact(
+                _report(study, parent, best, result, outcome), key="sweep-result"
+            )
         except BaseException:
             _end(parent, study, False)
             raise
-    try:
-        import matplotlib.pyplot as plt
-
-        for file, figure in sweep.plots(study).items():
-            parent.log_figures({file: figure}, "optuna")
-        plt.close("all")
-        table = sweep.trials_table(study)
-        create_table_artifact(table, key="sweep-trials", description=study.study_name)
-        best, result, outcome = _best(study, config, settings, gate)
-        value = float(best.values[0])  # a complete trial's
-        parent.log_metrics({"best_value": value})
-        parent.set_tags({"sweep.best_trial": str(best.number), "sweep.best_run": result.run_id})
-        create_markdown_artifact(_report(study, parent, best, result, outcome), key="sweep-result")
-    except BaseException:
-        _end(parent, study, False)
-        raise
     _end(parent, study, True)
     return SweepResult(
         study.study_name,
         url,
         parent.run_id,
-        table,
+        sweep.trials_table(study),
         best.number,
         value,
         dict(best.params),
@@ -269,3 +292,27 @@ def sweep_flow(
         outcome,
         reclaimed,
     )
+
+
+def _plots(study, parent: Run) -> None:
+    """Optuna's figures in the sweep's run, and a table of the trials in Prefect."""
+    import matplotlib.pyplot as plt
+
+    for file, figure in sweep.plots(study).items():
+        parent.log_figures({file: figure}, "optuna")
+    plt.close("all")
+    table = sweep.trials_table(study)
+    create_table_artifact(table, key="sweep-trials", description=study.study_name)
+
+
+def _close_stale_runs() -> None:
+    """As every flow's MLflow run starts: the runs that killed processes left open, closed."""
+    from flows.stale_runs import close_stale_runs
+
+    try:
+        stale, _ = close_stale_runs()
+    except Exception as exc:  # tidying up after others must not stop this run
+        get_run_logger().warning("could not close runs left open: %s", first_line(exc))
+    else:
+        if stale:
+            get_run_logger().warning("closed %d run(s) left open by killed processes", len(stale))

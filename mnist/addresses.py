@@ -42,7 +42,7 @@ _EXAMPLES: dict[Kind, str] = {
     "postgresql://USER@HOST/DB)",
     "datastore": "a SQLAlchemy URL (sqlite:///PATH or postgresql://USER@HOST/DB)",
     "prefect": "a Prefect API URL (http://HOST:4200/api)",
-    "dask": "a Dask scheduler's address (tcp://HOST:8786)",
+    "dask": "a Dask scheduler's address (tcp://HOST:8786, or tls://)",
 }
 
 
@@ -182,8 +182,8 @@ def check_form(address: Address) -> None:
             )
         return
     if kind == "dask":
-        if scheme != "tcp":
-            raise _unknown(address, scheme, ("tcp",))
+        if scheme not in ("tcp", "tls"):
+            raise _unknown(address, scheme, ("tcp", "tls"))
         return _check_http(address)  # a host and a port, as an HTTP URL has
     if scheme in ("http", "https") and kind != "datastore":
         return _check_http(address)
@@ -258,7 +258,7 @@ def _target(address: Address) -> tuple[str, int] | None:
     value, scheme = address.value.strip(), _scheme(address.value.strip())
     if scheme.startswith("sqlite"):
         return None
-    if scheme == "tcp":
+    if scheme in ("tcp", "tls"):
         parts = urllib.parse.urlsplit(value)
         return (parts.hostname, parts.port) if parts.hostname and parts.port else None
     if scheme in ("http", "https"):

@@ -238,9 +238,9 @@ class DaskSettings(BaseSettings):
 
     dask_address: str | None = Field(
         default=None,
-        pattern=r"^tcp://[^\s/]+:\d+$",
-        description="a running Dask scheduler, tcp://HOST:PORT (`dask scheduler` prints it); "
-        "default: a local cluster of this machine",
+        pattern=r"^(tcp|tls)://[^\s/]+:\d+$",
+        description="a running Dask scheduler, tcp://HOST:PORT (`dask scheduler` prints it; "
+        "tls:// with Dask's certificate settings, as the stack's); default: a local cluster",
         json_schema_extra={"metavar": "ADDRESS"},
     )
     dask_workers: int | None = Field(

@@ -83,7 +83,9 @@ def storage(url: str) -> optuna.storages.RDBStorage:
 
 
 def pruner() -> optuna.pruners.BasePruner:
-    return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=1)
+    """Stops a trial after an epoch (from the second on) whose validation accuracy is below the
+    median of the complete trials' at that epoch, once `STARTUP_TRIALS` have completed."""
+    return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=2)
 
 
 def _sampler(seed: int) -> optuna.samplers.BaseSampler:
@@ -104,11 +106,10 @@ def create(
     trials: int,
 ) -> optuna.Study:
     """A new study `name` in the storage at `url`, with what a resume needs."""
-    store = storage(url)
-    if name in {s.study_name for s in optuna.get_all_study_summaries(store)}:
+    if name in names(url):
         raise SweepError(f"a study named {name!r} exists in the study storage: --resume {name}")
     study = optuna.create_study(
-        storage=store,
+        storage=storage(url),
         study_name=name,
         direction=objective.direction,
         sampler=_sampler(config.seed),
@@ -121,16 +122,29 @@ def create(
     return study
 
 
+def names(url: str) -> list[str]:
+    """The studies in the storage at `url`; none (and no file made) for a SQLite file that
+    does not exist."""
+    from mnist.datastore.engines import sqlite_file
+
+    if (path := sqlite_file(url)) is not None and not path.exists():
+        return []
+    return sorted(s.study_name for s in optuna.get_all_study_summaries(storage(url)))
+
+
 def load(name: str, url: str) -> optuna.Study:
     """The study `name` in the storage at `url`, with its sampler and pruner."""
-    store = storage(url)
-    names = sorted(s.study_name for s in optuna.get_all_study_summaries(store))
-    if name not in names:
-        from mnist.addresses import safe_url
+    from mnist.addresses import safe_url
 
-        known = ", ".join(names) or "none"
-        raise SweepError(f"no study named {name!r} in {safe_url(url)} (studies there: {known})")
-    study = optuna.load_study(study_name=name, storage=store, pruner=pruner())
+    if name not in (known := names(url)):
+        there = ", ".join(known) or "none"
+        raise SweepError(f"no study named {name!r} in {safe_url(url)} (studies there: {there})")
+    study = optuna.load_study(study_name=name, storage=storage(url), pruner=pruner())
+    if not {"config", "space", "objective", "trials"} <= set(study.user_attrs):
+        raise SweepError(
+            f"study {name!r} in {safe_url(url)} was not fully made (its start was interrupted): "
+            "start another with a new --name"
+        )
     study.sampler = _sampler(int(study.user_attrs["config"]["seed"]))
     return study
 
@@ -146,17 +160,54 @@ def settings_of(study: optuna.Study) -> tuple[dict[str, Any], Space, Objective, 
     )
 
 
-def reclaim(study: optuna.Study) -> list[int]:
-    """Fail the trials a dead driver left RUNNING and queue their values again; returns their
-    numbers."""
+def reclaim(study: optuna.Study, ended: dict[int, TrialResult] | None = None) -> list[int]:
+    """The trials a stopped driver left RUNNING: those that `ended` says finished on their
+    worker meanwhile are told so; the others are failed and their values queued again. Returns
+    the numbers of those queued again."""
     from optuna.trial import TrialState as State
 
-    orphans = study.get_trials(deepcopy=False, states=(State.RUNNING,))
-    for trial in orphans:
+    again = []
+    for trial in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
+        if (result := (ended or {}).get(trial.number)) is not None:
+            tell(study, trial.number, result)
+            continue
         study._storage.set_trial_user_attr(trial._trial_id, "reclaimed", True)
         study.tell(trial.number, state=State.FAIL)
         study.enqueue_trial(trial.params)
-    return [t.number for t in orphans]
+        again.append(trial.number)
+    return again
+
+
+def tell(study: optuna.Study, number: int, result: TrialResult | None, error: str = "") -> None:
+    """Record how trial `number` ended (None: its task broke); a failure keeps its reason."""
+    from optuna.trial import TrialState as State
+
+    if result is None or result.state == "failed":
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        study._storage.set_trial_user_attr(trial_id, "error", error or (result and result.error))
+        study.tell(number, state=State.FAIL)
+    elif result.state == "pruned":
+        study.tell(number, state=State.PRUNED)
+    else:
+        study.tell(number, result.value)
+
+
+def best(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The best complete trial with a finite value (a time objective never reached scores
+    infinity; a pruned trial keeps its last intermediate value, which is no score)."""
+    from optuna.trial import TrialState as State
+
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(State.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
+    ]
+    if not complete:
+        errors = sorted({str(t.user_attrs.get("error")) for t in study.trials} - {"None", ""})
+        why = f": {errors[0]}" if errors else ""
+        raise SweepError(f"study {study.study_name}: no trial completed with a score{why}")
+    pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+    return pick(complete, key=lambda t: float(t.value))  # type: ignore[arg-type]
 
 
 def finished(study: optuna.Study) -> int:

@@ -170,6 +170,12 @@ def load_space(name: str) -> Space:
     except ValueError as exc:
         raise ValueError(f"search space {path}: base: {exc}") from None
     for name, param in space.params.items():
+        kind = Recipe.model_fields[name].annotation
+        if param.choices is None and kind not in (int, float):
+            raise ValueError(f"search space {path}: params.{name}: give choices, not a range")
+        steps = [param.low, param.high, param.step or 1]
+        if param.choices is None and kind is int and any(v != int(v) for v in steps):  # type: ignore[arg-type]
+            raise ValueError(f"search space {path}: params.{name}: a whole-number knob")
         for value in param.ends():
             try:
                 Recipe(**{**base, name: value})

@@ -10,13 +10,28 @@ from mnist.addresses import absolute_sqlite, safe_url
 from mnist.settings import DaskSettings, GateSettings, SweepSettings, TrainConfig
 
 
-def _checked(chosen: SweepSettings) -> str:
-    """The recipe the trials start from; a wrong space or an unknown study to resume is one
-    line here, before Prefect, Dask or TensorFlow load."""
-    if chosen.resume:
-        from mnist import sweep as studies
+def _checked(chosen: SweepSettings, config: TrainConfig) -> None:
+    """A wrong space, a study name taken or unknown, a finished study: one line here, before
+    Prefect, Dask or TensorFlow load."""
+    if config.validation_split == 0:
+        raise UsageError("--validation-split: a sweep scores its trials on it; give more than 0")
+    from mnist import sweep as studies
 
-        studies.load(chosen.resume, absolute_sqlite(chosen.storage or studies.default_storage()))
+    url = absolute_sqlite(chosen.storage or studies.default_storage())
+    if chosen.resume:
+        study = studies.load(chosen.resume, url)  # its SweepError names the studies there
+        if run := study.user_attrs.get("published_run"):
+            raise UsageError(
+                f"--resume: study {chosen.resume!r} is finished (its best trial's model is in "
+                f"MLflow run {run})"
+            )
+    elif chosen.name and chosen.name in studies.names(url):
+        raise UsageError(f"--name: a study named {chosen.name!r} exists: --resume {chosen.name}")
+
+
+def _base(chosen: SweepSettings) -> str:
+    """The recipe the trials start from (none for a resume: the study keeps its own)."""
+    if chosen.resume:
         return ""
     from mnist.sweep_space import load_space
 
@@ -29,10 +44,11 @@ def _checked(chosen: SweepSettings) -> str:
 def sweep(args: argparse.Namespace) -> None:
     chosen, gate = settings(args, SweepSettings), settings(args, GateSettings)
     cluster = settings(args, DaskSettings)
-    base = _checked(chosen)
+    base = _base(chosen)
     if base and args.profile is None:  # the space's base recipe, unless --profile says
         args.profile = base
     config = settings(args, TrainConfig)
+    _checked(chosen, config)
     api_started = start_prefect()
     from prefect import tags
 

@@ -11,11 +11,15 @@ by supervisord from `stack/supervisord.conf`, which restarts a piece that dies.
 
 Settings come from variables: `MNIST_STACK_DIR` (state, logs; default `.stack` in the
 checkout), `MNIST_STACK_HOST` (default 127.0.0.1), `MNIST_STACK_PG_PORT` (5432),
-`MNIST_STACK_PREFECT_PORT` (4200), `MNIST_STACK_MLFLOW_PORT` (5000), `MNIST_STACK_WORKERS` (1);
+`MNIST_STACK_PREFECT_PORT` (4200), `MNIST_STACK_MLFLOW_PORT` (5000), `MNIST_STACK_WORKERS` (1),
+`MNIST_STACK_DASK_PORT` (8786), `MNIST_STACK_DASK_HTTP_PORT` (8787, loopback),
+`MNIST_STACK_DASK_WORKERS` (1);
 alerts: `MNIST_ALERT_URL` (an http(s) webhook or an apprise URL; none: no alerts) and
 `MNIST_ALERT_REJECTIONS` (3, the gate's rejections in a row that alert).
 Bound anywhere but loopback, everything asks for a password (`MNIST_STACK_PASSWORD`, else one
-generated into `<dir>/secrets.env`): MLflow's basic-auth app, Prefect's API auth string.
+generated into `<dir>/secrets.env`): MLflow's basic-auth app, Prefect's API auth string; the
+Dask scheduler takes only TLS peers with a certificate of the stack's own authority
+(`<dir>/tls/`).
 State (the databases, the artifacts) stays in the directory between restarts.
 """
 
@@ -59,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"stack up in {seconds:.1f} s: Prefect {stack.prefect_api} (UI "
                 f"http://{stack.reach}:{stack.prefect_port}), MLflow {stack.mlflow_uri}, "
-                f"{stack.workers} worker(s) on mnist-process; logs {stack.dir / 'logs'}\n"
+                f"{stack.workers} worker(s) on mnist-process, Dask {stack.dask_address} with "
+                f"{stack.dask_workers} worker(s); logs {stack.dir / 'logs'}\n"
                 "For a client:",
                 file=sys.stderr,
             )

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.stack.certificates import Certificates
+from app.stack.certificates import ensure as ensure_certificates
 from app.stack.credentials import kept_secret, write_private
 from flows.automations import HEARTBEAT_SECONDS
 from mnist import outages
@@ -17,7 +19,7 @@ from mnist.settings import loopback
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-DATABASES = ("prefect", "mlflow", "mlflow_auth", "mnist_data")
+DATABASES = ("prefect", "mlflow", "mlflow_auth", "mnist_data", "mnist_sweeps")
 USER = "admin"
 
 
@@ -35,6 +37,9 @@ class Stack:
     prefect_port: int
     mlflow_port: int
     workers: int
+    dask_port: int = 8786
+    dask_http_port: int = 8787
+    dask_workers: int = 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Stack:
@@ -46,6 +51,9 @@ class Stack:
             prefect_port=int(env("MNIST_STACK_PREFECT_PORT", "4200")),
             mlflow_port=int(env("MNIST_STACK_MLFLOW_PORT", "5000")),
             workers=int(env("MNIST_STACK_WORKERS", "1")),
+            dask_port=int(env("MNIST_STACK_DASK_PORT", "8786")),
+            dask_http_port=int(env("MNIST_STACK_DASK_HTTP_PORT", "8787")),
+            dask_workers=int(env("MNIST_STACK_DASK_WORKERS", "1")),
         )
 
     @property
@@ -87,12 +95,23 @@ class Stack:
     def mlflow_uri(self) -> str:
         return f"http://{self.reach}:{self.mlflow_port}"
 
+    @property
+    def dask_address(self) -> str:
+        """The Dask scheduler: TLS with client certificates beyond loopback."""
+        return f"{'tls' if self.secured else 'tcp'}://{self.reach}:{self.dask_port}"
+
+    def certificates(self) -> Certificates:
+        return ensure_certificates(self.dir / "tls", self.host)
+
     def client_env(self) -> dict[str, str]:
-        """What a client needs: the two URLs (and the added-data store), with credentials."""
+        """What a client needs: the two URLs, the added-data store, the Dask scheduler and
+        the sweeps' study storage, with credentials (and Dask's client certificate)."""
         env = {
             "PREFECT_API_URL": self.prefect_api,
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
             "MNIST_DATASTORE": self.database("mnist_data"),
+            "MNIST_DASK_ADDRESS": self.dask_address,
+            "MNIST_SWEEP_STORAGE": self.database("mnist_sweeps"),
         }
         if self.secured:
             password = self.password()
@@ -100,6 +119,7 @@ class Stack:
                 "PREFECT_API_AUTH_STRING": f"{USER}:{password}",
                 "MLFLOW_TRACKING_USERNAME": USER,
                 "MLFLOW_TRACKING_PASSWORD": password,
+                **self.certificates().dask_env("client"),
             }
         return env
 
@@ -113,6 +133,10 @@ class Stack:
             "MNIST_STACK_PREFECT_PORT": str(self.prefect_port),
             "MNIST_STACK_MLFLOW_PORT": str(self.mlflow_port),
             "MNIST_STACK_WORKERS": str(self.workers),
+            "MNIST_STACK_DASK_PORT": str(self.dask_port),
+            "MNIST_STACK_DASK_HTTP_PORT": str(self.dask_http_port),
+            "MNIST_STACK_DASK_WORKERS": str(self.dask_workers),
+            "MNIST_STACK_DASK_PROTOCOL": "tls" if self.secured else "tcp",
             "MNIST_STACK_MLFLOW_DB": self.database("mlflow"),
             "MNIST_STACK_ARTIFACTS": str(self.dir / "artifacts"),
             "MNIST_STACK_MLFLOW_APP": "",
@@ -123,6 +147,7 @@ class Stack:
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+            "DASK_LOGGING__DISTRIBUTED": "info",  # workers joining and leaving, in the logs
             # the workers' flow runs ride out an outage as the command line's runs do
             **outages.client_settings(outages.limit()),
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -132,6 +157,7 @@ class Stack:
             env["MNIST_STACK_MLFLOW_APP"] = "--app-name basic-auth"
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(self._auth_config())
             env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = self.secret("MLFLOW_FLASK_SERVER_SECRET_KEY")
+            env |= self.certificates().dask_env("server")  # its client's, for supervisord's
         return env
 
     def _auth_config(self) -> Path:

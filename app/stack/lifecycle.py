@@ -29,13 +29,17 @@ if TYPE_CHECKING:
 def wait(
     stack: Stack, what: str, timeout: float = 180, gone: Callable[[], str | None] = never
 ) -> None:
-    """Until `what` (postgres, its databases, prefect or mlflow) answers; `gone` says why to
+    """Until `what` (postgres, its databases, prefect, mlflow or dask) answers; `gone` says why to
     stop waiting early (the process manager exited)."""
     if what == "postgres":
         postgres.wait(stack, timeout, gone)
         return
-    url = {"prefect": f"{stack.prefect_api}/health", "mlflow": f"{stack.mlflow_uri}/health"}[what]
-    auth = (USER, stack.password()) if stack.secured else None
+    url = {
+        "prefect": f"{stack.prefect_api}/health",
+        "mlflow": f"{stack.mlflow_uri}/health",
+        "dask": f"http://127.0.0.1:{stack.dask_http_port}/health",  # the scheduler's
+    }[what]
+    auth = (USER, stack.password()) if stack.secured and what != "dask" else None
     try:
         wait_until(answers(url, auth), timeout, 0.5, gone)
     except Gone as exc:
@@ -110,7 +114,7 @@ def up(stack: Stack, timeout: float = 300) -> float:
     proc = supervisor.start(stack, env)
     gone = functools.partial(_gone, stack, proc)
     try:
-        for what in ("postgres", "prefect", "mlflow"):
+        for what in ("postgres", "prefect", "mlflow", "dask"):
             left = timeout - (time.monotonic() - started)
             wait(stack, what, max(left, 1), gone)
         _deploy(stack, env)

@@ -44,7 +44,7 @@ def owner() -> dict[str, str]:
     }
 
 
-def _alive(tags: dict[str, str]) -> bool:
+def alive(tags: dict[str, str]) -> bool:
     """Whether the process that owns a run (from its `owner` tags) still runs."""
     try:
         pid = int(tags["mnist.pid"])
@@ -106,7 +106,7 @@ def stale_runs(
             tags.get("prefect.flow_run_id", ""),
         )
         if tags.get("mnist.host") == host and tags.get("mnist.pidns") == pidns:
-            if not _alive(tags):
+            if not alive(tags):
                 stale.append(run)
         elif run.flow_run_id:
             elsewhere.append(run)

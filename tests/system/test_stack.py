@@ -1,9 +1,10 @@
 """The production stack as `make stack-up` brings it up (app/stack/ under supervisord): a real
 PostgreSQL, `prefect server` and `mlflow server` on it with proxied artifacts, two process
-workers; bound to 0.0.0.0, so with authentication. End to end: deploy from prefect.yaml, a
-worker retrains, the registry and `mnist serve` from another directory with another HOME.
-Pieces killed with `kill -9` come back on their own while the others keep running. Then
-`make stack-down`, and a second start that keeps the state."""
+workers, a Dask scheduler and worker; bound to 0.0.0.0, so with authentication (and TLS with
+client certificates for Dask). End to end: deploy from prefect.yaml, a worker retrains, a sweep
+runs its trials on the stack's Dask, the registry and `mnist serve` from another directory with
+another HOME. Pieces killed with `kill -9` come back on their own while the others keep
+running. Then `make stack-down`, and a second start that keeps the state."""
 
 import json
 import os
@@ -82,6 +83,8 @@ def stack(mnist_path, webhook):
         "MNIST_STACK_PG_PORT": str(free_port()),
         "MNIST_STACK_PREFECT_PORT": str(free_port()),
         "MNIST_STACK_MLFLOW_PORT": str(free_port()),
+        "MNIST_STACK_DASK_PORT": str(free_port()),
+        "MNIST_STACK_DASK_HTTP_PORT": str(free_port()),
         "MNIST_STACK_WORKERS": "2",
         "PREFECT_WORKER_QUERY_SECONDS": "2",  # the workers take a run within 2 s, not 10
         "MNIST_STACK_PASSWORD": PASSWORD,
@@ -153,8 +156,12 @@ def test_stack_up_prints_what_a_client_needs(stack):
         "MNIST_DATASTORE",
         "PREFECT_API_AUTH_STRING",
         "MLFLOW_TRACKING_PASSWORD",
+        "MNIST_DASK_ADDRESS",
+        "MNIST_SWEEP_STORAGE",
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT",
     }
     assert exports["MLFLOW_TRACKING_PASSWORD"] == PASSWORD
+    assert exports["MNIST_DASK_ADDRESS"].startswith("tls://127.0.0.1:")
     assert seconds < 300
 
 
@@ -182,6 +189,64 @@ def test_no_password_is_on_a_command_line(stack):
         ["ps", "-eo", "args"], capture_output=True, text=True, check=True
     ).stdout.splitlines()
     assert [line for line in command_lines if any(s and s in line for s in secrets)] == []
+
+
+def test_dask_takes_no_one_without_a_certificate_of_the_stack(stack):
+    """Its scheduler runs any code it is sent: bound beyond loopback, it speaks only TLS, and
+    only to a peer that shows a certificate of the stack's own authority."""
+    import socket
+    import ssl
+
+    _, env, exports, _ = stack
+    port = int(env["MNIST_STACK_DASK_PORT"])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as plain:
+        plain.sendall(b"\x00" * 64)  # Dask's framing, unencrypted: the server hangs up
+        with pytest.raises((ConnectionError, TimeoutError)) as caught:
+            if not plain.recv(100):
+                raise ConnectionResetError("closed")
+        assert not isinstance(caught.value, TimeoutError)
+    ca = exports["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"]
+    for cert in (None, exports["DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT"]):
+        context = ssl.create_default_context(cafile=ca)
+        context.check_hostname = False
+        if cert:
+            context.load_cert_chain(cert, exports["DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"])
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        with context.wrap_socket(raw) as tls:
+            tls.settimeout(2)
+            if cert is None:  # TLS 1.3: the refusal (an alert, or the close) comes with a read
+                with pytest.raises(ssl.SSLError, match=r"CERTIFICATE_REQUIRED|EOF"):
+                    tls.recv(100)
+            else:  # accepted: Dask waits for its first message, as it does on loopback
+                with pytest.raises(TimeoutError):
+                    tls.recv(100)
+
+
+def test_a_sweep_runs_its_trials_on_the_stack_s_dask(stack, mlflow_client, tmp_path):
+    """`mnist sweep` with nothing but the exports: the stack's scheduler over TLS, its
+    PostgreSQL for the study."""
+    import optuna
+
+    _, _, exports, _ = stack
+    options = ["--trials", "2", "--name", "on-the-stack", "--no-register", "--model", "small"]
+    options += ["--epochs", "1", "--train-limit", "600", "--test-limit", "300"]
+    out = subprocess.run(
+        [str(BIN / "mnist"), "sweep", *options],
+        env=_client(stack, tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = optuna.load_study(study_name="on-the-stack", storage=exports["MNIST_SWEEP_STORAGE"])
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    runs = mlflow_client.search_runs(
+        [e.experiment_id for e in mlflow_client.search_experiments()],
+        "tags.`sweep.study` = 'on-the-stack'",
+    )
+    trials = [r for r in runs if "sweep.trial" in r.data.tags]
+    assert len(trials) == 2 and all(r.data.tags["dask.worker"].startswith("tls://") for r in trials)
 
 
 def test_unauthenticated_requests_get_401(stack):

@@ -26,6 +26,8 @@ def test_defaults_are_the_documented_ones():
         5000,
     )
     assert stack.workers == 1
+    assert (stack.dask_port, stack.dask_http_port, stack.dask_workers) == (8786, 8787, 1)
+    assert stack.dask_address == "tcp://127.0.0.1:8786"
     assert (ROOT / "stack" / "supervisord.conf").is_file()  # ROOT is the checkout
 
 

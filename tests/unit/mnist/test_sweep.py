@@ -38,6 +38,8 @@ def test_the_built_in_spaces_load_and_name_recipes_that_exist():
         ('base = "fast"\n[params.epochs]\nlow = 1\nhigh = 3\nchoices = [2]\n', "not both"),
         ('base = "nope"\n[params.epochs]\nlow = 1\nhigh = 3\n', "unknown recipe 'nope'"),
         ('base = "fast"\n', "params"),
+        ('base = "fast"\n[params.augment]\nlow = 0\nhigh = 1\n', "give choices, not a range"),
+        ('base = "fast"\n[params.epochs]\nlow = 1\nhigh = 2.5\n', "whole-number knob"),
         ('base = "fast"\n[params.epochs\n', "cannot read it"),
     ],
     ids=[
@@ -49,6 +51,8 @@ def test_the_built_in_spaces_load_and_name_recipes_that_exist():
         "both",
         "base",
         "none",
+        "bool-range",
+        "fractional-int",
         "toml",
     ],
 )
@@ -119,6 +123,51 @@ def test_a_resume_fails_the_orphaned_trials_and_runs_their_values_again(tmp_path
     assert space.suggest(again) == values and again.number != orphan.number
     stored, _, objective, trials = sweep.settings_of(resumed)
     assert TrainConfig(**stored) == config and trials == 4 and str(objective) == "accuracy"
+
+
+def test_a_trial_that_finished_after_its_driver_died_is_told_not_run_again(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    space, config = load_space("default"), TrainConfig.from_profile()
+    study = sweep.create("late", url, config, space, Objective(), trials=3)
+    finished_late, lost = study.ask(), study.ask()
+    space.suggest(finished_late)
+    space.suggest(lost)
+    ended = {
+        finished_late.number: sweep.TrialResult(finished_late.number, "complete", 0.9, 2, "w", "r")
+    }
+    resumed = sweep.load("late", url)
+    assert sweep.reclaim(resumed, ended) == [lost.number]
+    states = {t.number: t.state.name for t in resumed.trials}
+    assert states[finished_late.number] == "COMPLETE" and states[lost.number] == "FAIL"
+    assert sweep.finished(resumed) == 1
+
+
+def test_the_best_trial_is_a_complete_one_with_a_finite_score(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    space, config = load_space("default"), TrainConfig.from_profile()
+    study = sweep.create("timed", url, config, space, Objective(0.99), trials=3)
+    never, pruned = study.ask(), study.ask()
+    for trial in (never, pruned):
+        space.suggest(trial)
+    study.tell(never, math.inf)  # never reached the target
+    pruned.report(0.001, 2)  # a pruned trial keeps its last report as its value
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+    with pytest.raises(sweep.SweepError, match="no trial completed with a score"):
+        sweep.best(study)
+    reached = study.ask()
+    space.suggest(reached)
+    study.tell(reached, 42.0)
+    assert sweep.best(study).number == reached.number
+
+
+def test_looking_for_a_study_makes_no_storage_file_and_a_half_made_one_is_named(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    with pytest.raises(sweep.SweepError, match="no study named 'x'"):
+        sweep.load("x", url)
+    assert not (tmp_path / "studies.db").exists()
+    optuna.create_study(study_name="half", storage=url)  # killed before its settings were kept
+    with pytest.raises(sweep.SweepError, match="was not fully made"):
+        sweep.load("half", url)
 
 
 def test_a_study_name_is_used_once_and_an_unknown_one_is_named(tmp_path):
