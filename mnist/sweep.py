@@ -312,6 +312,8 @@ def plots(study: optuna.Study) -> dict[str, Any]:
                 pass
             else:
                 figures["param_importances.png"] = axes.figure
+    for figure in figures.values():
+        figure.tight_layout()  # the knobs' names inside the picture
     return figures
 
 
