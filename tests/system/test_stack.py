@@ -6,6 +6,7 @@ runs its trials on the stack's Dask, the registry and `mnist serve` from another
 another HOME. Pieces killed with `kill -9` come back on their own while the others keep
 running. Then `make stack-down`, and a second start that keeps the state."""
 
+import contextlib
 import json
 import os
 import shlex
@@ -217,9 +218,9 @@ def test_dask_takes_no_one_without_a_certificate_of_the_stack(stack):
             if cert is None:  # TLS 1.3: the refusal (an alert, or the close) comes with a read
                 with pytest.raises(ssl.SSLError, match=r"CERTIFICATE_REQUIRED|EOF"):
                     tls.recv(100)
-            else:  # accepted: Dask waits for its first message, as it does on loopback
-                with pytest.raises(TimeoutError):
-                    tls.recv(100)
+            else:  # accepted: Dask greets with its handshake (or waits for ours), no hang-up
+                with contextlib.suppress(TimeoutError):
+                    assert tls.recv(100), "the scheduler hung up on the stack's client certificate"
 
 
 def test_a_sweep_runs_its_trials_on_the_stack_s_dask(stack, mlflow_client, tmp_path):
