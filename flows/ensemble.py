@@ -10,10 +10,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-import tasks
 from flows.cluster import task_runner, workers_of
 from flows.stale_runs import tracked_run
-from flows.training import TrainingResult, describe, gather, publish, sources, summary
+from flows.training import TrainingResult, publish_network, summary
 from mnist import data, tracking
 from mnist.addresses import absolute_sqlite
 from mnist.errors import MnistError
@@ -85,24 +84,19 @@ def ensemble_flow(
 
 
 def _publish(config: TrainConfig, run, member_runs: list[str], seeds: list[int]):
-    """The members' networks, averaged, published in the ensemble's run."""
+    """The members' networks, averaged, published in the ensemble's run; its training curves
+    are the members' mean."""
     import pandas as pd
 
     from mnist import ensemble
-    from mnist.tracking import call, client
 
     with tempfile.TemporaryDirectory(prefix="mnist-ensemble-") as scratch:
-        nets = [load_network(r, Path(scratch) / r) for r in member_runs]
-        histories = [
-            pd.read_csv(call(client().download_artifacts, r, "history.csv", scratch))
-            for r in member_runs
-        ]
-    net = ensemble.average(nets)
+        nets, histories = zip(
+            *(load_network(r, Path(scratch) / r) for r in member_runs), strict=True
+        )
     members = ",".join(member_runs)
-    inputs = gather(config)
-    describe(config, run, inputs)
     run.set_tags({MEMBERS_TAG: members, "ensemble.seeds": ",".join(map(str, seeds))})
-    prepared = tasks.preprocess(inputs.dataset, inputs.added, config)
-    prepared = tasks.validate(prepared, config.nan_policy, sources(inputs), run)
     history = pd.DataFrame(pd.concat(histories).groupby("epoch", as_index=False).mean())
-    return publish(config, run, inputs, net, history, prepared, {MEMBERS_TAG: members})
+    return publish_network(
+        config, run, ensemble.average(list(nets)), history, {MEMBERS_TAG: members}
+    )[0]

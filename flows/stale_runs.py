@@ -92,14 +92,9 @@ def close_stale_runs(
     return tracking.fail_stale_runs(stale), crashed
 
 
-@contextmanager
-def tracked_run(experiment: str, name: str) -> Iterator[Run]:
-    """The flow run's MLflow run, FINISHED if the body succeeds, else FAILED. Runs that killed
-    processes left RUNNING on this host are closed first (MLflow and Prefect)."""
+def tidy() -> None:
+    """`close_stale_runs`, said in the flow run's log; never fails the flow run."""
     from prefect import get_run_logger
-    from prefect.runtime import flow_run
-
-    from mnist.tracking import Run
 
     logger = get_run_logger()
     try:
@@ -114,6 +109,19 @@ def tracked_run(experiment: str, name: str) -> Iterator[Run]:
                 ", ".join(s.run_id for s in stale),
                 len(crashed),
             )
+
+
+@contextmanager
+def tracked_run(experiment: str, name: str) -> Iterator[Run]:
+    """The flow run's MLflow run, FINISHED if the body succeeds, else FAILED. Runs that killed
+    processes left RUNNING on this host are closed first (MLflow and Prefect)."""
+    from prefect import get_run_logger
+    from prefect.runtime import flow_run
+
+    from mnist.tracking import Run
+
+    logger = get_run_logger()
+    tidy()
     run = Run.start(experiment, name, {"prefect.flow_run_id": str(flow_run.id or "")})
     logger.info("MLflow run %s in experiment %r", run.run_id, experiment)
     try:

@@ -21,7 +21,8 @@ from pydantic import ValidationError
 
 import tasks
 from flows.cluster import task_runner, workers_of
-from flows.training import TrainingResult, describe, gather, publish, sources
+from flows.stale_runs import tidy
+from flows.training import TrainingResult, publish_network
 from mnist import data, registry, sweep, tracking
 from mnist.addresses import absolute_sqlite
 from mnist.errors import MnistError, first_line
@@ -143,6 +144,7 @@ def _run_trials(
     logger.info(
         "study %s: %s; %d worker(s)", study.study_name, sweep.describe(study), workers_of(runner)
     )
+    store = absolute_sqlite(tracking.store_uri())  # the trials log there, wherever they run
     running: dict[Any, int] = {}
     while True:
         while len(running) < workers_of(runner) and sweep.finished(study) + len(running) < total:
@@ -160,7 +162,7 @@ def _run_trials(
                 "config": settings,
                 "objective": objective,
                 "parent_run": parent.run_id,
-                "tracking_uri": absolute_sqlite(tracking.store_uri()),
+                "tracking_uri": store,
             }
             running[runner.submit(trial, parameters)] = asked.number
         if not running:
@@ -180,22 +182,13 @@ def _best(study, config: TrainConfig, settings: SweepSettings, gate: GateSetting
     """Publish the best complete trial's network in its own run, as a training run publishes
     its model (scores, plots, the model with its ONNX copy, the registered version tagged with
     the sweep, its card); then, with `--gate`, judge it against the champion."""
-    import pandas as pd
-
-    from mnist.tracking import call, client
-
     best = sweep.best(study)
     best_config = TrainConfig(**{**config.model_dump(), **best.params})
     run = Run.existing(best.user_attrs["run_id"])
     with tempfile.TemporaryDirectory(prefix="mnist-sweep-") as scratch:
-        net = load_network(run.run_id, Path(scratch))
-        history = pd.read_csv(call(client().download_artifacts, run.run_id, "history.csv", scratch))
-    inputs = gather(best_config)
-    prepared = tasks.preprocess(inputs.dataset, inputs.added, best_config)
-    prepared = tasks.validate(prepared, best_config.nan_policy, sources(inputs), run)
-    describe(best_config, run, inputs)
+        net, history = load_network(run.run_id, Path(scratch))
     tags = {"sweep": study.study_name, "sweep_trial": str(best.number)}
-    result = publish(best_config, run, inputs, net, history, prepared, tags)
+    result, prepared = publish_network(best_config, run, net, history, tags)
     outcome = None
     if settings.gate and result.model_version:
         challenger = registry.get(best_config.registered_model, result.model_version)
@@ -251,7 +244,7 @@ def sweep_flow(
     settings, gate = settings or SweepSettings(), gate or GateSettings()
     url = absolute_sqlite(settings.storage or sweep.default_storage())
     cluster = cluster or DaskSettings()
-    _close_stale_runs()
+    tidy()  # as every flow's MLflow run starts
     runner = task_runner(cluster.dask_address, cluster.dask_workers)
     with contextlib.ExitStack() as stack:
         stack.enter_context(runner)
@@ -303,16 +296,3 @@ def _plots(study, parent: Run) -> None:
     plt.close("all")
     table = sweep.trials_table(study)
     create_table_artifact(table, key="sweep-trials", description=study.study_name)
-
-
-def _close_stale_runs() -> None:
-    """As every flow's MLflow run starts: the runs that killed processes left open, closed."""
-    from flows.stale_runs import close_stale_runs
-
-    try:
-        stale, _ = close_stale_runs()
-    except Exception as exc:  # tidying up after others must not stop this run
-        get_run_logger().warning("could not close runs left open: %s", first_line(exc))
-    else:
-        if stale:
-            get_run_logger().warning("closed %d run(s) left open by killed processes", len(stale))

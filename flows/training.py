@@ -196,6 +196,23 @@ def publish(
     )
 
 
+def publish_network(
+    config: TrainConfig,
+    run: Run,
+    net: keras.Model,
+    history: pd.DataFrame,
+    tags: dict[str, str],
+) -> tuple[TrainingResult, Prepared]:
+    """A network trained elsewhere (a sweep's trial, an ensemble's members) published in `run`
+    as a training run publishes its own: what it is made from, scored on `config`'s splits.
+    Returns the result and those splits."""
+    inputs = gather(config)
+    describe(config, run, inputs)
+    prepared = tasks.preprocess(inputs.dataset, inputs.added, config)
+    prepared = tasks.validate(prepared, config.nan_policy, sources(inputs), run)
+    return publish(config, run, inputs, net, history, prepared, tags), prepared
+
+
 def summary(config: TrainConfig, result: TrainingResult) -> str:
     version = f"{config.registered_model} v{result.model_version}" if result.model_version else "-"
     holdout = (

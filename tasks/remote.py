@@ -16,6 +16,7 @@ from mnist.tracking import Run
 
 if TYPE_CHECKING:
     import keras
+    import pandas as pd
 
 NETWORK = "network"
 """Where a task keeps the network it trained (a .keras file), for the driver to publish."""
@@ -69,11 +70,13 @@ def keep_network(run: Run, net: keras.Model) -> None:
         run.log_file(path, NETWORK)
 
 
-def load_network(run_id: str, scratch: Path) -> keras.Model:
-    """The network a task kept in run `run_id`."""
+def load_network(run_id: str, scratch: Path) -> tuple[keras.Model, pd.DataFrame]:
+    """The network a task kept in run `run_id`, and its history."""
     import keras
+    import pandas as pd
 
     from mnist.tracking import call, client
 
     folder = call(client().download_artifacts, run_id, NETWORK, str(scratch))
-    return cast("keras.Model", keras.models.load_model(Path(folder) / "model.keras"))
+    net = cast("keras.Model", keras.models.load_model(Path(folder) / "model.keras"))
+    return net, pd.read_csv(call(client().download_artifacts, run_id, "history.csv", str(scratch)))

@@ -63,7 +63,7 @@ def sweep(args: argparse.Namespace) -> None:
     if result.reclaimed:
         print(f"run again:      trials {result.reclaimed} (running when the sweep stopped)")
     for row in result.trials:
-        values = "  ".join(f"{k}={row[k]}" for k in result.best_params)
+        values = "  ".join(f"{k}={row.get(k, '-')}" for k in result.best_params)
         print(f"trial {row['trial']:>3}:      {row['state']:<9} {row['value']}  {values}")
     print(f"best trial:     {result.best_trial} ({result.best_value:.5g})")
     print(f"MLflow run:     {result.run_id} (sweep), {training.run_id} (best trial)")
