@@ -161,6 +161,22 @@ def resolve(ref: str) -> str:
     return version.uri if version else ref
 
 
+def source_run(ref: str) -> str:
+    """The id of the MLflow run that made the model `ref` (`models:/NAME/VERSION`,
+    `models:/NAME@ALIAS`, `runs:/ID/...`); any other kind of reference is an error, since
+    it cannot be traced to its run, its data and its code."""
+    parsed = ModelRef.parse(ref)
+    if parsed.kind == "run" and parsed.run_id:
+        return parsed.run_id
+    version = lookup(parsed)
+    if version is None or not version.run_id:
+        raise MnistError(
+            f"{ref}: not traceable to the run that made it; name a registered version "
+            "(models:/NAME/VERSION, models:/NAME@ALIAS) or runs:/RUN_ID/model"
+        )
+    return version.run_id
+
+
 def trained_on(ref: str) -> set[int] | None:
     """The added-data batches the model `models:/NAME/VERSION` learnt from (its run's tag
     `added_batches`), or None when that is not known (another kind of reference, an older run)."""

@@ -265,6 +265,23 @@ class EnsembleSettings(BaseSettings):
         json_schema_extra={"metavar": "N,N,..."},
     )
 
+    from_models: str | None = Field(
+        default=None,
+        description="average these trained models instead of training members: 2 to 10 "
+        "references, comma-separated (models:/NAME/VERSION, models:/NAME@ALIAS, "
+        "runs:/RUN_ID/model), all of one recipe; they set the members and their seeds",
+        json_schema_extra={"metavar": "REF,REF,..."},
+    )
+
+    def member_refs(self) -> list[str]:
+        """`from_models` as a list; fewer than 2, more than 10 or a repeat is a ValueError."""
+        refs = [r.strip() for r in (self.from_models or "").split(",") if r.strip()]
+        if not 2 <= len(refs) <= 10 or len(set(refs)) != len(refs):
+            raise ValueError(
+                f"--from-models: give 2 to 10 different model references (got {self.from_models})"
+            )
+        return refs
+
     def member_seeds(self, seed: int) -> list[int]:
         """Each member's seed; a list of another length than `members` is a ValueError."""
         if self.seeds is None:

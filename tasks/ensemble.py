@@ -1,14 +1,24 @@
-"""An ensemble's member: a training run nested under the ensemble's, on whichever Dask worker
-takes it; it keeps its network for the driver to average."""
+"""An ensemble's members: a training run nested under the ensemble's, on whichever Dask worker
+takes it, which keeps its network for the driver to average; or a model trained before."""
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from mnist.errors import MnistError
+from mnist.members import Member
 from mnist.settings import TrainConfig
 from mnist.tracking import Run, use_store
 from tasks import remote
+
+if TYPE_CHECKING:
+    import keras
+    import pandas as pd
 
 
 @task(name="member", task_run_name="member-seed-{config.seed}", cache_policy=NO_CACHE)
@@ -38,3 +48,23 @@ def member(config: TrainConfig, parent_run: str, tracking_uri: str) -> tuple[str
         raise
     run.end(True)
     return run.run_id, float(history["val_accuracy"].iloc[-1])
+
+
+@task(name="existing-member", task_run_name="member-{member.ref}", cache_policy=NO_CACHE)
+def existing(member: Member) -> tuple[keras.Model, pd.DataFrame]:
+    """A model trained before (`mnist.members`): its network and its training history."""
+    import pandas as pd
+
+    from mnist import models, tracking
+
+    net = models.core(tracking.load_model(member.ref).layers[-1])
+    with tempfile.TemporaryDirectory(prefix="mnist-member-") as scratch:
+        try:
+            path = tracking.call(
+                tracking.client().download_artifacts, member.run_id, "history.csv", scratch
+            )
+            history = pd.read_csv(Path(path))
+        except MnistError:  # an older run without its history: the curves leave it out
+            history = pd.DataFrame({"epoch": pd.Series(dtype=int)})
+    get_run_logger().info("member %s: run %s, a %s network", member.ref, member.run_id, net.name)
+    return net, history

@@ -14,9 +14,16 @@ def ensemble(args: argparse.Namespace) -> None:
     config, chosen = settings(args, TrainConfig), settings(args, EnsembleSettings)
     cluster = settings(args, DaskSettings)
     try:
+        refs = chosen.member_refs() if chosen.from_models else None
         seeds = chosen.member_seeds(config.seed)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if refs is not None:
+        if chosen.seeds is not None:
+            raise UsageError("--seeds: the models of --from-models have their seeds already")
+        from mnist import members
+
+        members.one_recipe(members.traced(refs))  # a wrong reference: one line, before Prefect
     api_started = start_prefect()
     from prefect import tags
 
@@ -27,7 +34,10 @@ def ensemble(args: argparse.Namespace) -> None:
     with tags("mnist", "ensemble", f"model:{config.model}"):
         result = ensemble_flow(config, chosen, cluster)
     print_training(result)
-    print(f"members:        {len(seeds)}, seeds {', '.join(map(str, seeds))}")
+    if refs is None:
+        print(f"members:        {len(seeds)}, seeds {', '.join(map(str, seeds))}")
+    else:
+        print(f"members:        {len(refs)}: {', '.join(refs)}")
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -35,8 +45,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         commands,
         "ensemble",
         ensemble,
-        "train several networks of one recipe at once on Dask and register them as one model "
-        "that averages their probabilities",
+        "train several networks of one recipe at once on Dask (or take models trained before) "
+        "and register them as one model that averages their probabilities",
         EnsembleSettings,
         DaskSettings,
         TrainConfig,
