@@ -14,7 +14,8 @@ Everything runs in `--store` (an MLflow SQLite store and its artifacts; default 
 temporary directory). A seed that already has a finished run there with its command's
 seconds (the tag `bench.command_seconds`) is not trained again, so a bench of hours resumes
 where it stopped. MNIST from MNIST_DATA_DIR, else ../shared/data/mnist.
-Writes bench/results/recipes.{json,md}. Test accuracy is reported, never used to choose.
+Writes bench/results/recipes_PROFILE.{json,md}. Test accuracy is reported, never used to
+choose anything.
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ from bench import machine, save
 
 BIN = Path(sys.executable).parent
 SECONDS_TAG = "bench.command_seconds"
+LOAD_TAG = "bench.load_at_start"
 
 
 def _env(store: Path) -> dict[str, str]:
+    """This environment without MNIST_* settings (a test limit would change the figures)."""
     data = os.environ.get("MNIST_DATA_DIR", "../shared/data/mnist")
     return {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("MNIST_")},
         "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
         "MNIST_DATA_DIR": str(Path(data).resolve()),
     }
@@ -53,7 +56,12 @@ def _mnist(args: list[str], store: Path) -> tuple[float, str]:
     """Run one `mnist` command in `store`; its wall seconds and stdout (an error stops here)."""
     started = time.perf_counter()
     out = subprocess.run(
-        [str(BIN / "mnist"), *args], cwd=store, env=_env(store), capture_output=True, text=True
+        [str(BIN / "mnist"), *args],
+        cwd=store,
+        env=_env(store),
+        capture_output=True,
+        text=True,
+        timeout=3 * 3600,
     )
     seconds = time.perf_counter() - started
     if out.returncode != 0:
@@ -70,7 +78,7 @@ def _recipe(profile: str, epochs: str | None) -> dict[str, str]:
     from mnist.recipe import load_recipe
 
     knobs = {k: str(v) for k, v in load_recipe(profile).model_dump().items()}
-    return knobs | ({"epochs": epochs} if epochs else {})
+    return knobs | ({"epochs": str(int(epochs))} if epochs else {})
 
 
 def _finished(store: Path, profile: str, seed: int, epochs: str | None) -> dict | None:
@@ -100,6 +108,7 @@ def _row(run, seconds: float) -> dict:
         "epochs": int(run.data.params["epochs"]),
         "command_s": round(seconds, 1),
         "test_accuracy": run.data.metrics["test_accuracy"],
+        "load_at_start": run.data.tags.get(LOAD_TAG, "-"),
     }
 
 
@@ -111,12 +120,14 @@ def seed_run(store: Path, profile: str, seed: int, epochs: str | None) -> dict:
         return done
     args = ["train", "--profile", profile, "--seed", str(seed), "--no-added-data"]
     args += ["--experiment", experiment, "--registered-model", experiment]
-    args += ["--epochs", epochs] if epochs else []
+    args += ["--epochs", str(int(epochs))] if epochs else []
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     seconds, stdout = _mnist(args, store)
     client = _client(store)
-    run = client.get_run(_run_id(stdout))
-    client.set_tag(run.info.run_id, SECONDS_TAG, f"{seconds:.1f}")
-    row = _row(run, seconds)
+    run_id = _run_id(stdout)
+    client.set_tag(run_id, SECONDS_TAG, f"{seconds:.1f}")
+    client.set_tag(run_id, LOAD_TAG, load)
+    row = _row(client.get_run(run_id), seconds)
     print(f"seed {seed}: {row['test_accuracy']:.4f} in {seconds:.0f} s", flush=True)
     return row
 
@@ -144,14 +155,14 @@ def table(report: dict) -> str:
         f"`{report['profile']}`: whole `mnist train --profile {report['profile']}` commands, one "
         "after another, and ensembles of their models (`mnist ensemble --from-models`).",
         "",
-        "| seed | epochs | test accuracy (%) | errors of 10,000 | whole command (s) |",
-        "|---|---|---|---|---|",
+        "| seed | epochs | test acc. (%) | errors of 10,000 | whole command (s) | load at start |",
+        "|---|---|---|---|---|---|",
     ]
     for s in seeds:
         errors = round((1 - s["test_accuracy"]) * 10000)
         lines.append(
             f"| {s['seed']} | {s['epochs']} | {100 * s['test_accuracy']:.2f} | {errors} | "
-            f"{s['command_s']:.0f} |"
+            f"{s['command_s']:.0f} | {s.get('load_at_start', '-')} |"
         )
     accuracies = [s["test_accuracy"] for s in seeds]
     lines += [
@@ -170,7 +181,7 @@ def table(report: dict) -> str:
             errors = round((1 - e["test_accuracy"]) * 10000)
             seeds_shown = ", ".join(map(str, e["seeds"]))
             lines.append(f"| {seeds_shown} | {100 * e['test_accuracy']:.2f} | {errors} |")
-    lines += ["", f"{report['machine'][0].upper()}{report['machine'][1:]}."]
+    lines += ["", f"This run of the bench: {report['machine']}."]
     return "\n".join(lines) + "\n"
 
 

@@ -61,7 +61,7 @@ def ensemble_flow(
     cluster = cluster or DaskSettings()
     try:
         refs = settings.member_refs() if settings.from_models else None
-        seeds = settings.member_seeds(config.seed)
+        seeds = settings.member_seeds(config.seed) if refs is None else []
     except ValueError as exc:
         raise MnistError(str(exc)) from None
     # members learn MNIST alone, read where this process reads it, wherever a worker runs
@@ -104,10 +104,10 @@ def ensemble_flow(
 
 
 def _from_models(config: TrainConfig, refs: list[str]) -> TrainingResult:
-    """Average models trained before, traced to their runs and of one recipe (checked before
-    anything is loaded or made); the ensemble's recipe is theirs."""
+    """Average models trained before (`mnist.members`: checked before anything is loaded or
+    made); the ensemble's recipe and data settings are theirs, its seed the first one's."""
     chosen = members.traced(refs)
-    config = TrainConfig(**{**config.model_dump(), **members.one_recipe(chosen)})
+    config = members.config(config, chosen)
     nets, histories = zip(*(existing(m) for m in chosen), strict=True)
     with tracked_run(config.experiment, f"ensemble-of-{len(chosen)}-models") as run:
         run.set_tags({"ensemble.models": ",".join(m.ref for m in chosen)})
@@ -142,5 +142,6 @@ def _publish(
     run.set_tags({MEMBERS_TAG: runs, "ensemble.seeds": ",".join(map(str, seeds))})
     history = pd.DataFrame(pd.concat(histories).groupby("epoch", as_index=False).mean())
     digest = hashlib.sha256(f"ensemble:{runs}".encode()).hexdigest()
-    tags = {MEMBERS_TAG: runs, "inputs_digest": digest}
-    return publish_network(config, run, ensemble.average(nets), history, tags)[0]
+    return publish_network(
+        config, run, ensemble.average(nets), history, {MEMBERS_TAG: runs}, digest
+    )[0]

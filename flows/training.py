@@ -4,7 +4,7 @@ the model -> register it. One flow run is one MLflow run."""
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, cast
 
 from prefect import flow
@@ -202,11 +202,14 @@ def publish_network(
     net: keras.Model,
     history: pd.DataFrame,
     tags: dict[str, str],
+    digest: str | None = None,
 ) -> tuple[TrainingResult, Prepared]:
     """A network trained elsewhere (a sweep's trial, an ensemble's members) published in `run`
-    as a training run publishes its own: what it is made from, scored on `config`'s splits.
-    Returns the result and those splits."""
+    as a training run publishes its own: what it is made from, scored on `config`'s splits;
+    `digest` names its inputs when `config`'s does not (an ensemble's members). Returns the
+    result and those splits."""
     inputs = gather(config)
+    inputs = replace(inputs, digest=digest) if digest else inputs
     describe(config, run, inputs)
     prepared = tasks.preprocess(inputs.dataset, inputs.added, config)
     prepared = tasks.validate(prepared, config.nan_policy, sources(inputs), run)

@@ -1,15 +1,22 @@
 """Models trained before, taken as an ensemble's members (`mnist ensemble --from-models`):
-each traced to the training run that made it, all of one recipe. Checked before anything is
-loaded or made, so a wrong reference is one line."""
+each traced to the training run that made it, none an ensemble, all learnt from MNIST alone
+with one recipe and one split. Checked before anything is loaded or made, so a wrong
+reference is one line."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from mnist import registry
 from mnist.errors import MnistError
 from mnist.recipe import Recipe
+from mnist.settings import TrainConfig
 from mnist.tracking import call, client
+
+SHARED = ["profile", *Recipe.model_fields, "validation_split", "train_limit", "nan_policy"]
+"""What the members must have in common: their recipe and the data they learnt from."""
 
 
 @dataclass(frozen=True)
@@ -26,26 +33,44 @@ class Member:
 
 
 def traced(refs: list[str]) -> list[Member]:
-    """Each reference traced to its training run; one that is not, or is gone, is an error."""
-    members = []
+    """Each reference traced to its training run; one that is not, is gone, is an ensemble,
+    learnt from added data or a warm start, or names a model named already is an error."""
+    members: list[Member] = []
     for ref in refs:
         resolved = registry.resolve(ref)
         run_id = registry.source_run(resolved)
         run = call(client().get_run, run_id, missing=f"{ref}: its run {run_id} is gone")
-        params = dict(run.data.params)
+        params, tags = dict(run.data.params), run.data.tags
+        if "ensemble.members" in tags:
+            raise MnistError(f"{ref}: an ensemble already; name its members' models instead")
         if not {"model", "seed"} <= params.keys():
             raise MnistError(f"{ref}: run {run_id} logged no recipe; it is not a training run")
+        if tags.get("added_batches", "none") != "none":
+            raise MnistError(f"{ref}: learnt from added data; members learn from MNIST alone")
+        if not tags.get("warm_start", "none").startswith("none"):
+            raise MnistError(f"{ref}: fine-tuned from {tags['warm_start']}; members start afresh")
+        if any(m.run_id == run_id for m in members):
+            raise MnistError(f"{ref}: the same model as another member (run {run_id})")
         members.append(Member(resolved, run_id, params))
     return members
 
 
-def one_recipe(members: list[Member]) -> dict[str, str]:
-    """The recipe (and profile) the members' runs logged; members of several is an error."""
-    keys = ["profile", *Recipe.model_fields]
-    differ = [k for k in keys if len({m.params.get(k) for m in members}) > 1]
+def config(given: TrainConfig, members: list[Member]) -> TrainConfig:
+    """`given` with the members' recipe and data settings and the first member's seed (its
+    split scores the ensemble); members that differ in them, or whose recipe cannot be read
+    here, are an error."""
+    differ = [k for k in SHARED if len({m.params.get(k) for m in members}) > 1]
     if differ:
         shown = "; ".join(
             f"{k}: " + ", ".join(str(m.params.get(k)) for m in members) for k in differ
         )
-        raise MnistError(f"--from-models: the members were trained with other recipes ({shown})")
-    return {k: v for k in keys if (v := members[0].params.get(k)) is not None}
+        raise MnistError(f"--from-models: the members differ in recipe or data ({shown})")
+    logged = members[0].params
+    theirs = {k: None if logged[k] == "None" else logged[k] for k in SHARED if k in logged}
+    try:
+        return TrainConfig(**{**given.model_dump(), **theirs, "seed": members[0].seed})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise MnistError(
+            f"--from-models: the members' recipe cannot be used here ({problems})"
+        ) from None

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from mnist.errors import MnistError
 from mnist.members import Member
 from mnist.settings import TrainConfig
 from mnist.tracking import Run, use_store
@@ -59,12 +58,9 @@ def existing(member: Member) -> tuple[keras.Model, pd.DataFrame]:
 
     net = models.core(tracking.load_model(member.ref).layers[-1])
     with tempfile.TemporaryDirectory(prefix="mnist-member-") as scratch:
-        try:
-            path = tracking.call(
-                tracking.client().download_artifacts, member.run_id, "history.csv", scratch
-            )
-            history = pd.read_csv(Path(path))
-        except MnistError:  # an older run without its history: the curves leave it out
-            history = pd.DataFrame({"epoch": pd.Series(dtype=int)})
+        history = tracking.call(
+            tracking.client().download_artifacts, member.run_id, "history.csv", scratch
+        )
+        history = pd.read_csv(Path(history))
     get_run_logger().info("member %s: run %s, a %s network", member.ref, member.run_id, net.name)
     return net, history

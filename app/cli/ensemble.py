@@ -15,15 +15,16 @@ def ensemble(args: argparse.Namespace) -> None:
     cluster = settings(args, DaskSettings)
     try:
         refs = chosen.member_refs() if chosen.from_models else None
-        seeds = chosen.member_seeds(config.seed)
+        seeds = chosen.member_seeds(config.seed) if refs is None else []
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if refs is not None:
-        if chosen.seeds is not None:
-            raise UsageError("--seeds: the models of --from-models have their seeds already")
+        if chosen.model_fields_set & {"members", "seeds"}:
+            raise UsageError("--members, --seeds: the models of --from-models give them")
         from mnist import members
 
-        members.one_recipe(members.traced(refs))  # a wrong reference: one line, before Prefect
+        # a wrong reference is one line, before Prefect; and the tags name the members' model
+        config = members.config(config, members.traced(refs))
     api_started = start_prefect()
     from prefect import tags
 

@@ -4,6 +4,7 @@ and make nothing. Real commands, the session's Prefect API, a SQLite MLflow stor
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from PIL import Image
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-TINY = ["--profile", "fast", "--epochs", "1", "--train-limit", "600", "--test-limit", "300"]
+TINY = ["--profile", "fast", "--test-limit", "300", "--no-added-data"]
 
 
 def _mnist(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300):
@@ -29,7 +30,8 @@ def _mnist(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, prefect_api_url, mnist_path) -> tuple[dict[str, str], Path]:
-    """Versions 1 and 2 of `solo`: one recipe, seeds 1 and 2; version 3: 2 epochs, seed 3."""
+    """Versions 1 and 2 of `solo`: one recipe and split, seeds 1 and 2; version 3: another
+    recipe (3 epochs) on other data (500 images), seed 3."""
     root = tmp_path_factory.mktemp("from-models")
     env = {
         **os.environ,
@@ -37,10 +39,11 @@ def trained(tmp_path_factory, prefect_api_url, mnist_path) -> tuple[dict[str, st
         "PREFECT_API_URL": prefect_api_url,
         "MNIST_DATA_DIR": str(mnist_path),
     }
-    for seed, epochs in ((1, "1"), (2, "1"), (3, "2")):
-        args = ["train", *TINY, "--epochs", epochs, "--seed", str(seed)]
-        out = _mnist([*args, "--registered-model", "solo", "--no-added-data"], env, root)
+    for seed, epochs, images in ((1, "2", "600"), (2, "2", "600"), (3, "3", "500")):
+        args = ["train", *TINY, "--epochs", epochs, "--train-limit", images, "--seed", str(seed)]
+        out = _mnist([*args, "--registered-model", "solo"], env, root)
         assert out.returncode == 0, out.stderr[-3000:]
+    MlflowClient(env["MLFLOW_TRACKING_URI"]).set_registered_model_alias("solo", "first", "1")
     return env, root
 
 
@@ -63,13 +66,16 @@ def test_models_trained_before_become_one_version_of_their_recipe(trained, mnist
     members = [str(solo["1"].run_id), str(solo["2"].run_id)]
     assert version.tags["ensemble.members"] == ",".join(members)
     assert all(m in str(version.description) for m in members)  # the card names its members' runs
-    # its own inputs: not mistaken for a single run of the same recipe and seed
-    assert version.tags["inputs_digest"] not in {v.tags["inputs_digest"] for v in solo.values()}
     run = client.get_run(str(version.run_id))
     assert run.data.tags["ensemble.seeds"] == "1,2"
-    assert run.data.params["model"] == "small" and run.data.params["epochs"] == "1"
-    assert run.data.params["profile"] == "fast"
     assert run.data.tags["ensemble.models"].startswith("models:/solo/1,runs:/")
+    # the members' recipe and data, the first one's seed; not the command's defaults
+    params = run.data.params
+    assert (params["profile"], params["model"], params["epochs"]) == ("fast", "small", "2")
+    assert (params["train_limit"], params["seed"]) == ("600", "1")
+    # its inputs are its members: never taken for a single run of the same recipe and seed
+    digest = hashlib.sha256(f"ensemble:{','.join(members)}".encode()).hexdigest()
+    assert version.tags["inputs_digest"] == run.data.tags["inputs_digest"] == digest
 
     paths = []
     for i in range(20):
@@ -80,16 +86,26 @@ def test_models_trained_before_become_one_version_of_their_recipe(trained, mnist
     digits = [int(line.split()[1]) for line in predicted.stdout.splitlines()[1:]]
     assert np.mean(np.array(digits) == mnist_data.test.labels[:20]) >= 0.6, digits
 
+    again = _mnist(["ensemble", "--from-models", "models:/pair/1,models:/solo/1"], env, root)
+    assert again.returncode == 1
+    assert again.stderr.strip() == (
+        "mnist: error: models:/pair/1: an ensemble already; name its members' models instead"
+    )
+
 
 @pytest.mark.parametrize(
     ("refs", "message"),
     [
-        ("models:/solo/1,models:/solo/3", "other recipes (epochs: 1, 2)"),
+        (
+            "models:/solo/1,models:/solo/3",
+            "differ in recipe or data (epochs: 2, 3; train_limit: 600, 500)",
+        ),
+        ("models:/solo/1,models:/solo@first", "the same model as another member"),
         ("models:/solo/1,{root}/model.keras", "not traceable to the run that made it"),
         ("models:/solo/1,models:/solo/9", "has no version 9"),
         ("models:/solo/1", "give 2 to 10 different model references"),
     ],
-    ids=["two-recipes", "untraceable-file", "unknown-version", "one-model"],
+    ids=["two-recipes", "same-model", "untraceable-file", "unknown-version", "one-model"],
 )
 def test_wrong_members_are_one_line_and_make_nothing(refs, message, trained):
     env, root = trained

@@ -1,12 +1,13 @@
-"""An ensemble from models trained before: its references and the one recipe of its members."""
+"""An ensemble from models trained before: its references, and the one recipe and split of
+its members, which become its own."""
 
 from __future__ import annotations
 
 import pytest
 
 from mnist.errors import MnistError
-from mnist.members import Member, one_recipe
-from mnist.settings import EnsembleSettings
+from mnist.members import Member, config
+from mnist.settings import EnsembleSettings, TrainConfig
 
 RECIPE = {
     "profile": "best",
@@ -23,17 +24,39 @@ RECIPE = {
 
 
 def _member(seed: int, **changed: str) -> Member:
-    params = {**RECIPE, "seed": str(seed), "validation_split": "0.1", **changed}
+    params = {**RECIPE, "seed": str(seed), "validation_split": "0.1", "train_limit": "None"}
+    params |= {"nan_policy": "fail", "test_limit": "300", **changed}
     return Member(f"models:/m/{seed}", f"run{seed}", params)
 
 
-def test_members_of_one_recipe_give_it_whatever_their_seeds():
-    assert one_recipe([_member(0), _member(1), _member(2)]) == RECIPE
+def test_members_of_one_recipe_give_it_their_split_and_the_first_seed():
+    given = TrainConfig.from_profile(profile="fast", seed=42, train_limit=500, test_limit=1000)
+    made = config(given, [_member(3), _member(1), _member(2)])
+    assert made.recipe == TrainConfig.from_profile(profile="best", epochs=45).recipe
+    assert (made.profile, made.seed, made.train_limit, made.validation_split) == (
+        "best",
+        3,
+        None,
+        0.1,
+    )
+    assert made.test_limit == 1000  # how the ensemble is scored is the command's
 
 
-def test_members_of_two_recipes_are_named_with_what_differs():
-    with pytest.raises(MnistError, match=r"other recipes \(epochs: 45, 30; augment: True, False\)"):
-        one_recipe([_member(0), _member(1, epochs="30", augment="False")])
+def test_members_that_differ_are_named_with_what_differs():
+    with pytest.raises(
+        MnistError, match=r"differ in recipe or data \(epochs: 45, 30; augment: True"
+    ):
+        config(TrainConfig.from_profile(), [_member(0), _member(1, epochs="30", augment="False")])
+    with pytest.raises(MnistError, match=r"\(train_limit: None, 600\)"):
+        config(TrainConfig.from_profile(), [_member(0), _member(1, train_limit="600")])
+
+
+def test_a_recipe_that_cannot_be_read_here_is_one_error():
+    with pytest.raises(MnistError, match="the members' recipe cannot be used here"):
+        config(
+            TrainConfig.from_profile(),
+            [_member(0, profile="gone.toml"), _member(1, profile="gone.toml")],
+        )
 
 
 ELEVEN = ",".join(f"models:/m/{i}" for i in range(11))
