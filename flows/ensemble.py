@@ -92,15 +92,8 @@ def ensemble_flow(
                     *(load_network(r, Path(scratch) / r) for r, _ in trained), strict=True
                 )
             member_runs = [run_id for run_id, _ in trained]
-            result = _publish(config, run, member_runs, seeds, list(nets), list(histories))
-            create_markdown_artifact(
-                key="ensemble-summary",
-                markdown=summary(config, result)
-                + "\n\nMembers: "
-                + ", ".join(f"`{r}` (val {a:.4f})" for r, a in trained),
-                description="The ensemble's test metrics and its members' MLflow runs",
-            )
-    return result
+            shown = [f"`{r}` (val {a:.4f})" for r, a in trained]
+            return _publish(config, run, member_runs, seeds, list(nets), list(histories), shown)
 
 
 def _from_models(config: TrainConfig, refs: list[str]) -> TrainingResult:
@@ -112,15 +105,8 @@ def _from_models(config: TrainConfig, refs: list[str]) -> TrainingResult:
     with tracked_run(config.experiment, f"ensemble-of-{len(chosen)}-models") as run:
         run.set_tags({"ensemble.models": ",".join(m.ref for m in chosen)})
         runs, seeds = [m.run_id for m in chosen], [m.seed for m in chosen]
-        result = _publish(config, run, runs, seeds, list(nets), list(histories))
-        create_markdown_artifact(
-            key="ensemble-summary",
-            markdown=summary(config, result)
-            + "\n\nMembers: "
-            + ", ".join(f"`{m.ref}` (run `{m.run_id}`)" for m in chosen),
-            description="The ensemble's test metrics and its members' models",
-        )
-    return result
+        shown = [f"`{m.ref}` (run `{m.run_id}`)" for m in chosen]
+        return _publish(config, run, runs, seeds, list(nets), list(histories), shown)
 
 
 def _publish(
@@ -130,10 +116,11 @@ def _publish(
     seeds: list[int],
     nets: list[keras.Model],
     histories: list[pd.DataFrame],
+    shown: list[str],
 ) -> TrainingResult:
     """The members' networks, averaged, published in the ensemble's run; its training curves
     are the members' mean. Its inputs are its members: a single run of the same recipe and
-    seed is another model."""
+    seed is another model. The Prefect summary lists the members as `shown`."""
     import pandas as pd
 
     from mnist import ensemble
@@ -142,6 +129,12 @@ def _publish(
     run.set_tags({MEMBERS_TAG: runs, "ensemble.seeds": ",".join(map(str, seeds))})
     history = pd.DataFrame(pd.concat(histories).groupby("epoch", as_index=False).mean())
     digest = hashlib.sha256(f"ensemble:{runs}".encode()).hexdigest()
-    return publish_network(
+    result, _ = publish_network(
         config, run, ensemble.average(nets), history, {MEMBERS_TAG: runs}, digest
-    )[0]
+    )
+    create_markdown_artifact(
+        key="ensemble-summary",
+        markdown=f"{summary(config, result)}\n\nMembers: {', '.join(shown)}",
+        description="The ensemble's test metrics and its members",
+    )
+    return result

@@ -52,15 +52,10 @@ def member(config: TrainConfig, parent_run: str, tracking_uri: str) -> tuple[str
 @task(name="existing-member", task_run_name="member-{member.ref}", cache_policy=NO_CACHE)
 def existing(member: Member) -> tuple[keras.Model, pd.DataFrame]:
     """A model trained before (`mnist.members`): its network and its training history."""
-    import pandas as pd
-
     from mnist import models, tracking
 
     net = models.core(tracking.load_model(member.ref).layers[-1])
     with tempfile.TemporaryDirectory(prefix="mnist-member-") as scratch:
-        history = tracking.call(
-            tracking.client().download_artifacts, member.run_id, "history.csv", scratch
-        )
-        history = pd.read_csv(Path(history))
+        history = remote.history(member.run_id, Path(scratch))
     get_run_logger().info("member %s: run %s, a %s network", member.ref, member.run_id, net.name)
     return net, history

@@ -73,10 +73,18 @@ def keep_network(run: Run, net: keras.Model) -> None:
 def load_network(run_id: str, scratch: Path) -> tuple[keras.Model, pd.DataFrame]:
     """The network a task kept in run `run_id`, and its history."""
     import keras
-    import pandas as pd
 
     from mnist.tracking import call, client
 
     folder = call(client().download_artifacts, run_id, NETWORK, str(scratch))
     net = cast("keras.Model", keras.models.load_model(Path(folder) / "model.keras"))
-    return net, pd.read_csv(call(client().download_artifacts, run_id, "history.csv", str(scratch)))
+    return net, history(run_id, scratch)
+
+
+def history(run_id: str, scratch: Path) -> pd.DataFrame:
+    """The per-epoch history (`history.csv`) that a training run logged."""
+    import pandas as pd
+
+    from mnist.tracking import call, client
+
+    return pd.read_csv(call(client().download_artifacts, run_id, "history.csv", str(scratch)))
