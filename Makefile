@@ -11,7 +11,7 @@ PARALLEL ?= -n 3 --dist loadgroup --no-loadscope-reorder
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser postgres train test test-fast test-integration test-system lint docs bench clean stack-up stack-down stack-status
+.PHONY: install browser postgres netns train test test-fast test-integration test-system lint docs bench clean stack-up stack-down stack-status
 
 # uv installs the same resolution as pip in under half the time (81 s against 196 s on a fresh
 # 2-core machine: ADR 0094); pip does it where uv cannot. Compiled, as pip does: where
@@ -33,16 +33,20 @@ postgres:  ## Debian's PostgreSQL server, for the tests that run on it (started 
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql; }
 
+netns:  ## iproute2's `ip`, for the test whose Dask workers run on other hosts (network namespaces)
+	@command -v ip >/dev/null || { $(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q iproute2; }
+
 train: install  ## run the training flow end to end (ARGS="--epochs 3 ...")
 	$(BIN)/mnist train $(ARGS)
 
-test: lint browser postgres  ## lint, then the whole test suite
+test: lint browser postgres netns  ## lint, then the whole test suite
 	$(BIN)/pytest $(PARALLEL) $(PYTEST_ARGS)
 
 test-fast: install  ## the unit tier: every module on small data, no servers (about a minute)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: install postgres  ## real MLflow, Prefect and PostgreSQL servers, real training
+test-integration: install postgres netns  ## real MLflow, Prefect and PostgreSQL servers, real training
 	$(BIN)/pytest tests/integration $(PARALLEL) $(PYTEST_ARGS)
 
 test-system: install browser postgres  ## whole commands, the browser page, the stack, faults

@@ -7,7 +7,6 @@ import mnist.env  # noqa: F401  (first: env defaults before Prefect, MLflow, Ten
 
 # isort: on
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,10 +16,17 @@ import numpy
 import pytest
 
 from mnist import data
-from tests.servers import Postgres, Server, free_port, start_server, start_servers, stop_server
+from tests.servers import (
+    Postgres,
+    mlflow_spec,
+    prefect_spec,
+    server_url,
+    start_server,
+    start_servers,
+    stop_server,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 
 
 def _process_settings() -> None:
@@ -175,48 +181,21 @@ def full_run(prefect_api, workdir, mnist_path):
     return config, training_flow(config)
 
 
-def _mlflow_spec(root: Path) -> Server:
-    """`mlflow server` on a free loopback port, SQLite backend, one worker, in `root`."""
-    port = free_port()
-    args = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
-    args += ["--artifacts-destination", str(root / "artifacts")]
-    health, env = f"http://127.0.0.1:{port}/health", {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    return args, health, root / "server.log", env
-
-
-def _prefect_spec(root: Path) -> Server:
-    """`prefect server start` on a free loopback port with its own home and database."""
-    port = free_port()
-    args = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    env = {
-        "PREFECT_HOME": str(root),
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    return args, f"http://127.0.0.1:{port}/api/health", root / "server.log", env
-
-
-def _url(spec: Server) -> str:
-    """The server's base URL: its health URL less `/health` (MLflow), `/api/health` (Prefect)."""
-    return spec[1].removesuffix("/api/health").removesuffix("/health")
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """`mlflow server` on a free loopback port, SQLite backend, one worker."""
-    spec = _mlflow_spec(tmp_path_factory.mktemp("mlflow-server"))
+    spec = mlflow_spec(tmp_path_factory.mktemp("mlflow-server"))
     proc = start_server(*spec)
-    yield _url(spec)
+    yield server_url(spec)
     stop_server(proc)
 
 
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     """`prefect server start` on a free loopback port with its own home and database."""
-    spec = _prefect_spec(tmp_path_factory.mktemp("prefect-server"))
+    spec = prefect_spec(tmp_path_factory.mktemp("prefect-server"))
     proc = start_server(*spec)
-    yield f"{_url(spec)}/api", Path(spec[3]["PREFECT_HOME"])
+    yield f"{server_url(spec)}/api", Path(spec[3]["PREFECT_HOME"])
     stop_server(proc)
 
 
@@ -224,10 +203,10 @@ def prefect_server(tmp_path_factory):
 def servers(tmp_path_factory):
     """`prefect_server` and `mlflow_server` started at once (their start-ups overlap):
     ((Prefect API URL, its home), MLflow URL)."""
-    prefect = _prefect_spec(tmp_path_factory.mktemp("prefect-server"))
-    mlflow = _mlflow_spec(tmp_path_factory.mktemp("mlflow-server"))
+    prefect = prefect_spec(tmp_path_factory.mktemp("prefect-server"))
+    mlflow = mlflow_spec(tmp_path_factory.mktemp("mlflow-server"))
     procs = start_servers(prefect, mlflow)
-    yield (f"{_url(prefect)}/api", Path(prefect[3]["PREFECT_HOME"])), _url(mlflow)
+    yield (f"{server_url(prefect)}/api", Path(prefect[3]["PREFECT_HOME"])), server_url(mlflow)
     for proc in procs:
         stop_server(proc)
 

@@ -1,4 +1,5 @@
-"""Start and stop real servers on 127.0.0.1 for tests and benchmarks."""
+"""Start and stop real servers (on 127.0.0.1 unless a test says otherwise) for tests and
+benchmarks."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from typing import Any
 
 from app.stack.postgres import PostgreSQL
 from mnist.waiting import Gone, answers, exited, wait_until
+
+BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
@@ -72,6 +75,33 @@ def start_servers(*servers: Server) -> list[subprocess.Popen]:
     return procs
 
 
+def mlflow_spec(root: Path, host: str = "127.0.0.1") -> Server:
+    """`mlflow server` on a free port of `host`, SQLite backend, one worker, in `root`."""
+    port = free_port()
+    args = [str(BIN / "mlflow"), "server", "--host", host, "--port", str(port)]
+    args += ["--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    args += ["--artifacts-destination", str(root / "artifacts")]
+    health, env = f"http://{host}:{port}/health", {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return args, health, root / "server.log", env
+
+
+def prefect_spec(root: Path, host: str = "127.0.0.1") -> Server:
+    """`prefect server start` on a free port of `host` with its own home and database."""
+    port = free_port()
+    args = [str(BIN / "prefect"), "server", "start", "--host", host, "--port", str(port)]
+    env = {
+        "PREFECT_HOME": str(root),
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    return args, f"http://{host}:{port}/api/health", root / "server.log", env
+
+
+def server_url(spec: Server) -> str:
+    """The server's base URL: its health URL less `/health` (MLflow), `/api/health` (Prefect)."""
+    return spec[1].removesuffix("/api/health").removesuffix("/health")
+
+
 def stop_server(proc) -> None:
     proc.terminate()
     try:
@@ -83,15 +113,23 @@ def stop_server(proc) -> None:
 class Postgres(PostgreSQL):
     """A throwaway PostgreSQL server (the stack's launcher, `app.stack.postgres`) on a free
     loopback port, trusting its user, durability off, in a scratch directory; a child of this
-    process that dies with it. `url(db)` creates database `db` and gives its SQLAlchemy URL."""
+    process that dies with it. `url(db)` creates database `db` and gives its SQLAlchemy URL.
 
-    def __init__(self) -> None:
+    With `also_on` (an address of this machine, and the /24 it is on), it listens there too
+    and trusts that network's clients."""
+
+    def __init__(self, also_on: str | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mnist-pg-"))
         if os.geteuid() == 0:  # the server runs as `postgres`, who must enter the directory
             shutil.chown(self.root, "postgres", "postgres")
-        fast = {"fsync": "off", "full_page_writes": "off"}
-        super().__init__(self.root / "data", free_port(), settings=fast, log=self.root / "log")
+        settings = {"fsync": "off", "full_page_writes": "off"}
+        if also_on:
+            settings["listen_addresses"] = f"127.0.0.1,{also_on}"
+        super().__init__(self.root / "data", free_port(), settings=settings, log=self.root / "log")
         self.init()
+        if also_on:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {also_on}/24 trust\n")
         self.start()
 
     def start(self) -> subprocess.Popen:
