@@ -2,7 +2,7 @@
 of them.
 
     python -m bench.recipes [--profile best] [--seeds 0,1,2] [--ensembles 3]
-                            [--store DIR] [--epochs N]
+                            [--store DIR] [--epochs N] [--validation-split F]
 
 1. `mnist train --profile PROFILE --seed S` for each seed, one whole command after another:
    its wall seconds (process start to exit, TensorFlow, Prefect and MLflow included) and its
@@ -73,15 +73,19 @@ def _run_id(stdout: str) -> str:
     return next(line.split()[-1] for line in stdout.splitlines() if line.startswith("MLflow run:"))
 
 
-def _recipe(profile: str, epochs: str | None) -> dict[str, str]:
-    """The recipe's knobs as its runs log them (strings)."""
+def _recipe(profile: str, epochs: str | None, split: float) -> dict[str, str]:
+    """The recipe's knobs and the split as its runs log them (strings)."""
     from mnist.recipe import load_recipe
 
     knobs = {k: str(v) for k, v in load_recipe(profile).model_dump().items()}
-    return knobs | ({"epochs": str(int(epochs))} if epochs else {})
+    return (
+        knobs | {"validation_split": str(split)} | ({"epochs": str(int(epochs))} if epochs else {})
+    )
 
 
-def _finished(store: Path, profile: str, seed: int, epochs: str | None) -> dict | None:
+def _finished(
+    store: Path, profile: str, seed: int, epochs: str | None, split: float
+) -> dict | None:
     """The measurement of `seed` in `store` already: a finished run of the same recipe whose
     command ran to the end."""
     if not (store / "mlflow.db").exists():
@@ -90,7 +94,7 @@ def _finished(store: Path, profile: str, seed: int, epochs: str | None) -> dict 
     found = client.get_experiment_by_name(f"bench-{profile}")
     if found is None:
         return None
-    recipe = _recipe(profile, epochs)
+    recipe = _recipe(profile, epochs, split)
     query = f"params.seed = '{seed}' and attributes.status = 'FINISHED'"
     for run in client.search_runs([found.experiment_id], query):
         same = all(run.data.params.get(k) == v for k, v in recipe.items())
@@ -112,15 +116,16 @@ def _row(run, seconds: float) -> dict:
     }
 
 
-def seed_run(store: Path, profile: str, seed: int, epochs: str | None) -> dict:
+def seed_run(store: Path, profile: str, seed: int, epochs: str | None, split: float) -> dict:
     """One whole `mnist train` command for `seed` (or its measurement from an earlier run)."""
     experiment = f"bench-{profile}"
-    if (done := _finished(store, profile, seed, epochs)) is not None:
+    if (done := _finished(store, profile, seed, epochs, split)) is not None:
         print(f"seed {seed}: measured before, run {done['run_id']}", flush=True)
         return done
     args = ["train", "--profile", profile, "--seed", str(seed), "--no-added-data"]
     args += ["--experiment", experiment, "--registered-model", experiment]
     args += ["--epochs", str(int(epochs))] if epochs else []
+    args += ["--validation-split", str(split)]
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     seconds, stdout = _mnist(args, store)
     client = _client(store)
@@ -152,8 +157,9 @@ def ensemble(store: Path, profile: str, seeds: list[dict]) -> dict:
 def table(report: dict) -> str:
     seeds, ensembles = report["seeds"], report["ensembles"]
     lines = [
-        f"`{report['profile']}`: whole `mnist train --profile {report['profile']}` commands, one "
-        "after another, and ensembles of their models (`mnist ensemble --from-models`).",
+        f"`{report['profile']}`: whole `mnist train --profile {report['profile']}` commands "
+        f"(validation split {report['validation_split']}), one after another, and ensembles of "
+        "their models (`mnist ensemble --from-models`).",
         "",
         "| seed | epochs | test acc. (%) | errors of 10,000 | whole command (s) | load at start |",
         "|---|---|---|---|---|---|",
@@ -194,15 +200,26 @@ def main() -> None:
     p.add_argument("--ensembles", default="3", help="ensemble sizes (first K seeds), or ''")
     p.add_argument("--store", type=Path, help="where to keep the runs (resumes from them)")
     p.add_argument("--epochs", help="override the recipe's epochs (exploring)")
+    p.add_argument(
+        "--validation-split", type=float, help="override the recipe's split (0: none held out)"
+    )
     args = p.parse_args()
+    if args.validation_split is None:
+        from mnist.recipe import load_recipe
+
+        args.validation_split = load_recipe(args.profile).validation_split
     store = (args.store or Path(tempfile.mkdtemp(prefix="bench-recipes-"))).resolve()
     store.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
-    seeds = [seed_run(store, args.profile, int(s), args.epochs) for s in args.seeds.split(",")]
+    seeds = [
+        seed_run(store, args.profile, int(s), args.epochs, args.validation_split)
+        for s in args.seeds.split(",")
+    ]
     sizes = [int(k) for k in args.ensembles.split(",") if k]
     ensembles = [ensemble(store, args.profile, seeds[:k]) for k in sizes if 2 <= k <= len(seeds)]
     report = {
         "profile": args.profile,
+        "validation_split": args.validation_split,
         "machine": machine(load),
         "store": str(store),
         "seeds": seeds,

@@ -61,7 +61,9 @@ def _open(config: TrainConfig | None, settings: SweepSettings, url: str):
         space = load_space(settings.space)
     except ValueError as exc:
         raise MnistError(str(exc)) from None
-    config = config or TrainConfig.from_profile(profile=space.base)
+    config = config or TrainConfig.from_profile(
+        profile=space.base, validation_split=space.validation_split
+    )
     if config.validation_split == 0:
         raise MnistError("a sweep scores its trials on the validation split: --validation-split 0")
     # a sweep tunes a recipe on MNIST (added data would make trials of one study unequal), read

@@ -15,7 +15,7 @@ from mnist.recipe import Recipe
 from mnist.settings import TrainConfig
 from mnist.tracking import call, client
 
-SHARED = ["profile", *Recipe.model_fields, "validation_split", "train_limit", "nan_policy"]
+SHARED = ["profile", *Recipe.model_fields, "train_limit", "nan_policy"]
 """What the members must have in common: their recipe and the data they learnt from."""
 
 
@@ -67,8 +67,14 @@ def config(given: TrainConfig, members: list[Member]) -> TrainConfig:
         raise MnistError(f"--from-models: the members differ in recipe or data ({shown})")
     logged = members[0].params
     theirs = {k: None if logged[k] == "None" else logged[k] for k in SHARED if k in logged}
+    # a knob newer than the members' runs: what they trained with is its default
+    newer = {
+        k: f.default
+        for k, f in Recipe.model_fields.items()
+        if k not in logged and not f.is_required()
+    }
     try:
-        return TrainConfig(**{**given.model_dump(), **theirs, "seed": members[0].seed})
+        return TrainConfig(**{**given.model_dump(), **newer, **theirs, "seed": members[0].seed})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise MnistError(

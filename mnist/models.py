@@ -12,6 +12,7 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
+from mnist.elastic import ElasticDistortion
 from mnist.errors import MnistError
 from mnist.preprocess import MAX_PIXEL, NUM_CLASSES
 
@@ -108,21 +109,24 @@ ARCHITECTURES: dict[str, Callable[[], keras.Sequential]] = {
 }
 
 
-def augmentation() -> keras.Sequential:
-    """Random rotations (up to 10 degrees), zoom and shifts (up to 10%), in training only:
-    at inference these layers pass images through unchanged."""
+def augmentation(elastic: float = 0.0) -> keras.Sequential:
+    """Random rotations (up to 10 degrees), zoom and shifts (up to 10%), then, if `elastic`,
+    elastic distortion of that strength, in training only: at inference these layers pass
+    images through unchanged."""
     return keras.Sequential(
         [
             layers.RandomRotation(10 / 360, fill_mode="constant"),
             layers.RandomZoom(0.1, fill_mode="constant"),
             layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
+            *([ElasticDistortion(elastic)] if elastic else []),
         ],
         name="augmentation",
     )
 
 
-def build(name: str, augment: bool = False) -> keras.Sequential:
-    """Build the architecture called `name` (uncompiled), behind augmentation if asked."""
+def build(name: str, augment: bool = False, elastic: float = 0.0) -> keras.Sequential:
+    """Build the architecture called `name` (uncompiled), behind augmentation if asked (with
+    elastic distortion of strength `elastic`, if not 0)."""
     try:
         net = ARCHITECTURES[name]()
     except KeyError:
@@ -131,7 +135,9 @@ def build(name: str, augment: bool = False) -> keras.Sequential:
         ) from None
     if not augment:
         return net
-    return keras.Sequential([keras.Input(INPUT_SHAPE), augmentation(), net], name=f"{name}_aug")
+    return keras.Sequential(
+        [keras.Input(INPUT_SHAPE), augmentation(elastic), net], name=f"{name}_aug"
+    )
 
 
 def core(net: keras.Model) -> keras.Model:
@@ -140,7 +146,10 @@ def core(net: keras.Model) -> keras.Model:
 
 
 def for_raw_pixels(net: keras.Model) -> keras.Sequential:
-    """Wrap a trained network so it takes raw 0-255 pixels shaped (N, 28, 28)."""
+    """Wrap a trained network so it takes raw 0-255 pixels shaped (N, 28, 28); without its
+    augmentation, which does nothing at inference (and whose layers a loader without this
+    package would not know)."""
+    net = core(net)
     return keras.Sequential(
         [
             keras.Input((28, 28), name="pixels"),

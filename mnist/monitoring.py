@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 OK, DRIFT, TOO_FEW = "ok", "drift", "too few predictions"
 DEFAULT_SINCE = "24h"
-REFERENCE_FORMAT = 1
+REFERENCE_FORMAT = 2
 """Bumped when what a cached reference holds changes: older files are then rebuilt."""
 
 
@@ -45,8 +45,8 @@ def window_bounds(settings: MonitorSettings) -> tuple[datetime | None, int | Non
 
 def held_out_rows(train_labels: np.ndarray, params: dict[str, str]) -> np.ndarray:
     """Indices of MNIST training digits that a model trained with `params` (its run's) was not
-    fitted on: its validation split and the rows past its `train_limit`; all of them when
-    there are none (no validation split, no limit)."""
+    fitted on: its validation split and the rows past its `train_limit` (none when it learnt
+    from all of them)."""
     from mnist.preprocess import stratified_split
 
     def number(key: str, kind: type, default: Any) -> Any:
@@ -57,18 +57,18 @@ def held_out_rows(train_labels: np.ndarray, params: dict[str, str]) -> np.ndarra
     split, seed = number("validation_split", float, 0.1), number("seed", int, 42)
     head = np.asarray(train_labels[:limit])
     _, val = stratified_split(head, split, seed) if split > 0 else (None, np.zeros(0, np.int64))
-    rows = np.concatenate([val, np.arange(len(head), len(train_labels))]).astype(np.int64)
-    return rows if len(rows) else np.arange(len(train_labels))
+    return np.concatenate([val, np.arange(len(head), len(train_labels))]).astype(np.int64)
 
 
 def build_reference(
     model: keras.Model, data: Dataset, params: dict[str, str], size: int, seed: int = 0
 ) -> drift.Sample:
-    """The champion's view of `size` held-out training digits (a seeded sample)."""
+    """The champion's view of `size` digits it was not fitted on (a seeded sample): held-out
+    training digits, or the test digits when it learnt from every training digit."""
     rows = held_out_rows(np.asarray(data.train.targets), params)
+    pool = data.train.images[rows] if len(rows) else data.test.images
     rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(rows, min(size, len(rows)), replace=False))
-    images = data.train.images[chosen]
+    images = pool[np.sort(rng.choice(len(pool), min(size, len(pool)), replace=False))]
     seen = drift.look(model, images)
     return drift.Sample(seen.digits, seen.confidence, drift.pixel_stats(images), seen.embeddings)
 

@@ -1,7 +1,9 @@
 """Recipes as data: how to fit a model, in TOML files named by `--profile`.
 
 The built-in ones are in `mnist/recipes/`; `MNIST_RECIPES_DIR` adds more (looked up first).
-Each file sets every knob of `Recipe`, so no recipe silently inherits another's value.
+Each built-in file sets every knob of `Recipe`, so no recipe silently inherits another's value;
+knobs added since the first recipes (`elastic`, `validation_split`) have defaults that keep an
+older file, and an older run's params, meaning what they meant.
 """
 
 from __future__ import annotations
@@ -31,7 +33,21 @@ class Recipe(BaseModel):
         description="learning rate: one-cycle (warm-up, cosine decay) or constant"
     )
     augment: bool = Field(description="random shifts, rotations and zoom in training")
+    elastic: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="with augment: strength (pixels) of random elastic distortions in training "
+        "(Simard et al.'s alpha, smoothed over 4 pixels); 0: none",
+    )
     label_smoothing: float = Field(ge=0, lt=1, description="label smoothing of the loss")
+    validation_split: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="fraction of the training data held out to validate each epoch, "
+        "stratified by label; 0: train on all of it (a final model)",
+    )
 
 
 def recipe_dirs() -> list[Path]:

@@ -81,12 +81,6 @@ class DataSettings(DatastoreSettings):
         description="MNIST directory or .npz (default: MNIST_DATA_DIR, else the cache)",
     )
     seed: int = Field(default=42, ge=0, description="fixes the validation split and initialisation")
-    validation_split: float = Field(
-        default=0.1,
-        ge=0,
-        lt=1,
-        description="fraction of training data held out, stratified by label",
-    )
     nan_policy: NanPolicy = Field(
         default="fail", description="what to do with NaN/Inf/invalid samples"
     )

@@ -3,8 +3,10 @@ the objective a sweep scores its trials by.
 
 A space names its `base` recipe and, under `[params.NAME]`, a range of a recipe knob (`low`,
 `high`, optionally `log = true` or an integer `step`) or a list of `choices`. Every knob it does
-not name comes from the base recipe. Built-in spaces are in `mnist/sweeps/`; a path to a .toml
-file names any other.
+not name comes from the base recipe, but the split: trials are scored on held-out data, so a
+space holds out its own `validation_split` (default 0.1) whatever its base recipe does (`best`
+trains its final models on all the data). Built-in spaces are in `mnist/sweeps/`; a path to a
+.toml file names any other.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mnist.recipe import Recipe, load_recipe
 
@@ -68,6 +70,7 @@ class Space(BaseModel):
 
     base: str
     params: dict[str, Param]
+    validation_split: float = Field(default=0.1, gt=0, lt=1)
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Value]:
         """The trial's value of every knob of the space (Optuna's suggest_* calls)."""
@@ -157,11 +160,17 @@ def load_space(name: str) -> Space:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ValueError(f"search space {path}: {problems}") from None
-    unknown = sorted(set(space.params) - set(Recipe.model_fields))
+    if "validation_split" in space.params:
+        raise ValueError(
+            f"search space {path}: params.validation_split: trials are scored on the split, so "
+            "a space fixes it (validation_split = F at the top), not varies it"
+        )
+    knobs = [k for k in Recipe.model_fields if k != "validation_split"]
+    unknown = sorted(set(space.params) - set(knobs))
     if unknown:
         raise ValueError(
             f"search space {path}: unknown option(s) {', '.join(unknown)}; a space varies "
-            f"recipe knobs: {', '.join(Recipe.model_fields)}"
+            f"recipe knobs: {', '.join(knobs)}"
         )
     if not space.params:
         raise ValueError(f"search space {path}: no [params.NAME] to vary")

@@ -118,7 +118,7 @@ def warm_start(config: TrainConfig, model: keras.Model) -> keras.Model | None:
     """`config.model` built with the weights of a logged raw-pixel model, or None when that
     model's architecture is another."""
     keras.utils.set_random_seed(config.seed)
-    net = models.build(config.model, augment=config.augment)
+    net = models.build(config.model, config.augment, config.elastic)
     source = models.core(model.layers[-1])
     if source.name != config.model:
         return None
@@ -140,7 +140,7 @@ def train(
     (made by `warm_start`), for the epochs and learning rate `plan` gives a warm start."""
     keras.utils.set_random_seed(config.seed)
     epochs, lr = plan(config, warm=init is not None)
-    net = models.build(config.model, config.augment) if init is None else init
+    net = models.build(config.model, config.augment, config.elastic) if init is None else init
     steps = math.ceil(len(data.train) / config.batch_size) * epochs
     compile_model(
         net,

@@ -63,10 +63,12 @@ def prepared(config: TrainConfig) -> pre.Prepared:
 
 
 def keep_network(run: Run, net: keras.Model) -> None:
-    """Save `net` in `run` (`network/model.keras`)."""
+    """Save `net` in `run` (`network/model.keras`), without its training-only augmentation."""
+    from mnist import models
+
     with tempfile.TemporaryDirectory(prefix="mnist-network-") as scratch:
         path = Path(scratch) / "model.keras"
-        net.save(path)
+        models.core(net).save(path)
         run.log_file(path, NETWORK)
 
 

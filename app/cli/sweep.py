@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from app.cli.options import UsageError, add_command, settings
 from app.cli.prefect_setup import start_prefect
 from mnist.addresses import absolute_sqlite, safe_url
 from mnist.settings import DaskSettings, GateSettings, SweepSettings, TrainConfig
+
+if TYPE_CHECKING:
+    from mnist.sweep_space import Space
 
 
 def _checked(chosen: SweepSettings, config: TrainConfig) -> None:
@@ -29,14 +33,14 @@ def _checked(chosen: SweepSettings, config: TrainConfig) -> None:
         raise UsageError(f"--name: a study named {chosen.name!r} exists: --resume {chosen.name}")
 
 
-def _base(chosen: SweepSettings) -> str:
-    """The recipe the trials start from (none for a resume: the study keeps its own)."""
+def _space(chosen: SweepSettings) -> Space | None:
+    """The space the trials vary (none for a resume: the study keeps its own)."""
     if chosen.resume:
-        return ""
+        return None
     from mnist.sweep_space import load_space
 
     try:
-        return load_space(chosen.space).base
+        return load_space(chosen.space)
     except ValueError as exc:
         raise UsageError(f"--space: {exc}") from None
 
@@ -44,9 +48,11 @@ def _base(chosen: SweepSettings) -> str:
 def sweep(args: argparse.Namespace) -> None:
     chosen, gate = settings(args, SweepSettings), settings(args, GateSettings)
     cluster = settings(args, DaskSettings)
-    base = _base(chosen)
-    if base and args.profile is None:  # the space's base recipe, unless --profile says
-        args.profile = base
+    space = _space(chosen)
+    if space and args.profile is None:  # the space's base recipe, unless --profile says
+        args.profile = space.base
+    if space and args.validation_split is None:  # and its split, unless --validation-split
+        args.validation_split = space.validation_split
     config = settings(args, TrainConfig)
     _checked(chosen, config)
     api_started = start_prefect()

@@ -19,6 +19,7 @@ RECIPE = {
     "adam_beta_2": "0.999",
     "schedule": "one-cycle",
     "augment": "True",
+    "elastic": "0.0",
     "label_smoothing": "0.1",
 }
 
@@ -32,7 +33,8 @@ def _member(seed: int, **changed: str) -> Member:
 def test_members_of_one_recipe_give_it_their_split_and_the_first_seed():
     given = TrainConfig.from_profile(profile="fast", seed=42, train_limit=500, test_limit=1000)
     made = config(given, [_member(3), _member(1), _member(2)])
-    assert made.recipe == TrainConfig.from_profile(profile="best", epochs=45).recipe
+    recipe = TrainConfig.from_profile(profile="best", epochs=45, validation_split=0.1).recipe
+    assert made.recipe == recipe
     assert (made.profile, made.seed, made.train_limit, made.validation_split) == (
         "best",
         3,
@@ -40,6 +42,14 @@ def test_members_of_one_recipe_give_it_their_split_and_the_first_seed():
         0.1,
     )
     assert made.test_limit == 1000  # how the ensemble is scored is the command's
+
+
+def test_a_knob_newer_than_the_members_runs_is_what_they_trained_with():
+    older = [_member(seed) for seed in (0, 1)]
+    for member in older:
+        del member.params["elastic"]  # runs from before elastic distortion was a knob
+    made = config(TrainConfig.from_profile(profile="best", elastic=20.0), older)
+    assert (made.augment, made.elastic) == (True, 0.0)
 
 
 def test_members_that_differ_are_named_with_what_differs():

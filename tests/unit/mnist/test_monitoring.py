@@ -58,7 +58,25 @@ def test_the_reference_is_drawn_from_digits_the_model_was_not_fitted_on():
     no_hold_out = monitoring.held_out_rows(
         labels, {"validation_split": "0.0", "train_limit": "None"}
     )
-    assert len(no_hold_out) == 1000  # nothing held out: the training digits themselves
+    assert len(no_hold_out) == 0  # the reference then comes from the test digits
+
+
+def test_a_model_fitted_on_every_training_digit_is_referenced_on_the_test_digits():
+    from mnist.data import Dataset, Split
+    from mnist.models import build, for_raw_pixels
+
+    labels = np.arange(40) % 10
+    train = Split(np.stack([_bar(2, 6, 4, 24)] * 40), labels, "train")  # narrow, all fitted on
+    test = Split(np.stack([_bar(8, 20, 4, 24)] * 40), labels, "test")  # wide, never fitted on
+    data, model = Dataset(train, test), for_raw_pixels(build("small"))
+    widths = {
+        split: set(monitoring.build_reference(model, data, params, 10).stats["width"])
+        for split, params in [
+            ("0.0", {"validation_split": "0.0"}),
+            ("0.5", {"validation_split": "0.5"}),
+        ]
+    }
+    assert widths == {"0.0": {12.0}, "0.5": {4.0}}
 
 
 def test_a_cached_reference_is_read_back_and_an_older_format_rebuilt(tmp_path):

@@ -27,6 +27,14 @@ def test_the_built_in_spaces_load_and_name_recipes_that_exist():
         assert space.params and TrainConfig.from_profile(profile=space.base).model
 
 
+def test_trials_hold_out_the_spaces_split_though_the_base_recipe_holds_none_out():
+    space = load_space("best")
+    assert (TrainConfig.from_profile(profile="best").validation_split, space.validation_split) == (
+        0.0,
+        0.1,
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
@@ -41,6 +49,8 @@ def test_the_built_in_spaces_load_and_name_recipes_that_exist():
         ('base = "fast"\n[params.augment]\nlow = 0\nhigh = 1\n', "give choices, not a range"),
         ('base = "fast"\n[params.epochs]\nlow = 1\nhigh = 2.5\n', "whole-number knob"),
         ('base = "fast"\n[params.epochs\n', "cannot read it"),
+        ('base = "fast"\n[params.validation_split]\nlow = 0.1\nhigh = 0.2\n', "fixes it"),
+        ('base = "fast"\nvalidation_split = 0\n[params.epochs]\nlow = 1\nhigh = 3\n', "greater"),
     ],
     ids=[
         "unknown",
@@ -54,6 +64,8 @@ def test_the_built_in_spaces_load_and_name_recipes_that_exist():
         "bool-range",
         "fractional-int",
         "toml",
+        "split-varied",
+        "split-none",
     ],
 )
 def test_a_wrong_space_is_one_error_naming_the_file_and_the_problem(tmp_path, text, problem):
