@@ -124,7 +124,9 @@ def one(recipe: str, seed: int, overrides: dict | None = None) -> dict:
         "train_seconds": round(probe.trained, 2),
         "seconds_per_epoch": round(statistics.median(probe.epoch_seconds), 2),
         "final_test_accuracy": probe.checks[-1]["test_accuracy"],
-        "final_val_accuracy": float(history["val_accuracy"].iloc[-1]),
+        "final_val_accuracy": (
+            float(history["val_accuracy"].iloc[-1]) if "val_accuracy" in history else None
+        ),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "checks": probe.checks,
     }

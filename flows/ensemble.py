@@ -92,7 +92,7 @@ def ensemble_flow(
                     *(load_network(r, Path(scratch) / r) for r, _ in trained), strict=True
                 )
             member_runs = [run_id for run_id, _ in trained]
-            shown = [f"`{r}` (val {a:.4f})" for r, a in trained]
+            shown = [f"`{r}` (val {'-' if a is None else f'{a:.4f}'})" for r, a in trained]
             return _publish(config, run, member_runs, seeds, list(nets), list(histories), shown)
 
 

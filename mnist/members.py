@@ -32,6 +32,15 @@ class Member:
         return int(self.params["seed"])
 
 
+def _logged(member: Member, knob: str) -> str | None:
+    """The member's `knob` as its run logged it; for a knob newer than the run, its default
+    (what the run trained with)."""
+    if knob in member.params:
+        return member.params[knob]
+    field = Recipe.model_fields.get(knob)
+    return None if field is None or field.is_required() else str(field.default)
+
+
 def traced(refs: list[str]) -> list[Member]:
     """Each reference traced to its training run; one that is not, is gone, is an ensemble,
     learnt from added data or a warm start, or names a model named already is an error."""
@@ -59,22 +68,14 @@ def config(given: TrainConfig, members: list[Member]) -> TrainConfig:
     """`given` with the members' recipe and data settings and the first member's seed (its
     split scores the ensemble); members that differ in them, or whose recipe cannot be read
     here, are an error."""
-    differ = [k for k in SHARED if len({m.params.get(k) for m in members}) > 1]
+    differ = [k for k in SHARED if len({_logged(m, k) for m in members}) > 1]
     if differ:
-        shown = "; ".join(
-            f"{k}: " + ", ".join(str(m.params.get(k)) for m in members) for k in differ
-        )
+        shown = "; ".join(f"{k}: " + ", ".join(str(_logged(m, k)) for m in members) for k in differ)
         raise MnistError(f"--from-models: the members differ in recipe or data ({shown})")
-    logged = members[0].params
-    theirs = {k: None if logged[k] == "None" else logged[k] for k in SHARED if k in logged}
-    # a knob newer than the members' runs: what they trained with is its default
-    newer = {
-        k: f.default
-        for k, f in Recipe.model_fields.items()
-        if k not in logged and not f.is_required()
-    }
+    first = members[0]
+    theirs = {k: None if v == "None" else v for k in SHARED if (v := _logged(first, k)) is not None}
     try:
-        return TrainConfig(**{**given.model_dump(), **newer, **theirs, "seed": members[0].seed})
+        return TrainConfig(**{**given.model_dump(), **theirs, "seed": first.seed})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise MnistError(

@@ -158,6 +158,12 @@ def _batches(batches: list[dict[str, Any]]) -> str:
     return f"{text}; and {len(older)} older batches ({_n(total)} samples) from {sources}"
 
 
+def _elastic(recipe: dict) -> str:
+    """The elastic distortion of an augmented recipe that has one (older cards: none)."""
+    strength = float(recipe.get("elastic") or 0)
+    return f" with elastic distortion {strength:g}" if recipe["augment"] and strength else ""
+
+
 def _recipe(facts: Facts) -> str:
     r = facts["recipe"]
     epochs = f"{r['epochs']} epoch{'s' if r['epochs'] != 1 else ''}"
@@ -165,7 +171,8 @@ def _recipe(facts: Facts) -> str:
         f"`{r['model']}`, {epochs}, batch {r['batch_size']}, learning rate "
         f"{r['learning_rate']} ({r['schedule']}), Adam betas "
         f"{r['adam_beta_1']}/{r['adam_beta_2']}, "
-        f"augment {'yes' if r['augment'] else 'no'}, label smoothing {r['label_smoothing']}, "
+        f"augment {'yes' if r['augment'] else 'no'}{_elastic(r)}, label smoothing "
+        f"{r['label_smoothing']}, "
         f"seed {r['seed']}, validation split {r['validation_split']}, train limit "
         f"{r['train_limit'] or 'none'}, test limit {r['test_limit'] or 'none'}, added share "
         f"{r['added_share']}; warm start: {r['warm_start']}. Profile `{r['profile']}`."

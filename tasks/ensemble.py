@@ -21,9 +21,10 @@ if TYPE_CHECKING:
 
 
 @task(name="member", task_run_name="member-seed-{config.seed}", cache_policy=NO_CACHE)
-def member(config: TrainConfig, parent_run: str, tracking_uri: str) -> tuple[str, float]:
+def member(config: TrainConfig, parent_run: str, tracking_uri: str) -> tuple[str, float | None]:
     """Train one member with `config` (its seed among them) in an MLflow run nested under
-    `parent_run`; returns the run's id and the last epoch's validation accuracy."""
+    `parent_run`; returns the run's id and the last epoch's validation accuracy (None
+    without a validation split)."""
     from mnist import training
 
     use_store(tracking_uri)  # the driver's store, wherever this worker runs
@@ -46,7 +47,8 @@ def member(config: TrainConfig, parent_run: str, tracking_uri: str) -> tuple[str
         run.end(False)
         raise
     run.end(True)
-    return run.run_id, float(history["val_accuracy"].iloc[-1])
+    validated = "val_accuracy" in history  # none where the recipe holds no split out
+    return run.run_id, float(history["val_accuracy"].iloc[-1]) if validated else None
 
 
 @task(name="existing-member", task_run_name="member-{member.ref}", cache_policy=NO_CACHE)

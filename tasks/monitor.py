@@ -80,7 +80,7 @@ def reference(
     version: registry.Version, settings: MonitorSettings
 ) -> tuple[keras.Model, drift.Sample]:
     """The champion's model, and its reference: read from the cache beside the tracking store,
-    or built from its held-out training digits (and cached)."""
+    or built from digits it was not fitted on (`monitoring.build_reference`) and cached."""
     from mnist import data
 
     logger = get_run_logger()
@@ -100,7 +100,8 @@ def reference(
         monitoring.save_reference(path, built)
     except OSError as exc:  # a read-only state directory: built again next time
         logger.warning("reference not cached at %s: %s", path, first_line(exc))
-    logger.info("reference of v%s: %d held-out training digits", version.version, len(built.digits))
+    unseen = len(built.digits)
+    logger.info("reference of v%s: %d digits it was not fitted on", version.version, unseen)
     return model, built
 
 

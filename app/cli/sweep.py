@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TYPE_CHECKING
 
 from app.cli.options import UsageError, add_command, settings
@@ -45,14 +46,22 @@ def _space(chosen: SweepSettings) -> Space | None:
         raise UsageError(f"--space: {exc}") from None
 
 
+def space_defaults(args: argparse.Namespace, space: Space) -> None:
+    """The space's base recipe, unless --profile says; and the split its trials are scored
+    on, unless --validation-split or its variable says (the base recipe's own split is for
+    final models: `best` holds none out)."""
+    if args.profile is None:
+        args.profile = space.base
+    variable = f"{TrainConfig.model_config.get('env_prefix', '')}VALIDATION_SPLIT"
+    if args.validation_split is None and variable.upper() not in map(str.upper, os.environ):
+        args.validation_split = space.validation_split
+
+
 def sweep(args: argparse.Namespace) -> None:
     chosen, gate = settings(args, SweepSettings), settings(args, GateSettings)
     cluster = settings(args, DaskSettings)
-    space = _space(chosen)
-    if space and args.profile is None:  # the space's base recipe, unless --profile says
-        args.profile = space.base
-    if space and args.validation_split is None:  # and its split, unless --validation-split
-        args.validation_split = space.validation_split
+    if space := _space(chosen):
+        space_defaults(args, space)
     config = settings(args, TrainConfig)
     _checked(chosen, config)
     api_started = start_prefect()

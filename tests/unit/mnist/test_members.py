@@ -50,6 +50,11 @@ def test_a_knob_newer_than_the_members_runs_is_what_they_trained_with():
         del member.params["elastic"]  # runs from before elastic distortion was a knob
     made = config(TrainConfig.from_profile(profile="best", elastic=20.0), older)
     assert (made.augment, made.elastic) == (True, 0.0)
+    # and an older run and a newer one of one recipe are members of one ensemble
+    mixed = config(TrainConfig.from_profile(profile="best"), [older[0], _member(2)])
+    assert (mixed.elastic, mixed.seed) == (0.0, 0)
+    with pytest.raises(MnistError, match=r"\(elastic: 0.0, 16.0\)"):
+        config(TrainConfig.from_profile(), [older[0], _member(2, elastic="16.0")])
 
 
 def test_members_that_differ_are_named_with_what_differs():

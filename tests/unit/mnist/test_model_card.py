@@ -256,3 +256,13 @@ def test_a_single_long_line_is_cut_at_a_word():
     short = model_card.description(card, "r")
     assert len(short) <= model_card.DESCRIPTION_LIMIT and _headings(short) == ["A", "B"]
     assert "word\n\n…\n\n## B\n\nkept" in short
+
+
+def test_the_recipe_line_names_elastic_distortion_only_where_it_was_used():
+    line = model_card._recipe  # the card's recipe sentence
+    plain = {"recipe": RECIPE}  # a card from before the knob: no `elastic`
+    bent = {"recipe": {**RECIPE, "augment": True, "elastic": 16.0}}
+    unused = {"recipe": {**RECIPE, "augment": False, "elastic": 16.0}}
+    assert "augment no, label" in line(plain)
+    assert "augment yes with elastic distortion 16, label" in line(bent)
+    assert "elastic" not in line(unused)

@@ -27,14 +27,6 @@ def test_the_built_in_spaces_load_and_name_recipes_that_exist():
         assert space.params and TrainConfig.from_profile(profile=space.base).model
 
 
-def test_trials_hold_out_the_spaces_split_though_the_base_recipe_holds_none_out():
-    space = load_space("best")
-    assert (TrainConfig.from_profile(profile="best").validation_split, space.validation_split) == (
-        0.0,
-        0.1,
-    )
-
-
 @pytest.mark.parametrize(
     ("text", "problem"),
     [

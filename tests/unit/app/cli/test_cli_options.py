@@ -74,6 +74,36 @@ def test_an_option_wins_over_the_variable_and_the_recipe(monkeypatch):
     assert (config.epochs, config.augment, config.profile) == (3, False, "fast")
 
 
+def test_the_split_of_best_holds_none_out_under_its_variable_and_option(monkeypatch):
+    assert (
+        settings(parser().parse_args(["train", "--profile", "best"]), TrainConfig).validation_split
+        == 0
+    )
+    monkeypatch.setenv("MNIST_VALIDATION_SPLIT", "0.2")
+    assert (
+        settings(parser().parse_args(["train", "--profile", "best"]), TrainConfig).validation_split
+        == 0.2
+    )
+    args = parser().parse_args(["train", "--profile", "best", "--validation-split", "0.3"])
+    assert settings(args, TrainConfig).validation_split == 0.3
+
+
+def test_a_sweep_holds_out_its_spaces_split_unless_told_another(monkeypatch):
+    from app.cli.sweep import space_defaults
+    from mnist.sweep_space import load_space
+
+    def split(*given: str) -> float:
+        args = parser().parse_args(["sweep", "--space", "best", *given])
+        space_defaults(args, load_space("best"))
+        return settings(args, TrainConfig).validation_split
+
+    monkeypatch.delenv("MNIST_VALIDATION_SPLIT", raising=False)
+    assert split() == 0.1  # though `best`, its base recipe, holds none out
+    assert split("--validation-split", "0.3") == 0.3
+    monkeypatch.setenv("MNIST_VALIDATION_SPLIT", "0.2")
+    assert split() == 0.2
+
+
 def test_serve_binds_loopback_unless_told(monkeypatch):
     assert settings(parser().parse_args(["serve"]), ServeSettings).host == "127.0.0.1"
     monkeypatch.setenv("MNIST_SERVE_HOST", "0.0.0.0")
