@@ -73,19 +73,14 @@ def _run_id(stdout: str) -> str:
     return next(line.split()[-1] for line in stdout.splitlines() if line.startswith("MLflow run:"))
 
 
-def _recipe(profile: str, epochs: str | None, split: float) -> dict[str, str]:
-    """The recipe's knobs and the split as its runs log them (strings)."""
+def _recipe(profile: str, overrides: dict[str, str]) -> dict[str, str]:
+    """The recipe's knobs, `overrides` over them, as its runs log them (strings)."""
     from mnist.recipe import load_recipe
 
-    knobs = {k: str(v) for k, v in load_recipe(profile).model_dump().items()}
-    return (
-        knobs | {"validation_split": str(split)} | ({"epochs": str(int(epochs))} if epochs else {})
-    )
+    return {k: str(v) for k, v in load_recipe(profile).model_dump().items()} | overrides
 
 
-def _finished(
-    store: Path, profile: str, seed: int, epochs: str | None, split: float
-) -> dict | None:
+def _finished(store: Path, profile: str, seed: int, overrides: dict[str, str]) -> dict | None:
     """The measurement of `seed` in `store` already: a finished run of the same recipe whose
     command ran to the end."""
     if not (store / "mlflow.db").exists():
@@ -94,7 +89,7 @@ def _finished(
     found = client.get_experiment_by_name(f"bench-{profile}")
     if found is None:
         return None
-    recipe = _recipe(profile, epochs, split)
+    recipe = _recipe(profile, overrides)
     query = f"params.seed = '{seed}' and attributes.status = 'FINISHED'"
     for run in client.search_runs([found.experiment_id], query):
         same = all(run.data.params.get(k) == v for k, v in recipe.items())
@@ -116,16 +111,15 @@ def _row(run, seconds: float) -> dict:
     }
 
 
-def seed_run(store: Path, profile: str, seed: int, epochs: str | None, split: float) -> dict:
+def seed_run(store: Path, profile: str, seed: int, overrides: dict[str, str]) -> dict:
     """One whole `mnist train` command for `seed` (or its measurement from an earlier run)."""
     experiment = f"bench-{profile}"
-    if (done := _finished(store, profile, seed, epochs, split)) is not None:
+    if (done := _finished(store, profile, seed, overrides)) is not None:
         print(f"seed {seed}: measured before, run {done['run_id']}", flush=True)
         return done
     args = ["train", "--profile", profile, "--seed", str(seed), "--no-added-data"]
     args += ["--experiment", experiment, "--registered-model", experiment]
-    args += ["--epochs", str(int(epochs))] if epochs else []
-    args += ["--validation-split", str(split)]
+    args += [a for k, v in overrides.items() for a in (f"--{k.replace('_', '-')}", v)]
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     seconds, stdout = _mnist(args, store)
     client = _client(store)
@@ -199,27 +193,22 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated")
     p.add_argument("--ensembles", default="3", help="ensemble sizes (first K seeds), or ''")
     p.add_argument("--store", type=Path, help="where to keep the runs (resumes from them)")
-    p.add_argument("--epochs", help="override the recipe's epochs (exploring)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs (exploring)")
     p.add_argument(
         "--validation-split", type=float, help="override the recipe's split (0: none held out)"
     )
     args = p.parse_args()
-    if args.validation_split is None:
-        from mnist.recipe import load_recipe
-
-        args.validation_split = load_recipe(args.profile).validation_split
+    given = {"epochs": args.epochs, "validation_split": args.validation_split}
+    overrides = {k: str(v) for k, v in given.items() if v is not None}  # as the runs log them
     store = (args.store or Path(tempfile.mkdtemp(prefix="bench-recipes-"))).resolve()
     store.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
-    seeds = [
-        seed_run(store, args.profile, int(s), args.epochs, args.validation_split)
-        for s in args.seeds.split(",")
-    ]
+    seeds = [seed_run(store, args.profile, int(s), overrides) for s in args.seeds.split(",")]
     sizes = [int(k) for k in args.ensembles.split(",") if k]
     ensembles = [ensemble(store, args.profile, seeds[:k]) for k in sizes if 2 <= k <= len(seeds)]
     report = {
         "profile": args.profile,
-        "validation_split": args.validation_split,
+        "validation_split": float(_recipe(args.profile, overrides)["validation_split"]),
         "machine": machine(load),
         "store": str(store),
         "seeds": seeds,

@@ -46,13 +46,13 @@ class ElasticDistortion(layers.Layer):
     def call(self, images, training=False):
         if not training or self.alpha == 0:
             return images
-        n, h, w = ops.shape(images)[0], ops.shape(images)[1], ops.shape(images)[2]
-        noise = keras.random.uniform((n, h, w, 2), -1.0, 1.0, seed=self.seed_generator)
+        shape = (*ops.shape(images)[:3], 2)  # a displacement per pixel and axis
+        noise = keras.random.uniform(shape, -1.0, 1.0, seed=self.seed_generator)
         return self.distort(images, noise)
 
     def distort(self, images, noise):
         """`images` moved by the field that `noise` (N, H, W, 2) in [-1, 1] makes."""
-        n, h, w = ops.shape(images)[0], ops.shape(images)[1], ops.shape(images)[2]
+        n, h, w = ops.shape(images)[:3]
         field = ops.depthwise_conv(noise, self._down, padding="same")
         field = ops.depthwise_conv(field, self._across, padding="same") * self.alpha
         ys = ops.cast(ops.arange(h), "float32")[None, :, None] + field[..., 0]
